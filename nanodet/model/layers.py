@@ -1,0 +1,109 @@
+"""Building blocks shared by backbone, neck and heads.
+
+Attribute names (``conv``/``bn``/``gn``, ``depthwise``/``pointwise``/``dwnorm``/``pwnorm``)
+follow the official NanoDet modules so official checkpoints load by name.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import NormConfig
+
+
+def activation_layer(name: str | None) -> nn.Module:
+    """The activation a config names; NanoDet's LeakyReLU has slope 0.1."""
+    if name is None:
+        return nn.Identity()
+    factories = {
+        "ReLU": lambda: nn.ReLU(inplace=True),
+        "LeakyReLU": lambda: nn.LeakyReLU(negative_slope=0.1, inplace=True),
+        "ReLU6": lambda: nn.ReLU6(inplace=True),
+        "SELU": lambda: nn.SELU(inplace=True),
+        "ELU": lambda: nn.ELU(inplace=True),
+        "GELU": nn.GELU,
+        "PReLU": nn.PReLU,
+        "SiLU": lambda: nn.SiLU(inplace=True),
+        "HardSwish": lambda: nn.Hardswish(inplace=True),
+        "Hardswish": lambda: nn.Hardswish(inplace=True),
+    }
+    return factories[name]()
+
+
+def norm_layer(cfg: NormConfig, channels: int) -> tuple[str, nn.Module]:
+    """(attribute name, layer) for a norm config: ``bn`` for batch norm, ``gn`` for group norm."""
+    if cfg.type == "GN":
+        layer: nn.Module = nn.GroupNorm(cfg.num_groups or 32, channels)
+        name = "gn"
+    else:
+        layer = nn.BatchNorm2d(channels)
+        name = "bn"
+    for p in layer.parameters():
+        p.requires_grad = cfg.requires_grad
+    return name, layer
+
+
+class ConvModule(nn.Module):
+    """conv → norm → activation; the conv has a bias only when there is no norm."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        norm: NormConfig | None = NormConfig(),
+        activation: str | None = "ReLU",
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=norm is None)
+        self.norm_name = None
+        if norm is not None:
+            self.norm_name, layer = norm_layer(norm, out_channels)
+            self.add_module(self.norm_name, layer)
+        self.act = activation_layer(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm_name is not None:
+            x = getattr(self, self.norm_name)(x)
+        return self.act(x)
+
+
+class DepthwiseConvModule(nn.Module):
+    """Depthwise-separable conv: depthwise k×k → BN → act → pointwise 1×1 → BN → act."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        activation: str | None = "ReLU",
+    ) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, kernel_size, stride, padding, groups=in_channels, bias=False
+        )
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.dwnorm = nn.BatchNorm2d(in_channels)
+        self.pwnorm = nn.BatchNorm2d(out_channels)
+        self.act = activation_layer(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.dwnorm(self.depthwise(x)))
+        return self.act(self.pwnorm(self.pointwise(x)))
+
+
+class Scale(nn.Module):
+    """A learnable scalar multiplier (one per pyramid level in the auxiliary head)."""
+
+    def __init__(self, value: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(value, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
