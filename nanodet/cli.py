@@ -1,0 +1,60 @@
+"""Command line: ``python -m nanodet {info,detect} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, load_config
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .info import model_info
+
+    cfg = load_config(args.config)
+    if args.num_classes is not None:
+        cfg = cfg.with_classes([f"class{i}" for i in range(args.num_classes)])
+    print(json.dumps(model_info(cfg)))
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from .detect import run_detect
+
+    return run_detect(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nanodet", description="NanoDet-Plus detector tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="print params and GFLOPs of a model config as one JSON line")
+    info.add_argument("config")
+    info.add_argument("--num-classes", type=int, default=None)
+    info.set_defaults(func=_info)
+
+    det = sub.add_parser("detect", help="detect objects in images, folders, videos or a camera")
+    det.add_argument("--config", required=True)
+    det.add_argument("--weights", required=True)
+    det.add_argument("--conf", type=float, default=0.35, help="score threshold for reported boxes")
+    det.add_argument("--batch-size", type=int, default=16)
+    det.add_argument("--workers", type=int, default=None, help="image decoding processes (default: min(4, cpus))")
+    det.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    det.add_argument("--save-dir", default=None, help="write annotated images/videos here")
+    det.add_argument("--no-progress", action="store_true")
+    det.add_argument("inputs", nargs="+", help="image files, folders, video files or a camera index")
+    det.set_defaults(func=_detect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

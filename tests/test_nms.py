@@ -1,0 +1,137 @@
+"""NMS against a plain-Python greedy loop (the definition), index for index."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanodet.ops import batched_nms, multiclass_nms, nms
+
+
+def reference_nms(
+    boxes: list[list[float]], scores: list[float], thr: float, labels: list[int] | None = None
+) -> list[int]:
+    """Textbook greedy NMS; stable order on equal scores; only same-label boxes suppress."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    labels = labels or [0] * len(scores)
+    kept: list[int] = []
+    for i in order:
+        xi1, yi1, xi2, yi2 = boxes[i]
+        area_i = (xi2 - xi1) * (yi2 - yi1)
+        suppressed = False
+        for k in kept:
+            if labels[k] != labels[i]:
+                continue
+            xk1, yk1, xk2, yk2 = boxes[k]
+            w = max(0.0, min(xi2, xk2) - max(xi1, xk1))
+            h = max(0.0, min(yi2, yk2) - max(yi1, yk1))
+            inter = w * h
+            union = (xk2 - xk1) * (yk2 - yk1) + area_i - inter
+            if union > 0 and inter / union > thr:
+                suppressed = True
+                break
+        if not suppressed:
+            kept.append(i)
+    return kept
+
+
+def random_boxes(gen: torch.Generator, n: int, clusters: int, integer: bool) -> torch.Tensor:
+    """Boxes gathered around a few centres so that many overlap heavily."""
+    centres = torch.rand(clusters, 2, generator=gen, dtype=torch.float64) * 200
+    pick = torch.randint(0, clusters, (n,), generator=gen)
+    xy = centres[pick] + torch.randn(n, 2, generator=gen, dtype=torch.float64) * 6
+    wh = 10 + torch.rand(n, 2, generator=gen, dtype=torch.float64) * 40
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=1)
+    return boxes.round() if integer else boxes
+
+
+CASES = [
+    # (n, clusters, integer coordinates, number of distinct score values: ties when small)
+    (0, 1, False, 10),
+    (1, 1, False, 10),
+    (2, 1, True, 1),
+    (30, 2, True, 3),
+    (200, 5, False, 1000),
+    (300, 3, True, 4),
+    (2500, 40, False, 50),  # more than one block of the blocked implementation
+]
+
+
+@pytest.mark.parametrize("n,clusters,integer,levels", CASES)
+@pytest.mark.parametrize("thr", [0.3, 0.5, 0.65])
+def test_nms_matches_greedy_reference(n: int, clusters: int, integer: bool, levels: int, thr: float) -> None:
+    gen = torch.Generator().manual_seed(n * 7 + clusters)
+    boxes = random_boxes(gen, n, clusters, integer)
+    scores = torch.randint(0, levels, (n,), generator=gen).double() / levels
+    keep = nms(boxes, scores, thr)
+    assert keep.dtype == torch.long
+    assert keep.tolist() == reference_nms(boxes.tolist(), scores.tolist(), thr)
+
+
+@pytest.mark.parametrize("n,clusters,integer,levels", CASES)
+def test_batched_nms_matches_per_label_reference(n: int, clusters: int, integer: bool, levels: int) -> None:
+    gen = torch.Generator().manual_seed(n * 3 + 1)
+    boxes = random_boxes(gen, n, clusters, integer)
+    scores = torch.randint(0, levels, (n,), generator=gen).double() / levels
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    keep = batched_nms(boxes, scores, labels, 0.5)
+    assert keep.tolist() == reference_nms(boxes.tolist(), scores.tolist(), 0.5, labels.tolist())
+
+
+def test_nms_float32_and_identical_boxes() -> None:
+    boxes = torch.tensor([[0, 0, 10, 10]] * 4 + [[20, 20, 30, 30]], dtype=torch.float32)
+    scores = torch.tensor([0.5, 0.9, 0.9, 0.1, 0.2])
+    assert nms(boxes, scores, 0.5).tolist() == [1, 4]
+
+
+def test_iou_equal_to_threshold_is_kept() -> None:
+    # IoU of these two boxes is exactly 1/3: suppression needs IoU strictly above.
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 3.0, 1.0]], dtype=torch.float64)
+    scores = torch.tensor([0.9, 0.8], dtype=torch.float64)
+    assert nms(boxes, scores, 1 / 3).tolist() == [0, 1]
+    assert nms(boxes, scores, 0.33).tolist() == [0]
+
+
+def test_multiclass_nms_semantics() -> None:
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # box 0: candidate for class 0 and class 2
+            [1.0, 1.0, 10.0, 10.0],  # box 1: overlaps box 0 (IoU 0.81)
+            [50.0, 50.0, 60.0, 60.0],  # box 2: alone
+            [70.0, 70.0, 80.0, 80.0],  # box 3: all scores under the threshold
+        ]
+    )
+    scores = torch.tensor(
+        [
+            [0.9, 0.0, 0.6],
+            [0.8, 0.0, 0.7],
+            [0.0, 0.3, 0.0],
+            [0.04, 0.02, 0.01],
+        ]
+    )
+    dets, labels = multiclass_nms(boxes, scores, score_thr=0.05, iou_thr=0.6, max_num=100)
+    # box 1 / class 0 is suppressed by box 0 / class 0; box 0 / class 2 by box 1 / class 2.
+    assert labels.tolist() == [0, 2, 1]
+    assert labels.dtype == torch.long
+    expected = torch.tensor(
+        [[0, 0, 10, 10, 0.9], [1, 1, 10, 10, 0.7], [50, 50, 60, 60, 0.3]], dtype=torch.float32
+    )
+    torch.testing.assert_close(dets, expected)
+
+    dets2, labels2 = multiclass_nms(boxes, scores, score_thr=0.05, iou_thr=0.6, max_num=2)
+    assert labels2.tolist() == [0, 2]
+    torch.testing.assert_close(dets2, expected[:2])
+
+    # With a high IoU threshold nothing is suppressed: box 0 is reported for two classes.
+    dets3, labels3 = multiclass_nms(boxes, scores, score_thr=0.5, iou_thr=0.9, max_num=0)
+    assert labels3.tolist() == [0, 0, 2, 2]
+    assert dets3[:, 4].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+
+
+def test_multiclass_nms_empty() -> None:
+    boxes = torch.rand(5, 4)
+    dets, labels = multiclass_nms(boxes, torch.zeros(5, 3), 0.05, 0.6, 100)
+    assert dets.shape == (0, 5) and dets.dtype == torch.float32
+    assert labels.shape == (0,) and labels.dtype == torch.long
+    dets, labels = multiclass_nms(torch.zeros(0, 4), torch.zeros(0, 3), 0.05, 0.6, 100)
+    assert dets.shape == (0, 5) and labels.shape == (0,)
