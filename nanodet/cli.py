@@ -9,6 +9,7 @@ import sys
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
+from .engine.trainer import NonFiniteLossError
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -27,6 +28,23 @@ def _detect(args: argparse.Namespace) -> int:
     return run_detect(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .engine.run import train
+
+    cfg = load_config(args.config)
+    train(cfg, work_dir=args.work_dir, seed=args.seed, resume=args.resume, device=args.device,
+          progress=not args.no_progress)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .engine.run import evaluate
+
+    cfg = load_config(args.config)
+    print(json.dumps(evaluate(cfg, args.weights, device=args.device)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nanodet", description="NanoDet-Plus detector tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("config")
     info.add_argument("--num-classes", type=int, default=None)
     info.set_defaults(func=_info)
+
+    tr = sub.add_parser("train", help="train a model (under torchrun for several processes)")
+    tr.add_argument("config")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from WORK_DIR/model_last.ckpt")
+    tr.add_argument("--work-dir", default=None, help="default: the config's save_dir")
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="COCO metrics of weights on the config's val set (JSON)")
+    ev.add_argument("config")
+    ev.add_argument("--weights", required=True)
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=_eval)
 
     det = sub.add_parser("detect", help="detect objects in images, folders, videos or a camera")
     det.add_argument("--config", required=True)
@@ -55,6 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

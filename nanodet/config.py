@@ -272,6 +272,10 @@ class NanoDetConfig(Strict):
         """Inference input size as (w, h)."""
         return self.data.val.input_size
 
+    def merged(self, overrides: dict) -> "NanoDetConfig":
+        """A validated copy with ``overrides`` (nested dicts, official key names) merged in."""
+        return parse_config(_deep_merge(self.model_dump(), overrides), "<overrides>")
+
     def with_classes(self, class_names: list[str]) -> "NanoDetConfig":
         """A copy of this config for another class list (heads resized to match)."""
         data = self.model_dump()
@@ -281,6 +285,16 @@ class NanoDetConfig(Strict):
         if arch.get("aux_head"):
             arch["aux_head"]["num_classes"] = len(class_names)
         return NanoDetConfig.model_validate(data)
+
+
+def _deep_merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class ConfigError(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,12 @@ import torch
 from nanodet.checkpoint import save_pth
 from nanodet.config import load_config
 from nanodet.model import build_model
+
+# Each xdist worker gets one core: two OpenMP pools fighting over two cores are many times
+# slower than one thread each (spin-waiting threads get preempted).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the subprocesses tests start
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
@@ -61,3 +68,29 @@ def plus_weights(tmp_path_factory, plus_cfg) -> Path:
 @pytest.fixture(scope="session")
 def sample_images() -> list[Path]:
     return sorted((SAMPLE / "assets").glob("*.jpg"))
+
+
+def synthetic_training_config(root: Path, train_images: int = 48, val_images: int = 12, input_size=(128, 128),
+                              epochs: int = 2, batch_size: int = 8, seed: int = 0, **overrides):
+    """nanodet-plus-m on a generated 3-class shapes dataset, sized for CPU tests."""
+    from nanodet.data.synthetic import make_synthetic_coco
+
+    train_ann = root / "train" / "annotations.json"
+    if not train_ann.exists():
+        make_synthetic_coco(root / "train", train_images, image_size=(160, 160), seed=seed, min_size=32, max_size=80)
+        make_synthetic_coco(root / "val", val_images, image_size=(160, 160), seed=seed + 1000, min_size=32, max_size=80)
+    cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml").with_classes(["circle", "square", "triangle"])
+    split = lambda name: {"img_path": str(root / name / "images"), "ann_path": str(root / name / "annotations.json"),
+                          "input_size": list(input_size)}
+    base = {
+        "save_dir": str(root / "work"),
+        "data": {"train": split("train"), "val": split("val")},
+        "device": {"batchsize_per_gpu": batch_size, "workers_per_gpu": 0},
+        "schedule": {"total_epochs": epochs, "val_intervals": 1, "warmup": {"steps": 5},
+                     "lr_schedule": {"T_max": epochs}},
+        "model": {"arch": {"detach_epoch": 1}},
+        "log": {"interval": 1000},
+    }
+    from nanodet.config import _deep_merge
+
+    return cfg.merged(_deep_merge(base, overrides))

@@ -1,0 +1,1 @@
+"""Training engine: a plain-PyTorch trainer for NanoDet-Plus (no Lightning)."""

@@ -1,0 +1,36 @@
+"""Exponential moving average of the weights (the official ExpMovingAverager).
+
+After step ``t`` every parameter and buffer is blended as ``ema ← ema·(1−w) + θ·w`` with
+``w = decay·exp(−(1+t)/2000) + (1 − decay)``: the average follows the model closely for the
+first few thousand steps, then settles to a slow ``1 − decay`` update.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+
+class ModelEMA:
+    def __init__(self, model: nn.Module, decay: float = 0.9998) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def weight(self, step: int) -> float:
+        return self.decay * math.exp(-(1 + step) / 2000) + (1 - self.decay)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        w = self.weight(step)
+        ema_state = self.model.state_dict()
+        for name, value in model.state_dict().items():
+            target = ema_state[name]
+            if target.dtype.is_floating_point:
+                target.mul_(1 - w).add_(value.detach(), alpha=w)
+            else:
+                target.copy_(value)

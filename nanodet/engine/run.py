@@ -1,0 +1,67 @@
+"""Entry points used by the CLI (and the YMIR executor): train, evaluate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_weights
+from ..config import NanoDetConfig
+from ..data.coco_dataset import build_dataset
+from ..evaluation.coco import CocoEvaluator
+from ..model import build_model
+from .distributed import DistContext, cleanup_distributed, init_distributed
+from .evaluate import as_coco_detections, predict_loader
+from .tensorboard import TensorBoardLogger
+from .trainer import Callback, LogLines, ProgressBar, Trainer, TrainState
+
+log = logging.getLogger("nanodet.train")
+
+
+def train(
+    cfg: NanoDetConfig,
+    work_dir: str | Path | None = None,
+    seed: int = 0,
+    resume: bool | str | Path = False,
+    callbacks: list[Callback] | None = None,
+    tensorboard_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> TrainState:
+    """Train under torchrun or in one process; returns the final state (rank 0 wrote the files)."""
+    ctx = init_distributed(device)
+    try:
+        work_dir = Path(work_dir or cfg.save_dir)
+        cbs: list[Callback] = [LogLines(), TensorBoardLogger(tensorboard_dir or work_dir / "tensorboard")]
+        if progress:
+            cbs.append(ProgressBar())
+        trainer = Trainer(cfg, work_dir, ctx, seed=seed, callbacks=cbs + list(callbacks or []))
+        if resume:
+            path = Path(resume) if not isinstance(resume, bool) else work_dir / "model_last.ckpt"
+            if path.is_file():
+                trainer.resume(path)
+            elif ctx.is_main:
+                log.warning("resume asked but %s does not exist: starting from scratch", path)
+        return trainer.train()
+    finally:
+        cleanup_distributed()
+
+
+def evaluate(cfg: NanoDetConfig, weights: str | Path, device: str = "auto", batch_size: int | None = None) -> dict:
+    """COCO metrics of ``weights`` on the config's validation set."""
+    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
+    model = build_model(cfg.model.arch, with_aux=False)
+    load_weights(model, weights, log)
+    model.to(dev)
+    dataset = build_dataset(cfg.data.val, train=False)
+    from torch.utils.data import DataLoader
+
+    from ..data.coco_dataset import collate_detection
+
+    loader = DataLoader(dataset, batch_size=batch_size or cfg.device.batchsize_per_gpu, shuffle=False,
+                        num_workers=cfg.device.workers_per_gpu, collate_fn=collate_detection)
+    dets = predict_loader(model, loader, dev, DistContext(device=dev))
+    scored = CocoEvaluator(dataset.coco, list(cfg.class_names)).evaluate(as_coco_detections(dets))
+    return {"metrics": scored["metrics"], "per_class_AP": scored["per_class_AP"]}

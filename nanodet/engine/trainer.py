@@ -1,0 +1,345 @@
+"""The NanoDet-Plus trainer: one short step function, an epoch loop, and callbacks.
+
+    for epoch:                       for batch:
+        train one epoch                  forward (model + aux branch) → loss
+        save model_last.ckpt             backward, clip, optimizer step, EMA update
+        every val_intervals: evaluate the EMA model with COCO mAP, keep the best
+
+Callbacks (TensorBoard, progress bar, the YMIR monitor) observe steps, epochs and
+evaluations; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..checkpoint import load_weights, save_pth
+from ..config import NanoDetConfig, save_config
+from ..data.coco_dataset import CocoDetection, EpochSampler, TrainBatch, build_dataset, collate_detection
+from ..evaluation.coco import CocoEvaluator
+from ..model import build_model
+from ..model.criterion import NanoDetPlusLoss
+from .checkpointer import (
+    load_training_checkpoint,
+    restore_rng_states,
+    save_training_checkpoint,
+    split_state_dict,
+)
+from .distributed import DistContext
+from .ema import ModelEMA
+from .evaluate import as_coco_detections, predict_loader
+from .lr_schedule import LrSchedule
+
+log = logging.getLogger("nanodet.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops before the weights are poisoned."""
+
+
+@dataclass
+class EvalResult:
+    epoch: int
+    metrics: dict[str, float]
+    per_class_AP: dict[str, float]
+    detections: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    best_metric: float = -1.0
+    best_epoch: int = -1
+    evaluations: list[EvalResult] = field(default_factory=list)
+
+
+class Callback:
+    """Hooks into training; every method is optional."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+    def on_step_end(self, trainer: "Trainer", losses: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer") -> None: ...
+    def on_eval_end(self, trainer: "Trainer", result: EvalResult, is_best: bool) -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+
+class _TrainForward(nn.Module):
+    """What DDP wraps: the training forward (model + aux branch) as ``forward``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, epoch: int):
+        return self.model.forward_train(images, epoch)
+
+
+def autocast_dtype(cfg: NanoDetConfig, device: torch.device) -> torch.dtype | None:
+    """Mixed precision only on CUDA with ``precision: 16``: bf16 where supported, else fp16."""
+    if cfg.device.precision != 16 or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: NanoDetConfig,
+        work_dir: str | Path,
+        ctx: DistContext,
+        seed: int = 0,
+        callbacks: list[Callback] | None = None,
+        train_set: CocoDetection | None = None,
+        val_set: CocoDetection | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.work_dir = Path(work_dir)
+        self.ctx = ctx
+        self.device = ctx.device
+        self.seed = seed
+        self.callbacks = list(callbacks or [])
+        self.state = TrainState()
+        torch.manual_seed(seed)  # same initial weights on every rank
+
+        self.model = build_model(cfg.model.arch).to(self.device)
+        if cfg.schedule.load_model:
+            load_weights(self.model, cfg.schedule.load_model, log)
+        decay = cfg.model.weight_averager.decay if cfg.model.weight_averager else None
+        self.ema = ModelEMA(self.model, decay) if decay else None
+        self.optimizer = self._build_optimizer()
+        self.lr_schedule = LrSchedule(cfg.schedule)
+        self.amp_dtype = autocast_dtype(cfg, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        head = cfg.model.arch.head
+        assigner = getattr(head, "assigner_cfg", None)
+        self.criterion = NanoDetPlusLoss(
+            head.num_classes, head.reg_max, head.loss,
+            topk=assigner.topk if assigner else 13, iou_factor=assigner.iou_factor if assigner else 3.0,
+        )
+        self.train_set = train_set or build_dataset(cfg.data.train, train=True, seed=seed)
+        self.val_set = val_set or build_dataset(cfg.data.val, train=False, seed=seed)
+        self.train_loader = self._loader(self.train_set, train=True)
+        self.val_loader = self._loader(self.val_set, train=False)
+        self.evaluator = CocoEvaluator(self.val_set.coco, list(cfg.class_names))
+        self.train_module: nn.Module = _TrainForward(self.model)
+        if ctx.distributed:
+            self.train_module = DistributedDataParallel(
+                self.train_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=not self.model.has_aux,  # legacy head: gfl_reg unused
+            )
+        torch.manual_seed(seed + ctx.rank)  # per-rank randomness from here on
+
+    # --- construction ------------------------------------------------------------------
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.schedule.optimizer
+        params = self.model.parameters()
+        if o.no_norm_decay:
+            norm_types = (nn.BatchNorm2d, nn.GroupNorm)
+            no_decay = {id(p) for m in self.model.modules() if isinstance(m, norm_types) for p in m.parameters()}
+            no_decay |= {id(p) for n, p in self.model.named_parameters() if n.endswith(".bias")}
+            params = [
+                {"params": [p for p in self.model.parameters() if id(p) not in no_decay]},
+                {"params": [p for p in self.model.parameters() if id(p) in no_decay], "weight_decay": 0.0},
+            ]
+        if o.name == "SGD":
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        optim_cls = torch.optim.AdamW if o.name == "AdamW" else torch.optim.Adam
+        return optim_cls(params, lr=o.lr, weight_decay=o.weight_decay)
+
+    def _loader(self, dataset: CocoDetection, train: bool) -> DataLoader:
+        dev = self.cfg.device
+        sampler = EpochSampler(DistributedSampler(
+            dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=train, seed=self.seed,
+        ))
+        per_rank = len(sampler)
+        workers = dev.workers_per_gpu
+        return DataLoader(
+            dataset,
+            batch_size=dev.batchsize_per_gpu,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_detection,
+            pin_memory=self.device.type == "cuda",
+            drop_last=train and per_rank > dev.batchsize_per_gpu,
+            persistent_workers=workers > 0,
+            prefetch_factor=2 if workers > 0 else None,
+        )
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def resume(self, path: str | Path) -> None:
+        """Continue from a ``model_last.ckpt``: weights, EMA, optimizer, scaler, counters, RNG."""
+        ckpt = load_training_checkpoint(path)
+        state = ckpt["state_dict"]
+        self.model.load_state_dict(split_state_dict(state, "model."))
+        if self.ema is not None:
+            ema_state = split_state_dict(state, "avg_model.")
+            self.ema.model.load_state_dict(ema_state or split_state_dict(state, "model."))
+        self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state.epoch = int(ckpt["epoch"])
+        self.state.step = int(ckpt["global_step"])
+        self.state.best_metric = float(ckpt.get("best_metric", -1.0))
+        self.state.best_epoch = int(ckpt.get("best_epoch", -1))
+        if "rng_states" in ckpt:
+            restore_rng_states(ckpt["rng_states"])
+        log.info("resumed from %s: %d epochs done, step %d", path, self.state.epoch, self.state.step)
+
+    def save_last(self) -> None:
+        if self.ctx.is_main:
+            save_training_checkpoint(
+                self.work_dir / "model_last.ckpt", self.model, self.ema.model if self.ema else None,
+                self.optimizer, self.scaler, self.state.epoch, self.state.step, self.state.best_metric,
+                extra={"best_epoch": self.state.best_epoch},
+            )
+
+    def save_best(self) -> None:
+        if self.ctx.is_main:
+            save_training_checkpoint(
+                self.work_dir / "model_best.ckpt", self.model, self.ema.model if self.ema else None,
+                self.optimizer, self.scaler, self.state.epoch, self.state.step, self.state.best_metric,
+                extra={"best_epoch": self.state.best_epoch},
+            )
+            save_pth(self.eval_model, self.work_dir / "nanodet_model_best.pth", inference_only=True)
+
+    # --- the loop --------------------------------------------------------------------------
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.model
+
+    @property
+    def total_epochs(self) -> int:
+        return self.cfg.schedule.total_epochs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def train(self) -> TrainState:
+        if self.ctx.is_main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.work_dir / "train_config.yml")
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        for epoch in range(self.state.epoch, self.total_epochs):
+            self.train_epoch(epoch)
+            self.state.epoch = epoch + 1
+            last = self.state.epoch == self.total_epochs
+            if self.state.epoch % self.cfg.schedule.val_intervals == 0 or last:
+                self.evaluate()
+            self.save_last()
+            for cb in self.callbacks:
+                cb.on_epoch_end(self)
+            self.ctx.barrier()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.state
+
+    def train_epoch(self, epoch: int) -> None:
+        self.model.train()
+        self.train_loader.sampler.set_epoch(epoch)
+        for batch in self.train_loader:
+            if batch is None:
+                continue
+            losses = self.run_step(batch, epoch)
+            for cb in self.callbacks:
+                cb.on_step_end(self, losses)
+
+    def run_step(self, batch: TrainBatch, epoch: int) -> dict[str, float]:
+        self.state.step += 1
+        lr = self.lr_schedule.lr_at(epoch, self.state.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = batch.images.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            preds, aux_preds = self.train_module(images, epoch)
+        priors = self.model.head.priors((images.shape[2], images.shape[3]), self.device)
+        loss, states = self.criterion(preds, aux_preds, priors, batch.gt_bboxes, batch.gt_labels)
+        if not torch.isfinite(loss):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in states.items())
+            raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {self.state.step}: {terms}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model, self.state.step)
+        out = {k: v.item() for k, v in states.items()}
+        out["loss"] = loss.item()
+        out["lr"] = lr
+        return out
+
+    def evaluate(self) -> EvalResult:
+        """COCO metrics of the EMA model on the validation set; keeps the best checkpoint."""
+        dets = predict_loader(self.eval_model, self.val_loader, self.device, self.ctx, self.amp_dtype)
+        scored = self.evaluator.evaluate(as_coco_detections(dets)) if self.ctx.is_main else None
+        scored = self.ctx.broadcast_object(scored)
+        result = EvalResult(self.state.epoch, scored["metrics"], scored["per_class_AP"], dets)
+        self.state.evaluations.append(result)
+        metric = result.metrics[self.cfg.evaluator.save_key]
+        is_best = metric > self.state.best_metric
+        if is_best:
+            self.state.best_metric, self.state.best_epoch = metric, self.state.epoch
+            self.save_best()
+        if self.ctx.is_main:
+            log.info(
+                "epoch %d/%d eval: mAP %.4f AP50 %.4f%s", self.state.epoch, self.total_epochs,
+                result.metrics["mAP"], result.metrics["AP_50"], " (best)" if is_best else "",
+            )
+        for cb in self.callbacks:
+            cb.on_eval_end(self, result, is_best)
+        self.model.train()
+        return result
+
+
+class ProgressBar(Callback):
+    """tqdm bar on rank 0 with the loss and images/s."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.last = time.perf_counter()
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        if trainer.ctx.is_main:
+            from tqdm import tqdm
+
+            total = trainer.steps_per_epoch * trainer.total_epochs
+            self.bar = tqdm(total=total, initial=trainer.steps_per_epoch * trainer.state.epoch, unit="step",
+                            dynamic_ncols=True, desc="train")
+
+    def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        now = time.perf_counter()
+        ips = trainer.cfg.device.batchsize_per_gpu * trainer.ctx.world_size / max(now - self.last, 1e-9)
+        self.last = now
+        self.bar.set_postfix(epoch=trainer.state.epoch + 1, loss=f"{losses['loss']:.3f}", img_s=f"{ips:.1f}")
+        self.bar.update(1)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class LogLines(Callback):
+    """A log line every ``log.interval`` steps (rank 0)."""
+
+    def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        if trainer.ctx.is_main and trainer.state.step % max(trainer.cfg.log.interval, 1) == 0:
+            terms = " ".join(f"{k}:{v:.4f}" for k, v in losses.items() if k not in ("lr",))
+            log.info("epoch %d/%d step %d lr %.2e %s", trainer.state.epoch + 1, trainer.total_epochs,
+                     trainer.state.step, losses["lr"], terms)
+

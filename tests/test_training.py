@@ -1,0 +1,154 @@
+"""Training engine: checkpoints, exact resume, non-finite loss, DDP, eval CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nanodet.checkpoint import read_checkpoint
+from nanodet.config import save_config
+from nanodet.data.coco_dataset import load_coco
+from nanodet.engine.distributed import DistContext
+from nanodet.engine.run import train
+from nanodet.engine.trainer import NonFiniteLossError, Trainer
+from nanodet.predictor import Predictor
+
+from .conftest import ROOT, synthetic_training_config
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("synthetic")
+
+
+def _state(path: Path) -> dict:
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_checkpoint_files_and_layout(data_root, tmp_path):
+    cfg = synthetic_training_config(data_root, epochs=1)
+    state = train(cfg, work_dir=tmp_path, progress=False, device="cpu")
+    assert state.epoch == 1 and len(state.evaluations) == 1
+    last = read_checkpoint(tmp_path / "model_last.ckpt")
+    keys = last["state_dict"].keys()
+    assert sum(k.startswith("model.") for k in keys) == 887 == sum(k.startswith("avg_model.") for k in keys)
+    assert last["epoch"] == 1 and last["global_step"] == 6 and "optimizer_states" in last and "rng_states" in last
+    assert (tmp_path / "model_best.ckpt").is_file()
+    best = read_checkpoint(tmp_path / "nanodet_model_best.pth")["state_dict"]
+    assert len(best) == 645 and not any(k.startswith("aux_") for k in best)  # EMA inference weights
+    for k, v in best.items():
+        assert torch.equal(v, last["state_dict"][f"avg_model.{k}"])
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # the official-style files feed straight into inference
+    Predictor(cfg, tmp_path / "nanodet_model_best.pth").predict([torch.zeros(64, 64, 3, dtype=torch.uint8).numpy()])
+    Predictor(cfg, tmp_path / "model_last.ckpt")
+
+
+def test_resume_equals_straight_run(data_root, tmp_path):
+    """Epoch 1, stop, resume for epoch 2 == 2 epochs straight (CPU, same threads, no workers)."""
+    cfg = synthetic_training_config(data_root, epochs=2)
+    train(cfg, work_dir=tmp_path / "straight", progress=False, device="cpu")
+    one = cfg.merged({"schedule": {"total_epochs": 1}})
+    train(one, work_dir=tmp_path / "split", progress=False, device="cpu")
+    state = train(cfg, work_dir=tmp_path / "split", progress=False, device="cpu", resume=True)
+    assert state.epoch == 2 and [e.epoch for e in state.evaluations] == [2]
+    a, b = _state(tmp_path / "straight" / "model_last.ckpt"), _state(tmp_path / "split" / "model_last.ckpt")
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst <= 1e-6, f"resumed weights differ by {worst}"
+
+
+def test_resume_after_kill_mid_epoch(data_root, tmp_path):
+    """A crash inside epoch 2 leaves epoch 1's checkpoint; resume restarts epoch 2 from it."""
+    cfg = synthetic_training_config(data_root, epochs=2)
+
+    class Crash(Exception):
+        pass
+
+    from nanodet.engine.trainer import Callback
+
+    class KillInEpoch2(Callback):
+        def on_step_end(self, trainer, losses):
+            if trainer.state.step == 8:
+                raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, work_dir=tmp_path, progress=False, device="cpu", callbacks=[KillInEpoch2()])
+    assert read_checkpoint(tmp_path / "model_last.ckpt")["epoch"] == 1
+    state = train(cfg, work_dir=tmp_path, progress=False, device="cpu", resume=True)
+    assert state.epoch == 2 and state.step == 12
+
+
+def test_non_finite_loss_stops_with_clear_error(data_root, tmp_path):
+    cfg = synthetic_training_config(data_root, epochs=1)
+    trainer = Trainer(cfg, tmp_path, DistContext())
+    batch = next(iter(trainer.train_loader))
+    batch.images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step 1: loss_qfl="):
+        trainer.run_step(batch, 0)
+
+
+def test_fine_tune_onto_other_classes_keeps_fitting_weights(data_root, tmp_path, plus_weights, caplog):
+    cfg = synthetic_training_config(data_root, epochs=1, schedule={"load_model": str(plus_weights)})
+    trainer = Trainer(cfg, tmp_path, DistContext())
+    coco80 = read_checkpoint(plus_weights)["state_dict"]
+    own = trainer.model.state_dict()
+    assert torch.equal(own["backbone.conv1.0.weight"], coco80["backbone.conv1.0.weight"])
+    assert "skip head.gfl_cls.0.weight: checkpoint shape [112, 96, 1, 1], model shape [35, 96, 1, 1]" in caplog.text
+
+
+def _env_one_thread():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_two_process_gloo_ddp(data_root, tmp_path):
+    cfg = synthetic_training_config(data_root, epochs=1, save_dir=str(tmp_path / "work"))
+    save_config(cfg, tmp_path / "cfg.yml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "nanodet", "train", str(tmp_path / "cfg.yml"), "--device", "cpu", "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT, env=_env_one_thread(), timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = read_checkpoint(tmp_path / "work" / "model_last.ckpt")
+    # 48 images over 2 ranks at batch 8: 3 steps per epoch on each rank
+    assert last["epoch"] == 1 and last["global_step"] == 3
+    assert proc.stderr.count("eval: mAP") == 1  # rank 0 alone reports
+
+
+def test_eval_cli_matches_pycocotools(data_root, tmp_path):
+    from pycocotools.cocoeval import COCOeval
+
+    cfg = synthetic_training_config(data_root, epochs=1)
+    train(cfg, work_dir=tmp_path, progress=False, device="cpu")
+    save_config(cfg, tmp_path / "cfg.yml")
+    out = subprocess.run(
+        [sys.executable, "-m", "nanodet", "eval", str(tmp_path / "cfg.yml"), "--weights",
+         str(tmp_path / "nanodet_model_best.pth"), "--device", "cpu"],
+        capture_output=True, text=True, cwd=ROOT, env=_env_one_thread(), check=True, timeout=300,
+    ).stdout
+    ours = json.loads(out)["metrics"]
+    # the same detections through pycocotools directly
+    gt = load_coco(cfg.data.val.ann_path)
+    predictor = Predictor(cfg, tmp_path / "nanodet_model_best.pth", optimize=False)
+    cat_ids = sorted(gt.getCatIds())
+    results = []
+    from nanodet.data.image_io import read_image
+
+    for img_id, info in gt.imgs.items():
+        dets = predictor.predict([read_image(Path(cfg.data.val.img_path) / info["file_name"])])[0]
+        for (x1, y1, x2, y2), s, lab in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.labels.tolist()):
+            results.append({"image_id": img_id, "category_id": cat_ids[lab], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "score": s})
+    if not results:
+        assert ours["mAP"] == 0.0
+        return
+    ev = COCOeval(gt, gt.loadRes(results), "bbox")
+    ev.evaluate(), ev.accumulate(), ev.summarize()
+    assert abs(ours["mAP"] - max(ev.stats[0], 0.0)) < 1e-4
+    assert abs(ours["AP_50"] - max(ev.stats[1], 0.0)) < 1e-4
