@@ -71,6 +71,12 @@ class Predictor:
         return self.model(batch)
 
     @torch.inference_mode()
+    def forward_levels(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Raw per-level head maps (for uncertainty mining)."""
+        batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return self.model.forward_levels(batch)
+
+    @torch.inference_mode()
     def predict_batch(
         self, batch: torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
     ) -> list[Detections]:

@@ -228,7 +228,7 @@ class Trainer:
     def train(self) -> TrainState:
         if self.ctx.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.work_dir / "train_config.yml")
+            save_config(self.cfg, self.work_dir / "train_cfg.yml")
         for cb in self.callbacks:
             cb.on_train_start(self)
         for epoch in range(self.state.epoch, self.total_epochs):

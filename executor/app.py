@@ -1,0 +1,92 @@
+"""Task dispatch, as the protocol lays it out.
+
+    read /in/env.yaml → run_training?  → training
+                        else: run_mining? → mining (progress 0→0.5 when infer follows)
+                              run_infer?  → infer  (0.5→1)
+                        neither → warn, exit 0
+
+Every failure ends with monitor.txt in the error state (return code + one-line reason),
+the reason as the last line on stderr, and a non-zero exit code. SIGTERM (the platform
+stopping the task) is a failure like any other: outputs stay consistent, exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import ExecutorError, ReturnCode
+from .failures import classify
+from .monitor import Monitor
+from .paths import PathMapper
+from .protocol import EnvConfig, PredictConfig, TrainingConfig, parse_env, parse_task_config, read_yaml
+
+log = logging.getLogger("executor")
+
+
+class Terminated(ExecutorError):
+    code = ReturnCode.CONFIG
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated("task stopped by SIGTERM")
+
+
+def run(env: EnvConfig, mapper: PathMapper, monitor: Monitor) -> None:
+    config_file = mapper(env.input.config_file)
+    raw = read_yaml(config_file, "task config")
+    if env.run_training:
+        from .training import run_training_task
+
+        hp = parse_task_config(TrainingConfig, raw, str(config_file))
+        run_training_task(env, hp, mapper, monitor)
+        return
+    if not (env.run_mining or env.run_infer):
+        log.warning("env.yaml sets none of run_training, run_mining, run_infer: nothing to do")
+        monitor.done()
+        return
+    from .predict import run_infer_task, run_mining_task
+
+    hp = parse_task_config(PredictConfig, raw, str(config_file))
+    both = env.run_mining and env.run_infer
+    if env.run_mining:
+        run_mining_task(env, hp, mapper, monitor.stage(0.0, 0.5 if both else 1.0))
+    if env.run_infer:
+        run_infer_task(env, hp, mapper, monitor.stage(0.5 if both else 0.0, 1.0))
+    monitor.done()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="NanoDet-Plus YMIR executor")
+    parser.add_argument("--in", dest="in_dir", default="/in", help="folder standing for /in (local runs)")
+    parser.add_argument("--out", dest="out_dir", default="/out", help="folder standing for /out (local runs)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    mapper = PathMapper(Path(args.in_dir), Path(args.out_dir))
+    env_file = mapper("/in/env.yaml")
+    monitor = Monitor(mapper("/out/monitor.txt"), "default-task")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        env = parse_env(read_yaml(env_file, "env.yaml"), str(env_file))
+        monitor = Monitor(mapper(env.output.monitor_file), env.task_id)
+        mapper(env.output.root_dir).mkdir(parents=True, exist_ok=True)
+        run(env, mapper, monitor)
+        return 0
+    except BaseException as err:  # noqa: BLE001 - every failure is reported the same way
+        if isinstance(err, SystemExit) and err.code in (0, None):
+            raise
+        code, message = classify(err)
+        try:
+            monitor.error(int(code), message, traceback.format_exc())
+        except OSError as write_err:
+            print(f"cannot write monitor file: {write_err}", file=sys.stderr)
+        sys.stdout.flush()
+        print(f"error {int(code)}: {message}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,160 @@
+"""Mining and infer tasks: the candidate images through the detector in batches.
+
+- infer → ``/out/infer-result.json``: every candidate by basename, integer x/y/w/h boxes
+  above ``conf_thres`` with class name and score (``boxes`` key from protocol 1.0.0 on,
+  ``annotations`` before).
+- mining → ``/out/result.tsv``: every candidate with its ALDD score, highest first.
+
+An image that cannot be read gets an empty box list (infer) or the lowest score (mining)
+and a warning; the task still succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from nanodet.config import ConfigError as ModelConfigError
+from nanodet.config import NanoDetConfig, load_config
+from nanodet.data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
+from nanodet.mining import aldd_scores
+from nanodet.postprocess import Detections
+from nanodet.predictor import Predictor
+from nanodet.utils.io import atomic_write_text
+
+from .dataset import read_index
+from .devices import select_devices
+from .errors import ConfigError, DatasetError
+from .monitor import Monitor
+from .paths import PathMapper
+from .protocol import EnvConfig, PredictConfig
+from .training import model_config_path
+from .weights import choose_inference_weights
+
+log = logging.getLogger("executor.predict")
+
+UNREADABLE_SCORE = -1.0  # ALDD scores are >= 0: unreadable images sort last
+
+
+def candidates(env: EnvConfig, mapper: PathMapper) -> tuple[list[str], list[Path]]:
+    """Candidate paths exactly as written in the index, and where they are on this machine."""
+    index = mapper(env.input.candidate_index_file)
+    rows = read_index(index, PathMapper(), columns=1)
+    if not rows:
+        raise DatasetError(f"{index}: no candidate image")
+    written = [str(r[0]) for r in rows]
+    return written, [mapper(w) for w in written]
+
+
+def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper) -> Predictor:
+    models_dir = mapper(env.input.models_dir)
+    choice = choose_inference_weights(hp.model_params_path, models_dir, mapper)
+    try:
+        if choice.saved_config is not None:
+            cfg = load_config(choice.saved_config)
+        else:
+            cfg = load_config(model_config_path(hp.config_file or "nanodet-plus-m_416.yml"))
+            if hp.class_names:
+                cfg = cfg.with_classes(hp.class_names)
+    except ModelConfigError as err:
+        raise ConfigError(str(err).replace("\n", "; ")) from None
+    if hp.class_names and list(hp.class_names) != list(cfg.class_names):
+        log.warning("config.yaml class_names %s differ from the model's %s: using the model's",
+                    hp.class_names, cfg.class_names)
+    device, _ = select_devices(hp.gpu_count, hp.gpu_id)
+    predictor = Predictor(cfg, choice.path, device=device, iou_thr=hp.nms_thres)
+    log.info("model %s (%s), %d classes, input %s", choice.path, _model_name(cfg), len(cfg.class_names),
+             predictor.input_wh)
+    return predictor
+
+
+def _model_name(cfg: NanoDetConfig) -> str:
+    return f"{cfg.model.arch.name}/{cfg.model.arch.backbone.model_size}"
+
+
+def batches(predictor: Predictor, paths: list[Path], hp: PredictConfig) -> Iterator[tuple[list[int], InferenceBatch]]:
+    """(candidate positions, batch) in order; unreadable files are reported as failed items."""
+    dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
+    position = {p: i for i, p in enumerate(paths)}
+    pin = hp.pin_memory and predictor.device.type == "cuda"
+    for batch in inference_batches(dataset, hp.batch_size_per_gpu, hp.workers_per_gpu, pin_memory=pin):
+        for path, reason in batch.failed:
+            log.warning("unreadable candidate: %s", reason)
+        yield [position[p] for p in batch.paths], batch
+
+
+def _run(predictor: Predictor, paths: list[Path], hp: PredictConfig, monitor: Monitor,
+         on_batch: Callable[[list[int], InferenceBatch], None]) -> None:
+    done = 0
+    for positions, batch in batches(predictor, paths, hp):
+        if batch.images is not None:
+            on_batch(positions, batch)
+        done += len(batch.paths) + len(batch.failed)
+        monitor.progress(done / len(paths))
+
+
+def run_infer_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor) -> None:
+    written, paths = candidates(env, mapper)
+    predictor = build_predictor(env, hp, mapper)
+    results: list[Detections | None] = [None] * len(paths)
+
+    def on_batch(positions: list[int], batch: InferenceBatch) -> None:
+        for pos, dets in zip(positions, predictor.predict_batch(batch.images, batch.warp_matrices, batch.sizes)):
+            results[pos] = dets.above(hp.conf_thres)
+
+    _run(predictor, paths, hp, monitor, on_batch)
+    key = "boxes" if env.uses_model_stages else "annotations"
+    detection: dict[str, dict] = {}
+    for path, dets in zip(written, results):
+        name = Path(path).name
+        if name in detection:
+            log.warning("candidates share the basename %r: %s is reported under the first one only", name, path)
+            continue
+        detection[name] = {key: [] if dets is None else _boxes(dets, predictor.class_names)}
+    atomic_write_text(mapper(env.output.infer_result_file), json.dumps({"detection": detection}))
+    unreadable = sum(r is None for r in results)
+    log.info("infer: %d images, %d boxes, %d unreadable", len(paths),
+             sum(len(v[key]) for v in detection.values()), unreadable)
+
+
+def _boxes(dets: Detections, class_names: list[str]) -> list[dict]:
+    out = []
+    for (x1, y1, x2, y2), score, label in zip(dets.boxes, dets.scores, dets.labels):
+        x, y = int(round(float(x1))), int(round(float(y1)))
+        w, h = int(round(float(x2))) - x, int(round(float(y2))) - y
+        if w <= 0 or h <= 0:
+            continue
+        out.append({"class_name": class_names[label], "score": round(float(score), 6),
+                    "box": {"x": x, "y": y, "w": w, "h": h}})
+    return out
+
+
+def run_mining_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor) -> None:
+    algorithm = hp.mining_algorithm.strip().lower()
+    if algorithm not in ("aldd", "random"):
+        raise ConfigError(f"config.yaml: key 'mining_algorithm': {hp.mining_algorithm!r} is not one of aldd, random")
+    written, paths = candidates(env, mapper)
+    predictor = build_predictor(env, hp, mapper)
+    scores = np.full(len(paths), UNREADABLE_SCORE)
+
+    def on_batch(positions: list[int], batch: InferenceBatch) -> None:
+        if algorithm == "random":  # a baseline: a stable pseudo-random score per path
+            for pos in positions:
+                scores[pos] = zlib.crc32(written[pos].encode("utf-8")) / 2**32
+            return
+        levels = predictor.forward_levels(batch.images)
+        hw = (batch.images.shape[2], batch.images.shape[3])
+        scores[positions] = aldd_scores(levels, predictor.head.num_classes, hw).cpu().numpy()
+
+    _run(predictor, paths, hp, monitor, on_batch)
+    order = sorted(range(len(paths)), key=lambda i: -scores[i])  # stable: ties keep index order
+    lines = [f"{written[i]}\t{scores[i]:.8g}" for i in order]
+    atomic_write_text(mapper(env.output.mining_result_file), "\n".join(lines) + "\n")
+    log.info("mining (%s): %d images ranked, %d unreadable", algorithm, len(paths),
+             int((scores == UNREADABLE_SCORE).sum()))
+

@@ -1,0 +1,240 @@
+"""The training task.
+
+1. Build the model config: ``config_file`` from ``config/`` (or the config saved with a
+   pretrained model of ours), the project's classes, and the hyper-parameters.
+2. Convert the platform's train/val sets to COCO json (problems counted and logged).
+3. Pick the starting weights (load_from → pretrained model → baked COCO weights → random).
+4. Train with the nanodet engine (torchrun DDP for several GPUs); after every evaluation a
+   model stage is written and result.yaml rewritten; monitor.txt follows every batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nanodet.checkpoint import save_pth
+from nanodet.config import ConfigError as ModelConfigError
+from nanodet.config import NanoDetConfig, load_config, save_config
+from nanodet.engine.trainer import Callback, EvalResult, Trainer
+from nanodet.evaluation.counts import count_matches
+
+from .dataset import annotation_format_of, convert_split
+from .devices import select_devices
+from .errors import ConfigError, ExecutorError, ReturnCode
+from .monitor import Monitor
+from .paths import PathMapper
+from .protocol import EnvConfig, TrainingConfig
+from .result import ResultWriter, Stage, keep_file, stage_name
+from .weights import SAVED_CONFIG, choose_training_weights
+
+log = logging.getLogger("executor.training")
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TrainingPlan:
+    """Everything a training process needs, prepared once (and handed to torchrun workers)."""
+
+    model_config: str  # path of the final model config yaml
+    models_dir: str
+    tensorboard_dir: str
+    result_file: str
+    monitor_file: str
+    task_id: str
+    model_stages: bool
+    saved_file_patterns: list[str]
+    iou_thr: float
+    conf_thr: float
+    seed: int
+    resume: bool
+    device: str  # "cpu" or "cuda"
+    world_size: int = 1  # > 1: torchrun launches this many training processes
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainingPlan":
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def model_config_path(config_file: str) -> Path:
+    """``config_file`` names a file in the image's ``config/`` folder (no other paths)."""
+    name = Path(config_file).name
+    path = APP_ROOT / "config" / name
+    if not path.is_file() or Path(config_file).parent not in (Path("."), Path("config")):
+        available = ", ".join(sorted(p.name for p in (APP_ROOT / "config").glob("*.yml")))
+        raise ConfigError(f"config.yaml: key 'config_file': {config_file!r} is not a bundled model config ({available})")
+    return path
+
+
+def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path, val_json: Path,
+                       train_images: int, world_size: int) -> NanoDetConfig:
+    """The engine's config: classes, data, and every hyper-parameter applied."""
+    cfg = base.with_classes(hp.class_names)
+    size = [hp.input_size, hp.input_size] if hp.input_size != -1 else list(cfg.data.train.input_size)
+    per_rank = max(1, train_images // world_size)
+    batch = min(hp.batch_size_per_gpu, per_rank)
+    if batch < hp.batch_size_per_gpu:
+        log.warning("batch_size_per_gpu %d > %d training images per process: using %d",
+                    hp.batch_size_per_gpu, per_rank, batch)
+    lr = hp.learning_rate if hp.learning_rate != -1 else cfg.schedule.optimizer.lr
+    val_intervals = hp.val_intervals if hp.val_intervals > 0 else min(cfg.schedule.val_intervals, hp.epochs)
+    overrides = {
+        "data": {
+            "train": {"img_path": "", "ann_path": str(train_json), "input_size": size},
+            "val": {"img_path": "", "ann_path": str(val_json), "input_size": size},
+        },
+        "device": {"batchsize_per_gpu": batch, "workers_per_gpu": hp.workers_per_gpu},
+        "schedule": {
+            "total_epochs": hp.epochs,
+            "optimizer": {"lr": lr},
+            "val_intervals": val_intervals,
+            # the cosine schedule must span the epochs actually trained
+            "lr_schedule": {"T_max": hp.epochs} if cfg.schedule.lr_schedule.name == "CosineAnnealingLR" else {},
+        },
+    }
+    if cfg.model.arch.detach_epoch >= hp.epochs:
+        overrides["model"] = {"arch": {"detach_epoch": max(hp.epochs // 2, 1)}}
+    return cfg.merged(overrides)
+
+
+def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, work: Path) -> TrainingPlan:
+    if not hp.class_names:
+        raise ConfigError("config.yaml: key 'class_names' is empty: training needs the project's classes")
+    device, world_size = select_devices(hp.gpu_count, hp.gpu_id)
+    models_dir = mapper(env.output.models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    base_path = model_config_path(hp.config_file)
+    choice = choose_training_weights(hp.load_from, hp.pretrained_model_params, mapper(env.input.models_dir),
+                                     mapper, base_path.stem)
+    try:
+        base = load_config(choice.saved_config or base_path)
+    except ModelConfigError as err:
+        raise ConfigError(str(err)) from None
+    if choice.saved_config is not None:
+        log.info("using the model config saved with the pretrained model: %s", choice.saved_config)
+    anno = annotation_format_of(hp.export_format)
+    train_json, val_json = work / "train.json", work / "val.json"
+    train_report = convert_split(mapper(env.input.training_index_file), mapper, hp.class_names, anno, train_json, "training")
+    convert_split(mapper(env.input.val_index_file), mapper, hp.class_names, anno, val_json, "validation")
+    if train_report.images < world_size:
+        log.warning("%d training images for %d GPUs: training on one GPU", train_report.images, world_size)
+        world_size = 1
+    cfg = build_model_config(hp, base, train_json, val_json, train_report.images, world_size)
+    if choice.path is None:
+        log.warning("no pretrained weights found (load_from, pretrained_model_params, /weights): "
+                    "training starts from random initialisation")
+    else:
+        log.info("starting weights: %s", choice.source)
+        cfg = cfg.merged({"schedule": {"load_model": str(choice.path)}})
+    resume = hp.resume and (models_dir / "model_last.ckpt").is_file()
+    if hp.resume and not resume:
+        log.warning("resume: no %s yet, training from the start", models_dir / "model_last.ckpt")
+    config_path = work / SAVED_CONFIG
+    save_config(cfg, config_path)
+    plan = TrainingPlan(
+        model_config=str(config_path), models_dir=str(models_dir), tensorboard_dir=str(mapper(env.output.tensorboard_dir)),
+        result_file=str(mapper(env.output.training_result_file)), monitor_file=str(mapper(env.output.monitor_file)),
+        task_id=env.task_id, model_stages=env.uses_model_stages, saved_file_patterns=hp.ymir_saved_file_patterns,
+        iou_thr=hp.evaluate_iou_thr, conf_thr=hp.evaluate_conf_thr, seed=hp.seed, resume=resume, device=device,
+    )
+    plan.world_size = world_size
+    return plan
+
+
+class MonitorProgress(Callback):
+    """monitor.txt after every batch (throttled): training takes 0→0.99, the rest is packing."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        if trainer.ctx.is_main:
+            total = trainer.steps_per_epoch * trainer.total_epochs
+            self.monitor.progress(0.99 * trainer.state.step / max(total, 1))
+
+
+class StageRecorder(Callback):
+    """After each evaluation: a model stage folder, counts at evaluate_config, result.yaml."""
+
+    def __init__(self, writer: ResultWriter, plan: TrainingPlan) -> None:
+        self.writer = writer
+        self.plan = plan
+
+    def on_eval_end(self, trainer: Trainer, result: EvalResult, is_best: bool) -> None:
+        if not trainer.ctx.is_main:
+            return
+        name = stage_name(result.epoch)
+        folder = Path(self.plan.models_dir) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        save_pth(trainer.eval_model, folder / "nanodet_model.pth", inference_only=True)
+        shutil.copyfile(self.plan.model_config, folder / SAVED_CONFIG)
+        files = [f for f in ("nanodet_model.pth", SAVED_CONFIG) if keep_file(f, self.plan.saved_file_patterns)]
+        val = trainer.val_set
+        counts = count_matches(result.detections, {i: val.annotations(i) for i in val.img_ids},
+                               self.plan.iou_thr, self.plan.conf_thr)
+        stage = Stage(name, result.epoch, files, result.metrics["mAP"], result.metrics["AR_100"], **counts)
+        self.writer.add_stage(stage, is_best)
+        log.info("epoch %d per-class AP: %s", result.epoch,
+                 ", ".join(f"{k} {v:.3f}" for k, v in result.per_class_AP.items()))
+
+
+def train_with_plan(plan: TrainingPlan) -> None:
+    """Run training in this process (rank 0 of torchrun, or the only process)."""
+    from nanodet.engine.run import train
+
+    cfg = load_config(plan.model_config)
+    monitor = Monitor(Path(plan.monitor_file), plan.task_id)
+    writer = ResultWriter(Path(plan.models_dir), Path(plan.result_file), plan.model_stages,
+                          plan.saved_file_patterns, plan.iou_thr, plan.conf_thr)
+    if plan.resume:
+        writer.load_existing()
+    shutil.copyfile(plan.model_config, Path(plan.models_dir) / SAVED_CONFIG)
+    train(cfg, work_dir=plan.models_dir, seed=plan.seed, resume=plan.resume, tensorboard_dir=plan.tensorboard_dir,
+          callbacks=[MonitorProgress(monitor), StageRecorder(writer, plan)], device=plan.device,
+          progress=sys.stderr.isatty())
+    if int(os.environ.get("RANK", "0")) == 0:
+        writer.publish_best_to_top_level()
+        if not plan.model_stages:
+            writer.write()
+
+
+def run_training_task(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, monitor: Monitor) -> None:
+    with tempfile.TemporaryDirectory(prefix="nanodet-train-") as tmp:
+        work = Path(tmp)
+        plan = prepare_training(env, hp, mapper, work)
+        monitor.progress(0.0, force=True)
+        if plan.world_size > 1:
+            launch_distributed(plan, work)
+        else:
+            train_with_plan(plan)
+    monitor.done()
+
+
+def torchrun_command(plan_file: Path, world_size: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+            "--nproc_per_node", str(world_size), "-m", "executor.train_worker", str(plan_file)]
+
+
+def launch_distributed(plan: TrainingPlan, work: Path) -> None:
+    """One process per GPU under torchrun; a worker's failure comes back with its return code."""
+    plan_file = work / "plan.json"
+    plan.save(plan_file)
+    log.info("launching %d training processes with torchrun", plan.world_size)
+    proc = subprocess.run(torchrun_command(plan_file, plan.world_size), cwd=APP_ROOT)
+    if proc.returncode != 0:
+        error_file = plan_file.with_name("error.json")
+        if error_file.is_file():
+            info = json.loads(error_file.read_text(encoding="utf-8"))
+            raise ExecutorError(info["message"], ReturnCode(info["code"]))
+        raise ExecutorError(f"distributed training failed (exit code {proc.returncode})", ReturnCode.MODEL)
