@@ -10,12 +10,14 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests
+
+demo: $(STAMP)
+	$(PY) -m executor.demo --dir demo-workspace
 
 bench: $(STAMP)
 	$(PY) bench/infer.py

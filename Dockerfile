@@ -1,0 +1,37 @@
+# NanoDet-Plus executor for YMIR.
+#   docker build -t nanodet-ymir .
+#   docker build --build-arg BASE_IMAGE=<local base with python3> -t nanodet-ymir .
+# Base: the official PyTorch CUDA runtime image (torch 2.x, CUDA 12.x, cuDNN 9).
+ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    TORCH_HOME=/weights/torch \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp \
+    NANODET_WEIGHTS_DIR=/weights
+
+WORKDIR /app
+# Project code and its dependencies (torch comes from the base image).
+COPY pyproject.toml README.md /app/
+COPY nanodet /app/nanodet
+COPY executor /app/executor
+COPY config /app/config
+COPY start.py /app/start.py
+RUN python3 -m pip install --no-deps -e /app \
+ && python3 -m pip install "numpy>=1.26" "opencv-python-headless>=4.8" "pycocotools>=2.0.7" "pyyaml>=6.0" \
+        "pydantic>=2.5" "tensorboard>=2.15" "tqdm>=4.66"
+
+# Task templates and manifest, read by the platform with `docker run IMAGE cat /img-man/...`.
+COPY docker/img-man /img-man
+# Optional COCO-pretrained weights (e.g. nanodet-plus-m_416.pth): put them in docker/weights/.
+COPY docker/weights /weights
+RUN chmod -R a+rX /app /img-man /weights
+
+COPY docker/start.sh /usr/bin/start.sh
+RUN chmod a+rx /usr/bin/start.sh
+
+# An empty ENTRYPOINT passes any command through (`docker run IMAGE cat /img-man/...`).
+ENTRYPOINT []
+CMD ["bash", "/usr/bin/start.sh"]

@@ -1,0 +1,89 @@
+"""Every annotation form the contract lists converts to the same boxes."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from executor.dataset import ConversionReport, clean_boxes, convert_split, parse_ark, parse_voc, read_index
+from executor.errors import DatasetError
+from executor.paths import PathMapper
+
+CLASSES = ["cat", "dog"]
+
+
+@pytest.mark.parametrize("text", [
+    "1, 10, 20, 49, 59, -1.0, 0.0\n",  # 7 columns, ", "
+    "1,10,20,49,59\n",  # 5 columns, ","
+    "1, 10, 20, 49, 59\r\n\r\n",  # CRLF and a blank line
+    "  1 ,10 , 20,49 , 59 , 0.9, 0.0, extra, more \n",  # spaces and extra columns
+])
+def test_ark_forms(tmp_path: Path, text: str):
+    path = tmp_path / "a.txt"
+    path.write_text(text)
+    [box] = parse_ark(path, 2, ConversionReport())
+    assert (box.label, box.x1, box.y1, box.x2, box.y2) == (1, 10, 20, 50, 60)  # inclusive corners → +1
+
+
+def test_ark_empty_file_and_unknown_class(tmp_path: Path):
+    (tmp_path / "e.txt").write_text("")
+    assert parse_ark(tmp_path / "e.txt", 2, ConversionReport()) == []
+    (tmp_path / "u.txt").write_text("5, 1, 1, 9, 9\n0, 1, 1, 9, 9\n")
+    report = ConversionReport()
+    assert len(parse_ark(tmp_path / "u.txt", 2, report)) == 1
+    assert report.problems["boxes of unknown class (skipped)"] == 1
+
+
+def test_ark_bad_line_names_file_and_line(tmp_path: Path):
+    (tmp_path / "b.txt").write_text("0, 1, 1, 9, 9\n0, 1, 1\n")
+    with pytest.raises(DatasetError, match=r"b\.txt:2: expected 'class_idx, x1, y1, x2, y2'"):
+        parse_ark(tmp_path / "b.txt", 2, ConversionReport())
+
+
+def test_voc(tmp_path: Path):
+    (tmp_path / "a.xml").write_text("""<annotation><object><name>dog</name><truncated>unknown</truncated>
+      <bndbox><xmin>10</xmin><ymin>20</ymin><xmax>49</xmax><ymax>59</ymax><rotate_angle>0</rotate_angle></bndbox>
+      <box_quality>0.5</box_quality></object><object><name>bird</name><bndbox><xmin>1</xmin><ymin>1</ymin>
+      <xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>""")
+    report = ConversionReport()
+    [box] = parse_voc(tmp_path / "a.xml", CLASSES, report)
+    assert (box.label, box.x1, box.y1, box.x2, box.y2) == (1, 10, 20, 50, 60)
+    assert report.problems["boxes of unknown class (skipped)"] == 1
+
+
+def test_clean_boxes_clips_and_drops():
+    from executor.dataset import Box
+
+    report = ConversionReport()
+    kept = clean_boxes([Box(0, -5, 10, 30, 40), Box(0, 10, 10, 10, 20), Box(0, 200, 200, 300, 300)], 100, 80, report)
+    assert [(b.x1, b.y1, b.x2, b.y2) for b in kept] == [(0, 10, 30, 40)]
+    assert report.problems == {"boxes clipped to the image": 1, "degenerate boxes (dropped)": 1,
+                               "boxes outside the image (dropped)": 1}
+
+
+def test_convert_split_with_utf8_names_and_bad_image(tmp_path: Path):
+    in_dir = tmp_path / "in"
+    (in_dir / "assets").mkdir(parents=True)
+    (in_dir / "annotations").mkdir()
+    cv2.imencode(".jpg", np.zeros((60, 80, 3), np.uint8))[1].tofile(in_dir / "assets" / "ünï code 1.jpg")
+    (in_dir / "annotations" / "a 1.txt").write_text("0, 1, 2, 30, 40\n")
+    (in_dir / "assets" / "broken").write_bytes(b"nope")
+    (in_dir / "annotations" / "b.txt").write_text("")
+    (in_dir / "index.tsv").write_text("/in/assets/ünï code 1.jpg\t/in/annotations/a 1.txt\r\n"
+                                      "/in/assets/broken\t/in/annotations/b.txt\n\n")
+    mapper = PathMapper(in_dir, tmp_path / "out")
+    report = convert_split(in_dir / "index.tsv", mapper, CLASSES, "ark", tmp_path / "c.json", "training")
+    assert report.images == 1 and report.boxes == 1
+    assert report.problems["unreadable images (skipped)"] == 1
+    import json
+
+    coco = json.loads((tmp_path / "c.json").read_text())
+    assert coco["annotations"][0]["bbox"] == [1, 2, 30, 39]  # x2/y2 inclusive → w = 30 - 1 + 1
+    assert coco["images"][0]["file_name"].endswith("ünï code 1.jpg")
+
+
+def test_index_line_with_one_column_names_the_line(tmp_path: Path):
+    (tmp_path / "i.tsv").write_text("/in/a.jpg\t/in/a.txt\n/in/b.jpg\n")
+    with pytest.raises(DatasetError, match=r"i\.tsv:2: expected 2 tab-separated"):
+        read_index(tmp_path / "i.tsv", PathMapper(), 2)

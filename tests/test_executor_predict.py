@@ -1,0 +1,150 @@
+"""Mining and infer through start.py: every candidate, formats per protocol, order, progress."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from executor.workspace import make_predict_workspace, make_training_workspace
+from nanodet.checkpoint import save_pth
+from nanodet.config import load_config, save_config
+
+from .conftest import CONFIG_DIR, randomized_model
+from .executor_helpers import (
+    SAMPLE_CLASSES, assert_failure, assert_success, edit_yaml, infer_result, run_start, sample_workspace,
+)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A /out/models as training leaves it: weights + the saved model config (3 classes, 128 px)."""
+    root = tmp_path_factory.mktemp("models")
+    cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml").with_classes(["circle", "square", "triangle"])
+    cfg = cfg.merged({"data": {"val": {"input_size": [128, 128]}, "train": {"input_size": [128, 128]}}})
+    save_pth(randomized_model(cfg, cls_bias=-3.0), root / "nanodet_model_best.pth", inference_only=True)
+    save_config(cfg, root / "train_cfg.yml")
+    return root
+
+
+def candidates_of(in_dir: Path) -> list[str]:
+    return [l for l in (in_dir / "candidate-index.tsv").read_text().splitlines() if l]
+
+
+def test_mining_and_infer_together(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=10, batch_size_per_gpu=4, workers_per_gpu=1)
+    out = tmp_path / "out"
+    proc = run_start(in_dir, out)
+    assert_success(proc, out)
+    cands = candidates_of(in_dir)
+    # mining: every candidate once, exactly as written, sorted by score descending
+    rows = [l.split("\t") for l in (out / "result.tsv").read_text().splitlines()]
+    assert sorted(r[0] for r in rows) == sorted(cands) and all(len(r) == 2 for r in rows)
+    scores = [float(r[1]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0
+    # infer: every candidate by basename, integer boxes of known classes above conf_thres
+    detection = infer_result(out)["detection"]
+    assert set(detection) == {Path(c).name for c in cands}
+    boxes = [b for v in detection.values() for b in v["boxes"]]
+    assert boxes, "the randomized model should detect something"
+    for b in boxes:
+        assert set(b) == {"class_name", "score", "box"} and b["class_name"] in ("circle", "square", "triangle")
+        assert b["score"] >= 0.35 and all(isinstance(b["box"][k], int) for k in "xywh")
+        assert b["box"]["w"] > 0 and b["box"]["h"] > 0
+
+
+def test_old_protocol_uses_annotations_key(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=3, mining=False, protocol_version="0.0.1",
+                                    workers_per_gpu=0)
+    assert_success(run_start(in_dir, tmp_path / "out"), tmp_path / "out")
+    assert all(set(v) == {"annotations"} for v in infer_result(tmp_path / "out")["detection"].values())
+    assert not (tmp_path / "out" / "result.tsv").exists()
+
+
+def test_unreadable_candidate_and_basename_collision(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=4, workers_per_gpu=0)
+    cands = candidates_of(in_dir)
+    (in_dir / "assets" / "zz").mkdir()
+    (in_dir / "assets" / "zz" / "broken.jpg").write_bytes(b"not an image")
+    other = in_dir / "assets" / "other"
+    other.mkdir()
+    first = Path(cands[0])
+    (other / first.name).write_bytes((in_dir / first.relative_to("/in")).read_bytes())
+    extra = ["/in/assets/zz/broken.jpg", f"/in/assets/other/{first.name}"]
+    (in_dir / "candidate-index.tsv").write_text("\n".join(cands + extra) + "\n")
+    proc = run_start(in_dir, tmp_path / "out")
+    assert_success(proc, tmp_path / "out")
+    rows = [l.split("\t") for l in (tmp_path / "out" / "result.tsv").read_text().splitlines()]
+    assert len(rows) == 6 and rows[-1] == ["/in/assets/zz/broken.jpg", "-1"]
+    detection = infer_result(tmp_path / "out")["detection"]
+    assert detection["broken.jpg"] == {"boxes": []}
+    assert len(detection) == 5  # the duplicate basename is reported once...
+    assert f"candidates share the basename '{first.name}'" in proc.stdout  # ...and the collision logged
+    assert "unreadable candidate" in proc.stdout
+
+
+def test_combined_progress_runs_through_half(models, tmp_path, monkeypatch):
+    """Mining maps to [0, 0.5], infer to [0.5, 1]: progress never goes back."""
+    from executor.app import run
+    from executor.monitor import Monitor
+    from executor.paths import PathMapper
+    from executor.protocol import parse_env, read_yaml
+
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=6, batch_size_per_gpu=2, workers_per_gpu=0)
+    mapper = PathMapper(in_dir, tmp_path / "out")
+    env = parse_env(read_yaml(in_dir / "env.yaml", "env"))
+    seen = []
+    monitor = Monitor(tmp_path / "out" / "monitor.txt", "t", min_interval=0.0)
+    original = monitor._write
+    monitor._write = lambda line, extra="": (seen.append(float(line.split("\t")[2])), original(line, extra))
+    (tmp_path / "out").mkdir()
+    run(env, mapper, monitor)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert 0.5 in seen and len([s for s in seen if 0 < s < 0.5]) >= 2 and len([s for s in seen if 0.5 < s < 1]) >= 2
+
+
+def test_mining_scores_batch_invariant(models):
+    from nanodet.mining import aldd_scores
+    from nanodet.predictor import Predictor
+
+    p = Predictor(load_config(models / "train_cfg.yml"), models / "nanodet_model_best.pth")
+    x = torch.randn(5, 3, 128, 128)
+    together = aldd_scores(p.forward_levels(x), 3, (128, 128))
+    alone = torch.cat([aldd_scores(p.forward_levels(x[i:i + 1]), 3, (128, 128)) for i in range(5)])
+    assert (together - alone).abs().max() < 1e-5
+    assert (together >= 0).all() and together.std() > 0
+
+
+def test_aldd_on_a_known_map():
+    """Uniform probabilities have no disagreement; a checkerboard has a lot."""
+    from nanodet.mining import aldd_scores
+
+    flat = [torch.zeros(1, 3, 40, 40)]
+    board = torch.zeros(1, 3, 40, 40)
+    board[:, :, ::2, ::2] = 6.0
+    board[:, :, 1::2, 1::2] = 6.0
+    board[:, :, ::2, 1::2] = -6.0
+    board[:, :, 1::2, ::2] = -6.0
+    assert aldd_scores(flat, 3, (320, 320)).item() == pytest.approx(0.0, abs=1e-6)
+    assert aldd_scores([board], 3, (320, 320)).item() > 1.0
+
+
+def test_sample_data_infer(models, tmp_path):
+    """../shared/data/ymir-sample as candidates, with a 5-class model of the sample's classes."""
+    cfg = load_config(models / "train_cfg.yml").with_classes(SAMPLE_CLASSES)
+    in_dir = sample_workspace(tmp_path, training=False, workers_per_gpu=0,
+                              model_params_path=["nanodet_model_best.pth"])
+    (in_dir / "models").mkdir()
+    save_pth(randomized_model(cfg, cls_bias=-6.0), in_dir / "models" / "nanodet_model_best.pth", inference_only=True)
+    save_config(cfg, in_dir / "models" / "train_cfg.yml")
+    assert_success(run_start(in_dir, tmp_path / "out"), tmp_path / "out")
+    assert set(infer_result(tmp_path / "out")["detection"]) == {"bowl.jpg", "cat.jpg", "cup.jpg", "spoon.jpg"}
+    assert len((tmp_path / "out" / "result.tsv").read_text().splitlines()) == 4
+
+
+def test_no_model_is_a_model_error(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=2)
+    edit_yaml(in_dir / "config.yaml", model_params_path=[])
+    assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300004)

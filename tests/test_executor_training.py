@@ -1,0 +1,123 @@
+"""The training task end to end through start.py, checked as the platform would."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from executor.workspace import make_training_workspace
+
+from .executor_helpers import (
+    assert_failure, assert_success, check_training_outputs, edit_yaml, monitor_fields, run_start, sample_workspace,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """One training task shared by several checks (protocol 1.1.0, 3 epochs, stage every epoch)."""
+    root = tmp_path_factory.mktemp("train")
+    in_dir = make_training_workspace(root / "in", train_images=24, val_images=8, epochs=3, input_size=128,
+                                     val_intervals=1, batch_size_per_gpu=8, workers_per_gpu=0)
+    proc = run_start(in_dir, root / "out")
+    assert_success(proc, root / "out")
+    return root / "out", proc
+
+
+def test_training_outputs(trained):
+    out_dir, proc = trained
+    result = check_training_outputs(out_dir)
+    assert sorted(result["model_stages"]) == ["epoch_1", "epoch_2", "epoch_3"]
+    best = result["best_stage_name"]
+    assert result["mAP"] == max(s["mAP"] for s in result["model_stages"].values())
+    assert result["mAP"] == result["model_stages"][best]["mAP"]
+    assert (out_dir / "models" / "nanodet_model.pth").is_file()  # the best stage, copied to the top level
+    assert "training starts from random initialisation" in proc.stdout
+    assert "training set: 24 images" in proc.stdout and "per-class AP" in proc.stdout
+
+
+def test_protocol_0_result_is_flat(tmp_path):
+    in_dir = make_training_workspace(tmp_path / "in", train_images=8, val_images=4, epochs=1, input_size=128,
+                                     protocol_version="0.0.1", workers_per_gpu=0)
+    env = yaml.safe_load((in_dir / "env.yaml").read_text())
+    del env["protocol_version"]  # ymir 1.0/1.1 write none
+    (in_dir / "env.yaml").write_text(yaml.safe_dump(env))
+    assert_success(run_start(in_dir, tmp_path / "out"), tmp_path / "out")
+    result = check_training_outputs(tmp_path / "out", protocol_stages=False)
+    assert "nanodet_model.pth" in result["model"] and "train_cfg.yml" in result["model"]
+
+
+def test_sample_data_small_dataset(tmp_path):
+    """4 real photos, batch 16 → the batch shrinks to the set; the 6-column line parses."""
+    in_dir = sample_workspace(tmp_path, training=True, config_file="config/nanodet-plus-m_320.yml", epochs=1,
+                              input_size=128, batch_size_per_gpu=16, workers_per_gpu=0, resume="False")
+    proc = run_start(in_dir, tmp_path / "out")
+    assert_success(proc, tmp_path / "out")
+    assert "batch_size_per_gpu 16 > 4 training images per process: using 4" in proc.stdout
+    assert "training set: 4 images, 6 boxes" in proc.stdout
+    check_training_outputs(tmp_path / "out")
+
+
+def test_resume_continues_and_keeps_stages(trained, tmp_path):
+    out_dir, _ = trained
+    import shutil
+
+    in_dir = tmp_path / "in"
+    shutil.copytree(out_dir.parent / "in", in_dir)
+    shutil.copytree(out_dir, tmp_path / "out")
+    edit_yaml(in_dir / "config.yaml", epochs=4, resume="true")
+    proc = run_start(in_dir, tmp_path / "out")
+    assert_success(proc, tmp_path / "out")
+    assert "resumed from" in proc.stdout and "3 epochs done" in proc.stdout
+    result = check_training_outputs(tmp_path / "out")
+    assert sorted(result["model_stages"]) == ["epoch_1", "epoch_2", "epoch_3", "epoch_4"]
+
+
+def test_load_from_and_pretrained(trained, tmp_path):
+    out_dir, _ = trained
+    in_dir = make_training_workspace(tmp_path / "in", train_images=8, val_images=4, epochs=1, input_size=128,
+                                     workers_per_gpu=0, load_from="prev/nanodet_model_best.pth")
+    import shutil
+
+    shutil.copytree(out_dir / "models", in_dir / "models" / "prev")
+    proc = run_start(in_dir, tmp_path / "out")
+    assert_success(proc, tmp_path / "out")
+    assert "starting weights: load_from" in proc.stdout
+    assert "using the model config saved with the pretrained model" in proc.stdout
+    assert "645 tensors loaded" in proc.stdout or "887 tensors loaded" in proc.stdout
+
+
+def test_missing_load_from_is_a_model_error(tmp_path):
+    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, epochs=1, input_size=128,
+                                     load_from="nope.pth")
+    assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300004)
+
+
+def test_gpu_asked_but_none_visible(tmp_path):
+    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, epochs=1, gpu_count=1, gpu_id="0")
+    proc = run_start(in_dir, tmp_path / "out", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert_failure(proc, tmp_path / "out", 300102)
+
+
+@pytest.mark.parametrize("key, value, expect", [
+    ("epochs", "many", "key 'epochs': value 'many' is invalid"),
+    ("input_size", 100, "key 'input_size': value 100 is invalid"),
+    ("resume", "perhaps", "key 'resume': value 'perhaps' is invalid"),
+    ("config_file", "config/yolo.yml", "key 'config_file': 'config/yolo.yml' is not a bundled model config"),
+])
+def test_bad_hyper_parameter_names_key_value(tmp_path, key, value, expect):
+    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, epochs=1, **{key: value})
+    proc = run_start(in_dir, tmp_path / "out")
+    fields = assert_failure(proc, tmp_path / "out", 300001)
+    assert expect in fields[5] and expect in proc.stderr
+
+
+def test_empty_validation_set_is_a_dataset_error(tmp_path):
+    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, epochs=1)
+    (in_dir / "val-index.tsv").write_text("\n")
+    fields = assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300002)
+    assert "val-index.tsv: the validation set has no usable image" in fields[5]
+
+
+def test_monitor_progress_is_written_during_training(trained):
+    out_dir, proc = trained
+    assert monitor_fields(out_dir)[0] == "t0000001demo"

@@ -1,0 +1,60 @@
+"""The image as defined: templates parse, Dockerfile sources exist, start.sh runs start.py."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from executor.protocol import PredictConfig, TrainingConfig, parse_task_config
+
+from .conftest import ROOT
+
+IMG_MAN = ROOT / "docker" / "img-man"
+
+
+def test_templates_parse_into_the_task_models():
+    for name, model in (("training", TrainingConfig), ("mining", PredictConfig), ("infer", PredictConfig)):
+        data = yaml.safe_load((IMG_MAN / f"{name}-template.yaml").read_text())
+        assert isinstance(data, dict) and data
+        parsed = parse_task_config(model, data)
+        for key in data:
+            assert key in type(parsed).model_fields, f"{name} template key {key} unknown to the executor"
+    training = yaml.safe_load((IMG_MAN / "training-template.yaml").read_text())
+    assert (ROOT / training["config_file"]).is_file()
+    assert yaml.safe_load((IMG_MAN / "manifest.yaml").read_text())["object_type"] == 2
+
+
+def test_every_template_value_is_commented():
+    """Each key line has a comment above it (keys sharing one comment follow it directly)."""
+    for path in list(IMG_MAN.glob("*-template.yaml")) + [IMG_MAN / "manifest.yaml"]:
+        previous = ""
+        for line in path.read_text().splitlines():
+            if line and not line.startswith("#"):
+                assert previous.startswith("#") or (previous and not previous.startswith("#")), \
+                    f"{path.name}: {line!r} has no comment above it"
+            previous = line
+
+
+def test_dockerfile_copies_existing_paths_and_runs_start_sh():
+    text = (ROOT / "Dockerfile").read_text()
+    sources = [s for line in re.findall(r"^COPY (.+)$", text, re.M) for s in line.split()[:-1]]
+    assert sources and all((ROOT / s).exists() for s in sources), sources
+    assert re.search(r"^CMD \[\"bash\", \"/usr/bin/start.sh\"\]$", text, re.M)
+    assert re.search(r"^ENTRYPOINT \[\]$", text, re.M)
+    assert "COPY docker/img-man /img-man" in text and re.search(r"^ARG BASE_IMAGE=", text, re.M)
+
+
+def test_start_sh_runs_start_py(tmp_path):
+    script = (ROOT / "docker" / "start.sh").read_text()
+    assert "python3 /app/start.py" in script
+    # run it with /app pointing at this checkout: a missing env.yaml is a config error (rc 1)
+    patched = script.replace("/app/start.py", f"{ROOT}/start.py --in {tmp_path}/in --out {tmp_path}/out")
+    (tmp_path / "start.sh").write_text(patched)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # python3 = ours
+    proc = subprocess.run(["bash", str(tmp_path / "start.sh")], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1
+    assert "env.yaml not found" in proc.stderr
+    assert (tmp_path / "out" / "monitor.txt").read_text().split("\t")[3] == "4"
