@@ -14,12 +14,16 @@ epochs of a real run. After ``--warmup`` steps, ``--steps`` steps are measured:
 * ``compute_ms_per_step``: ``run_step`` alone (forward, loss, backward, clip, optimizer,
   EMA), split into forward / loss (assigner + loss terms) / optimizer / EMA / the rest
   (backward, grad clip, zero_grad, ``.item()``s) by timing wrappers around those calls;
-* ``data_wait_share``: the time blocked in ``next(loader)`` over the total;
+* ``data_wait_share``: the time blocked in ``next(loader)`` over the total, and
+  ``data_pipeline_cpu_ms_per_image``: the CPU cost of read + augment + collate per image
+  (measured afterwards in the main process), the work the workers must hide;
 * peak memory: ``ru_maxrss`` of the fresh subprocess (and of its largest loader worker)
   on CPU; ``torch.cuda.max_memory_allocated`` on CUDA;
-* ``cpu_busy``: the process's CPU time over wall time during the measured steps (near the
-  thread count when it had the cores to itself; lower means it waited for a CPU), with the
-  load average before/after, so noisy numbers are recognisable.
+* ``cpu_cores_used``: CPU time over wall time during the measured steps of the training
+  process, of its loader workers and of every other process on the machine (from
+  /proc/stat); on a 2-core machine shared with other jobs, ``other_processes`` near or
+  above 1 means the numbers are contended and OpenMP threads were pre-empted (spin-waiting
+  intra-op threads then make 2 threads much slower than 1: try ``OMP_NUM_THREADS=1``).
 
 The official reference (/work/shared/nanodet-spec.md): one official training step of
 Plus-m-320 at batch 8 on this 2-core CPU takes ~1160 ms (forward+loss 390, backward 740).
@@ -89,6 +93,30 @@ def _rss_mb() -> float | None:
     return None
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of a live process, from /proc (0 if unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _system_busy_s() -> float | None:
+    """CPU seconds all processes of the machine have used since boot (/proc/stat), or None."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _worker_pids(loader) -> list[int]:
+    iterator = getattr(loader, "_iterator", None)
+    return [w.pid for w in getattr(iterator, "_workers", []) if w.pid]
+
+
 def _shutdown_workers(loader) -> None:
     """Stop persistent loader workers so their peak RSS shows in RUSAGE_CHILDREN."""
     iterator = getattr(loader, "_iterator", None)
@@ -140,12 +168,15 @@ def measure(spec: dict) -> dict:
     computes: list[float] = []
     walls: list[float] = []
     losses: list[float] = []
-    cpu0 = wall0 = None
+    cpu0 = wall0 = sys0 = None
+    workers0: dict[int, float] = {}
     snap: dict[str, float] = {}
     for i in range(warmup + steps):
         if i == warmup:  # measurement starts: reset the split timers and the CPU clock
             sync()
             snap = {k: t.total for k, t in parts.items()}
+            workers0 = {pid: _proc_cpu_s(pid) for pid in _worker_pids(loader)}
+            sys0 = _system_busy_s()
             cpu0, wall0 = time.process_time(), time.perf_counter()
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
@@ -172,6 +203,9 @@ def measure(spec: dict) -> dict:
             f" loss {out['loss']:.3f}")
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
+    sys1 = _system_busy_s()
+    worker_cpu = sum(_proc_cpu_s(pid) - c for pid, c in workers0.items())
+    others = (sys1 - sys0 - cpu - worker_cpu) / wall if sys0 is not None and sys1 is not None else None
     split = {f"{k}_ms": 1e3 * (t.total - snap[k]) / steps for k, t in parts.items()}
     compute_ms = 1e3 * statistics.fmean(computes)
     split["backward_clip_other_ms"] = compute_ms - sum(split.values())
@@ -196,7 +230,10 @@ def measure(spec: dict) -> dict:
         "ms_per_image": round(1e3 * wall / steps / batch_size, 2),
         "data_wait_ms_per_step": round(1e3 * sum(waits) / steps, 1),
         "data_wait_share": round(sum(waits) / wall, 4),
-        "cpu_busy": round(cpu / wall, 2),  # main process only; loader workers are separate processes
+        # CPU use during the measured steps, in cores: the training process, its loader workers,
+        # and every other process of the machine (what this run competed with).
+        "cpu_cores_used": {"main": round(cpu / wall, 2), "loader_workers": round(worker_cpu / wall, 2),
+                           "other_processes": round(max(others, 0.0), 2) if others is not None else None},
         "loss_first_last": [round(losses[0], 3), round(losses[-1], 3)],
         "trainer_build_s": round(build_s, 2),
     }
@@ -206,6 +243,13 @@ def measure(spec: dict) -> dict:
         result["peak_mem_what"] = "torch.cuda.max_memory_allocated over the measured steps"
     del it
     _shutdown_workers(loader)
+    # What the loader workers must hide: read + augment + collate of one batch, on one core here.
+    from nanodet.data.coco_dataset import collate_detection
+
+    t0 = time.process_time()
+    n = min(batch_size, len(trainer.train_set))
+    collate_detection([trainer.train_set[(i, 99)] for i in range(n)])
+    result["data_pipeline_cpu_ms_per_image"] = round(1e3 * (time.process_time() - t0) / n, 2)
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     key = "host_peak_rss_mb" if cuda else "peak_mem_mb"
@@ -236,7 +280,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps (both batch sizes kept): < 2 min on 2 cores")
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--workers", type=int, default=2, help="device.workers_per_gpu (loader worker processes)")
-    parser.add_argument("--warmup", type=int, default=None, help="unmeasured steps first (default 3, quick 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="unmeasured steps first (default 3, quick 1)")
     parser.add_argument("--steps", type=int, default=None, help="measured steps (default 12, quick 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default OMP_NUM_THREADS or all cores)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
@@ -251,7 +295,7 @@ def main() -> None:
 
     import torch
 
-    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     steps = args.steps if args.steps is not None else (3 if args.quick else 12)
     if steps < 1:
         parser.error("--steps must be >= 1")
@@ -302,6 +346,16 @@ def main() -> None:
             "ratio_compute_vs_official": round(ours["compute_ms_per_step"] / OFFICIAL["ms_per_step"], 3),
             "ratio_wall_vs_official": round(ours["ms_per_step"] / OFFICIAL["ms_per_step"], 3),
         })
+    ok = [r for r in results if "error" not in r]
+    summary = [{k: r[k] for k in ("device", "batch", "images_per_s", "ms_per_step", "compute_ms_per_step",
+                                  "data_wait_share", "peak_mem_mb") if k in r} for r in ok]
+    others = [r["cpu_cores_used"]["other_processes"] for r in ok if r["cpu_cores_used"]["other_processes"] is not None]
+    noise = {
+        "other_processes_cores_max": max(others) if others else None,
+        "step_time_cv_max": max((round(r["ms_per_step_stdev"] / r["ms_per_step"], 3) for r in ok
+                                 if r["ms_per_step_stdev"] is not None), default=None),
+        "note": "other_processes = cores used by other jobs while measuring; cv = stdev/mean of step times",
+    }
     report = {
         "benchmark": "train_throughput",
         "model": "nanodet-plus-m_320",
@@ -312,7 +366,9 @@ def main() -> None:
         "settings": {"workers_per_gpu": args.workers, "threads": threads, "warmup_steps": warmup,
                      "measured_steps": steps, "batches": args.batches, "devices": devices,
                      "dataset": {"train_images": num_train, **data_spec, "classes": 3, "format": "COCO json + JPEG"}},
+        "summary": summary,
         "baseline_official_cpu_b8": comparison,
+        "noise": noise,
         "results": results,
         "host": {**host_info(), "loadavg_before": load_before},
         "wall_s": round(time.perf_counter() - started, 1),

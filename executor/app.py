@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -49,14 +50,9 @@ def run(env: EnvConfig, mapper: PathMapper, monitor: Monitor) -> None:
         log.warning("env.yaml sets none of run_training, run_mining, run_infer: nothing to do")
         monitor.done()
         return
-    from .predict import run_infer_task, run_mining_task
+    from .predict import run_predict_tasks
 
-    hp = parse_task_config(PredictConfig, raw, str(config_file))
-    both = env.run_mining and env.run_infer
-    if env.run_mining:
-        run_mining_task(env, hp, mapper, monitor.stage(0.0, 0.5 if both else 1.0))
-    if env.run_infer:
-        run_infer_task(env, hp, mapper, monitor.stage(0.5 if both else 0.0, 1.0))
+    run_predict_tasks(env, parse_task_config(PredictConfig, raw, str(config_file)), mapper, monitor)
     monitor.done()
 
 
@@ -74,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = parse_env(read_yaml(env_file, "env.yaml"), str(env_file))
         monitor = Monitor(mapper(env.output.monitor_file), env.task_id)
+        monitor.enabled = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 reports
         mapper(env.output.root_dir).mkdir(parents=True, exist_ok=True)
         run(env, mapper, monitor)
         return 0

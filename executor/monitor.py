@@ -23,6 +23,7 @@ class Monitor:
         self.start, self.end = 0.0, 1.0
         self._last_write = 0.0
         self.percent = 0.0
+        self.enabled = True
 
     def stage(self, start: float, end: float) -> "Monitor":
         """Map the following 0→1 progress into [start, end] of the whole task."""
@@ -30,6 +31,8 @@ class Monitor:
         return self
 
     def _write(self, line: str, extra: str = "") -> None:
+        if not self.enabled:
+            return
         atomic_write_text(self.path, line + "\n" + (extra.rstrip("\n") + "\n" if extra else ""))
         self._last_write = time.monotonic()
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import numpy as np
 
 from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config
+from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from nanodet.data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
 from nanodet.mining import aldd_scores
 from nanodet.postprocess import Detections
@@ -29,11 +33,11 @@ from nanodet.utils.io import atomic_write_text
 
 from .dataset import read_index
 from .devices import select_devices
-from .errors import ConfigError, DatasetError
-from .monitor import Monitor
+from .errors import ConfigError, DatasetError, ExecutorError, ReturnCode
+from .monitor import Monitor, read_monitor
 from .paths import PathMapper
 from .protocol import EnvConfig, PredictConfig
-from .training import model_config_path
+from .training import APP_ROOT, model_config_path
 from .weights import choose_inference_weights
 
 log = logging.getLogger("executor.predict")
@@ -51,7 +55,7 @@ def candidates(env: EnvConfig, mapper: PathMapper) -> tuple[list[str], list[Path
     return written, [mapper(w) for w in written]
 
 
-def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper) -> Predictor:
+def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, device) -> Predictor:
     models_dir = mapper(env.input.models_dir)
     choice = choose_inference_weights(hp.model_params_path, models_dir, mapper)
     try:
@@ -66,7 +70,6 @@ def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper) -> Pr
     if hp.class_names and list(hp.class_names) != list(cfg.class_names):
         log.warning("config.yaml class_names %s differ from the model's %s: using the model's",
                     hp.class_names, cfg.class_names)
-    device, _ = select_devices(hp.gpu_count, hp.gpu_id)
     predictor = Predictor(cfg, choice.path, device=device, iou_thr=hp.nms_thres)
     log.info("model %s (%s), %d classes, input %s", choice.path, _model_name(cfg), len(cfg.class_names),
              predictor.input_wh)
@@ -88,26 +91,40 @@ def batches(predictor: Predictor, paths: list[Path], hp: PredictConfig) -> Itera
         yield [position[p] for p in batch.paths], batch
 
 
-def _run(predictor: Predictor, paths: list[Path], hp: PredictConfig, monitor: Monitor,
+def _run(predictor: Predictor, paths: list[Path], hp: PredictConfig, monitor: Monitor, ctx: DistContext,
          on_batch: Callable[[list[int], InferenceBatch], None]) -> None:
+    """Feed this rank's shard (``paths[rank::world]``) through ``on_batch`` with global positions."""
+    mine = list(range(ctx.rank, len(paths), ctx.world_size))
     done = 0
-    for positions, batch in batches(predictor, paths, hp):
+    for local, batch in batches(predictor, [paths[i] for i in mine], hp):
         if batch.images is not None:
-            on_batch(positions, batch)
+            on_batch([mine[i] for i in local], batch)
         done += len(batch.paths) + len(batch.failed)
-        monitor.progress(done / len(paths))
+        monitor.progress(done / max(len(mine), 1))
 
 
-def run_infer_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor) -> None:
+def _merge(ctx: DistContext, part: dict[int, object]) -> dict[int, object]:
+    """Every rank's {position: result} on every rank."""
+    merged: dict[int, object] = {}
+    for piece in ctx.gather_objects(part):
+        merged.update(piece)
+    return merged
+
+
+def run_infer_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
     written, paths = candidates(env, mapper)
-    predictor = build_predictor(env, hp, mapper)
-    results: list[Detections | None] = [None] * len(paths)
+    predictor = build_predictor(env, hp, mapper, ctx.device)
+    part: dict[int, Detections] = {}
 
     def on_batch(positions: list[int], batch: InferenceBatch) -> None:
         for pos, dets in zip(positions, predictor.predict_batch(batch.images, batch.warp_matrices, batch.sizes)):
-            results[pos] = dets.above(hp.conf_thres)
+            part[pos] = dets.above(hp.conf_thres)
 
-    _run(predictor, paths, hp, monitor, on_batch)
+    _run(predictor, paths, hp, monitor, ctx, on_batch)
+    merged = _merge(ctx, part)
+    if not ctx.is_main:
+        return
+    results = [merged.get(i) for i in range(len(paths))]
     key = "boxes" if env.uses_model_stages else "annotations"
     detection: dict[str, dict] = {}
     for path, dets in zip(written, results):
@@ -134,27 +151,64 @@ def _boxes(dets: Detections, class_names: list[str]) -> list[dict]:
     return out
 
 
-def run_mining_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor) -> None:
+def run_mining_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
     algorithm = hp.mining_algorithm.strip().lower()
     if algorithm not in ("aldd", "random"):
         raise ConfigError(f"config.yaml: key 'mining_algorithm': {hp.mining_algorithm!r} is not one of aldd, random")
     written, paths = candidates(env, mapper)
-    predictor = build_predictor(env, hp, mapper)
-    scores = np.full(len(paths), UNREADABLE_SCORE)
+    predictor = build_predictor(env, hp, mapper, ctx.device)
+    part: dict[int, float] = {}
 
     def on_batch(positions: list[int], batch: InferenceBatch) -> None:
         if algorithm == "random":  # a baseline: a stable pseudo-random score per path
-            for pos in positions:
-                scores[pos] = zlib.crc32(written[pos].encode("utf-8")) / 2**32
+            part.update((pos, zlib.crc32(written[pos].encode("utf-8")) / 2**32) for pos in positions)
             return
         levels = predictor.forward_levels(batch.images)
         hw = (batch.images.shape[2], batch.images.shape[3])
-        scores[positions] = aldd_scores(levels, predictor.head.num_classes, hw).cpu().numpy()
+        part.update(zip(positions, aldd_scores(levels, predictor.head.num_classes, hw).cpu().tolist()))
 
-    _run(predictor, paths, hp, monitor, on_batch)
+    _run(predictor, paths, hp, monitor, ctx, on_batch)
+    merged = _merge(ctx, part)
+    if not ctx.is_main:
+        return
+    scores = np.array([merged.get(i, UNREADABLE_SCORE) for i in range(len(paths))], dtype=np.float64)
     order = sorted(range(len(paths)), key=lambda i: -scores[i])  # stable: ties keep index order
     lines = [f"{written[i]}\t{scores[i]:.8g}" for i in order]
     atomic_write_text(mapper(env.output.mining_result_file), "\n".join(lines) + "\n")
     log.info("mining (%s): %d images ranked, %d unreadable", algorithm, len(paths),
              int((scores == UNREADABLE_SCORE).sum()))
 
+
+
+def run_predict_tasks(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor) -> None:
+    """Mining then infer (each over all candidates, sharded over processes when there are several)."""
+    device, world = select_devices(hp.gpu_count, hp.gpu_id)
+    if device == "cpu":
+        world = hp.cpu_processes
+    if world > 1 and "RANK" not in os.environ:
+        launch_workers(mapper, world, monitor)
+        return
+    ctx = init_distributed(device)
+    try:
+        both = env.run_mining and env.run_infer
+        if env.run_mining:
+            run_mining_task(env, hp, mapper, monitor.stage(0.0, 0.5 if both else 1.0), ctx)
+        if env.run_infer:
+            run_infer_task(env, hp, mapper, monitor.stage(0.5 if both else 0.0, 1.0), ctx)
+        ctx.barrier()
+    finally:
+        cleanup_distributed()
+
+
+def launch_workers(mapper: PathMapper, world: int, monitor: Monitor) -> None:
+    """This same task under torchrun, ``world`` processes; rank 0 writes every output."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+               "--nproc_per_node", str(world), str(APP_ROOT / "start.py"),
+               "--in", str(mapper.in_dir), "--out", str(mapper.out_dir)]
+    log.info("launching %d processes with torchrun", world)
+    proc = subprocess.run(command, cwd=APP_ROOT)
+    if proc.returncode != 0:
+        fields = read_monitor(monitor.path) if monitor.path.is_file() else []
+        if len(fields) >= 6 and fields[3] == "4":
+            raise ExecutorError(fields[5], ReturnCode(int(fields[4])))
+        raise ExecutorError(f"a prediction process failed (exit code {proc.returncode})", ReturnCode.MODEL)

@@ -177,6 +177,7 @@ class PredictConfig(PlatformKeys):
     mining_algorithm: str = "aldd"
     model_params_path: Annotated[list[str], BeforeValidator(_str_list)] = Field(default_factory=list)
     config_file: str = ""
+    cpu_processes: int = Field(1, ge=1, le=64)  # CPU only (gpu_count 0): processes to shard the images over
 
 
 def _describe(err: ValidationError, source: str) -> str:

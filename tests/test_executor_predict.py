@@ -148,3 +148,22 @@ def test_no_model_is_a_model_error(models, tmp_path):
     in_dir = make_predict_workspace(tmp_path / "in", models, candidates=2)
     edit_yaml(in_dir / "config.yaml", model_params_path=[])
     assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300004)
+
+
+def test_two_process_shard_equals_one_process(models, tmp_path):
+    """cpu_processes: 2 runs the task under torchrun (gloo): nothing lost or doubled."""
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=7, batch_size_per_gpu=2, workers_per_gpu=0)
+    assert_success(run_start(in_dir, tmp_path / "one"), tmp_path / "one")
+    edit_yaml(in_dir / "config.yaml", cpu_processes=2)
+    proc = run_start(in_dir, tmp_path / "two")
+    assert_success(proc, tmp_path / "two")
+    assert "launching 2 processes with torchrun" in proc.stdout + proc.stderr
+    one = [l.split("\t") for l in (tmp_path / "one" / "result.tsv").read_text().splitlines()]
+    two = [l.split("\t") for l in (tmp_path / "two" / "result.tsv").read_text().splitlines()]
+    assert len(two) == 7 and len({r[0] for r in two}) == 7
+    a, b = dict(one), dict(two)
+    assert a.keys() == b.keys() and all(abs(float(a[k]) - float(b[k])) < 1e-5 for k in a)
+    d1, d2 = infer_result(tmp_path / "one")["detection"], infer_result(tmp_path / "two")["detection"]
+    assert d1.keys() == d2.keys()
+    for k in d1:
+        assert [(x["class_name"], x["box"]) for x in d1[k]["boxes"]] == [(x["class_name"], x["box"]) for x in d2[k]["boxes"]]

@@ -105,7 +105,7 @@ def test_gpu_asked_but_none_visible(tmp_path):
     ("config_file", "config/yolo.yml", "key 'config_file': 'config/yolo.yml' is not a bundled model config"),
 ])
 def test_bad_hyper_parameter_names_key_value(tmp_path, key, value, expect):
-    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, epochs=1, **{key: value})
+    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, **{"epochs": 1, key: value})
     proc = run_start(in_dir, tmp_path / "out")
     fields = assert_failure(proc, tmp_path / "out", 300001)
     assert expect in fields[5] and expect in proc.stderr
