@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -95,12 +96,18 @@ def _run(predictor: Predictor, paths: list[Path], hp: PredictConfig, monitor: Mo
          on_batch: Callable[[list[int], InferenceBatch], None]) -> None:
     """Feed this rank's shard (``paths[rank::world]``) through ``on_batch`` with global positions."""
     mine = list(range(ctx.rank, len(paths), ctx.world_size))
-    done = 0
+    done, waited = 0, 0.0
+    start = tick = time.perf_counter()
     for local, batch in batches(predictor, [paths[i] for i in mine], hp):
+        waited += time.perf_counter() - tick
         if batch.images is not None:
             on_batch([mine[i] for i in local], batch)
         done += len(batch.paths) + len(batch.failed)
         monitor.progress(done / max(len(mine), 1))
+        tick = time.perf_counter()
+    elapsed = time.perf_counter() - start
+    log.info("rank %d: %d images in %.2f s (%.1f images/s), %.0f%% of it waiting for data",
+             ctx.rank, len(mine), elapsed, len(mine) / max(elapsed, 1e-9), 100 * waited / max(elapsed, 1e-9))
 
 
 def _merge(ctx: DistContext, part: dict[int, object]) -> dict[int, object]:

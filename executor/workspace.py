@@ -92,12 +92,12 @@ def make_training_workspace(in_dir: Path, train_images: int = 48, val_images: in
 
 def make_predict_workspace(in_dir: Path, models_from: Path, candidates: int = 24, seed: int = 7,
                            mining: bool = True, infer: bool = True, protocol_version: str = "1.1.0",
-                           **hyper) -> Path:
+                           size=((192, 160), (320, 256)), **hyper) -> Path:
     """Candidates plus the models of a finished training (its /out/models becomes /in/models)."""
     import shutil
 
     in_dir.mkdir(parents=True, exist_ok=True)
-    rows = make_dataset(in_dir, candidates, seed)
+    rows = make_dataset(in_dir, candidates, seed, size)
     (in_dir / "candidate-index.tsv").write_text("".join(f"{a}\n" for a, _ in rows))
     models = in_dir / "models"
     if models.exists():
