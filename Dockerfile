@@ -5,23 +5,32 @@
 ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
+# Where a base without torch finds a torch wheel (bind-mounted at build time, e.g.
+# `podman build -v /opt/wheels:/wheels:ro`); the PyTorch base images already have torch.
+ARG TORCH_WHEEL_DIR=/wheels
+
 ENV PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
     PIP_NO_CACHE_DIR=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TORCH_HOME=/weights/torch \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp \
     NANODET_WEIGHTS_DIR=/weights
 
+# Dependencies first (a layer that survives code changes); torch only when the base lacks it.
+RUN python3 -c "import torch" 2>/dev/null \
+ || python3 -m pip install "$(ls ${TORCH_WHEEL_DIR}/torch-*.whl | head -n 1)" \
+ && python3 -m pip install "numpy>=1.26" "opencv-python-headless>=4.8" "pycocotools>=2.0.7" "pyyaml>=6.0" \
+        "pydantic>=2.5" "tensorboard>=2.15" "tqdm>=4.66"
+
 WORKDIR /app
-# Project code and its dependencies (torch comes from the base image).
-COPY pyproject.toml README.md /app/
+COPY README.md /app/
 COPY nanodet /app/nanodet
 COPY executor /app/executor
 COPY config /app/config
 COPY start.py /app/start.py
-RUN python3 -m pip install --no-deps -e /app \
- && python3 -m pip install "numpy>=1.26" "opencv-python-headless>=4.8" "pycocotools>=2.0.7" "pyyaml>=6.0" \
-        "pydantic>=2.5" "tensorboard>=2.15" "tqdm>=4.66"
 
 # Task templates and manifest, read by the platform with `docker run IMAGE cat /img-man/...`.
 COPY docker/img-man /img-man

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench image-test clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m executor.demo --dir demo-workspace
+
+# Build the real image with podman and run it as the platform does (skips where podman cannot run).
+image-test: $(STAMP)
+	bash docker/image-test.sh
 
 bench: $(STAMP)
 	$(PY) bench/infer.py

@@ -58,3 +58,15 @@ def test_start_sh_runs_start_py(tmp_path):
     assert proc.returncode == 1
     assert "env.yaml not found" in proc.stderr
     assert (tmp_path / "out" / "monitor.txt").read_text().split("\t")[3] == "4"
+
+
+def test_results_are_readable_by_other_users(tmp_path):
+    """Atomic writes go through mkstemp (0600): results must get the normal mode back."""
+    from nanodet.utils.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.yaml", "a: 1\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.yaml").stat().st_mode & 0o777 == 0o644

@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (mkstemp's 0600 would hide results from the
+    platform, which reads them as another user)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(f)`` on a temp file beside ``path``, fsync it, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -28,8 +37,28 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
+def remove_stale_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Delete the temp files ``atomic_write`` left in ``folder`` when a process was killed
+    mid-write (``.<name>.<random>.tmp``). Call it only while nothing writes there."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    """Copy the file ``src`` to ``dst`` atomically."""
+    import shutil
+
+    with open(src, "rb") as source:
+        atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Build the real image from the Dockerfile with podman (no Docker engine, no registry) and
+# run it as the platform does: a training task, then mining+infer on its model, as a
+# non-root user, without network, /in read-only. Then check every output.
+#
+#   bash docker/image-test.sh            (make image-test)
+#
+# Skips (exit 0, with a message) where podman cannot be installed or cannot run containers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PY:-$ROOT/.venv/bin/python}
+IMAGE=localhost/nanodet-ymir:test
+BASE=localhost/nanodet-base:bookworm
+WORK=${IMAGE_TEST_DIR:-/var/tmp/nanodet-image-test}
+USER_ID=4242:4242
+
+say() { printf '[image-test] %s\n' "$*"; }
+skip() { say "SKIPPED: $*"; exit 0; }
+
+# --- podman, configured for a machine without a Docker engine -------------------------------
+if ! command -v podman >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing podman from Debian"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            podman buildah runc fuse-overlayfs slirp4netns uidmap debootstrap) >/dev/null 2>&1 \
+            || skip "podman could not be installed"
+    else
+        skip "podman is not installed and cannot be installed here (needs root and apt-get)"
+    fi
+fi
+command -v debootstrap >/dev/null 2>&1 || skip "debootstrap is missing"
+
+# Container ulimits no higher than ours (runc was refused an nproc above 32768 here even
+# below the hard limit, so cap it there).
+nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
+[ "$nofile" = unlimited ] && nofile=1048576
+[ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
+ULIMITS=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
+if [ "$(id -u)" = 0 ]; then
+    # crun refuses this cgroup layout: runc + cgroupfs; podman's default ulimits exceed what we may set.
+    mkdir -p /etc/containers
+    cat > /etc/containers/containers.conf <<EOF
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+fi
+podman info >/dev/null 2>&1 || skip "podman cannot start here: $(podman info 2>&1 | tail -n 1)"
+
+# A `docker` that is podman, keeping exit codes (podman 4.3's docker API always exits 0 on --rm).
+SHIM=$(mktemp -d)
+printf '#!/bin/sh\nexec podman "$@"\n' > "$SHIM/docker"
+chmod +x "$SHIM/docker"
+export PATH="$SHIM:$PATH"
+
+# --- a local base image: Debian bookworm with python3, no registry ---------------------------
+if ! podman image exists "$BASE"; then
+    mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    say "debootstrap bookworm from $mirror"
+    rootfs=$(mktemp -d /var/tmp/nanodet-rootfs.XXXX)
+    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+        bookworm "$rootfs" "$mirror" >/dev/null
+    tar -C "$rootfs" -c . | podman import - "$BASE" >/dev/null
+    rm -rf "$rootfs"
+fi
+
+# --- the project image, from the real Dockerfile ---------------------------------------------
+wheel_dir=$(dirname "$(ls /opt/wheels/torch-*.whl 2>/dev/null | head -n 1)")
+[ -n "$wheel_dir" ] || skip "no local torch wheel under /opt/wheels"
+ca=/etc/ssl/certs/ca-certificates.crt
+say "building $IMAGE"
+t0=$(date +%s)
+podman build -q --network host "${ULIMITS[@]}" -t "$IMAGE" --build-arg BASE_IMAGE="$BASE" \
+    -v "$wheel_dir:/wheels:ro" -v "$ca:$ca:ro" -f Dockerfile . >/dev/null
+build_s=$(( $(date +%s) - t0 ))
+size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
+say "built in ${build_s}s, image size $((size / 1024 / 1024)) MiB"
+
+# --- templates, as the platform reads them ---------------------------------------------------
+for t in training mining infer; do
+    docker run --rm "$IMAGE" cat "/img-man/$t-template.yaml" | cmp -s - "docker/img-man/$t-template.yaml" \
+        || { say "FAILED: /img-man/$t-template.yaml differs"; exit 1; }
+done
+say "templates: ok"
+
+# --- a training task, then mining+infer on its model -----------------------------------------
+rm -rf "$WORK" && mkdir -p "$WORK"
+"$PY" - "$WORK" <<'EOF'
+import sys
+from pathlib import Path
+from executor.workspace import make_training_workspace
+make_training_workspace(Path(sys.argv[1]) / "train-in", train_images=24, val_images=8, epochs=2, input_size=128,
+                        batch_size_per_gpu=8, workers_per_gpu=2)
+EOF
+mkdir -p "$WORK/train-out" "$WORK/predict-out"
+chmod 777 "$WORK/train-out" "$WORK/predict-out"
+run_task() {  # IN OUT: as the platform runs the image
+    find "$1" -type f -exec sha1sum {} + | sort > "$WORK/in-before.txt"
+    docker run --rm --network none --user "$USER_ID" --shm-size 1g "${ULIMITS[@]}" \
+        -v "$1:/in:ro" -v "$2:/out" "$IMAGE" || { say "FAILED: task exited $?"; tail -n 5 "$2/monitor.txt"; exit 1; }
+    find "$1" -type f -exec sha1sum {} + | sort | cmp -s - "$WORK/in-before.txt" \
+        || { say "FAILED: the task changed /in"; exit 1; }
+}
+t0=$(date +%s); run_task "$WORK/train-in" "$WORK/train-out"; say "training task: $(( $(date +%s) - t0 ))s"
+"$PY" - "$WORK" <<'EOF'
+import sys
+from pathlib import Path
+from executor.workspace import make_predict_workspace
+work = Path(sys.argv[1])
+make_predict_workspace(work / "predict-in", work / "train-out" / "models", candidates=12, workers_per_gpu=2)
+EOF
+t0=$(date +%s); run_task "$WORK/predict-in" "$WORK/predict-out"; say "mining+infer task: $(( $(date +%s) - t0 ))s"
+"$PY" docker/check_outputs.py "$WORK"
+say "PASSED (build ${build_s}s, image $((size / 1024 / 1024)) MiB)"
