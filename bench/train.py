@@ -1,6 +1,6 @@
 """Training throughput of NanoDet-Plus-m-320 (3 classes) on a synthetic shapes dataset.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/train.py [--quick] [--workers 2] [--batches 8 32]
+    .venv/bin/python bench/train.py [--quick] [--workers 2] [--batches 8 32] [--threads N]
 
 Prints ONE JSON object on stdout (progress on stderr). For each configuration (CPU fp32,
 and CUDA with AMP ``device.precision: 16`` when CUDA is available) x batch size, a fresh
@@ -8,7 +8,8 @@ subprocess builds the library's ``Trainer`` (real 320x320 input, the official tr
 augmentations, ``workers_per_gpu`` loader workers) and drives the library's own
 ``Trainer.run_step(batch, epoch=0)``: epoch 0 is before ``detach_epoch`` (10), so the aux
 branch (aux_fpn + aux_head) is active and back-propagates into the backbone as in the first
-epochs of a real run. After ``--warmup`` steps, ``--steps`` steps are measured:
+epochs of a real run. After ``--warmup`` steps (3; ``--quick``: 1), ``--steps`` steps (12;
+``--quick``: 2, both batch sizes kept) are measured:
 
 * ``images_per_s`` / ``ms_per_step``: wall time per step including waiting for data;
 * ``compute_ms_per_step``: ``run_step`` alone (forward, loss, backward, clip, optimizer,
@@ -136,6 +137,8 @@ def measure(spec: dict) -> dict:
     threads = set_threads(spec["threads"])
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
+    if cuda and device.index is None:
+        device = torch.device("cuda", 0)
     if cuda:
         torch.cuda.set_device(device)
     cfg = parse_config(spec["config"], "<bench>")
@@ -281,8 +284,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--workers", type=int, default=2, help="device.workers_per_gpu (loader worker processes)")
     parser.add_argument("--warmup", type=int, default=None, help="unmeasured steps first (default 3, quick 1)")
-    parser.add_argument("--steps", type=int, default=None, help="measured steps (default 12, quick 3)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default OMP_NUM_THREADS or all cores)")
+    parser.add_argument("--steps", type=int, default=None, help="measured steps (default 12, quick 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS, else the idle cores)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--data-dir", type=Path, default=None, help="keep the synthetic data here (default: temp dir)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -296,12 +299,12 @@ def main() -> None:
     import torch
 
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
-    steps = args.steps if args.steps is not None else (3 if args.quick else 12)
+    steps = args.steps if args.steps is not None else (2 if args.quick else 12)
     if steps < 1:
         parser.error("--steps must be >= 1")
-    threads = args.threads or default_threads()
+    threads, threads_why = (args.threads, "--threads") if args.threads else default_threads()
     set_threads(threads)
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    devices = args.devices or (["cpu", "cuda:0"] if torch.cuda.is_available() else ["cpu"])
     started = time.perf_counter()
     load_before = [round(x, 2) for x in os.getloadavg()]
     if threads > available_cores():
@@ -363,7 +366,8 @@ def main() -> None:
         "input_size": list(INPUT),
         "aux_branch": "active, not detached (run_step epoch 0 < detach_epoch 10)",
         "quick": args.quick,
-        "settings": {"workers_per_gpu": args.workers, "threads": threads, "warmup_steps": warmup,
+        "settings": {"workers_per_gpu": args.workers, "threads": threads, "threads_from": threads_why,
+                     "warmup_steps": warmup,
                      "measured_steps": steps, "batches": args.batches, "devices": devices,
                      "dataset": {"train_images": num_train, **data_spec, "classes": 3, "format": "COCO json + JPEG"}},
         "summary": summary,
