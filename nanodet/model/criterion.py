@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -30,8 +32,14 @@ def reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-class Targets(tuple):
-    """(labels, label_scores, bbox_targets, dist_targets, num_pos) for a batch, flattened."""
+class Targets(NamedTuple):
+    """Assignment of a whole batch, priors of all images concatenated."""
+
+    labels: torch.Tensor  # class index, num_classes = background
+    label_scores: torch.Tensor  # IoU of the prediction with its target (the soft QFL label)
+    bbox_targets: torch.Tensor
+    dist_targets: torch.Tensor  # target distances in strides, for DFL
+    num_pos: int
 
 
 class NanoDetPlusLoss:
@@ -74,9 +82,12 @@ class NanoDetPlusLoss:
         labels, scores, bbox_t, dist_t, num_pos = [], [], [], [], 0
         for cls_i, boxes_i, gtb, gtl in zip(cls_preds, boxes, gt_bboxes, gt_labels):
             lab, sc, bt, dt, n = self._assign_one(cls_i, boxes_i, priors, gtb.to(priors.device), gtl.to(priors.device))
-            labels.append(lab), scores.append(sc), bbox_t.append(bt), dist_t.append(dt)
+            labels.append(lab)
+            scores.append(sc)
+            bbox_t.append(bt)
+            dist_t.append(dt)
             num_pos += n
-        return Targets((torch.cat(labels), torch.cat(scores), torch.cat(bbox_t), torch.cat(dist_t), num_pos))
+        return Targets(torch.cat(labels), torch.cat(scores), torch.cat(bbox_t), torch.cat(dist_t), num_pos)
 
     def _assign_one(self, cls_preds, boxes, priors, gt_bboxes, gt_labels):
         num_priors = priors.shape[0]
