@@ -88,39 +88,34 @@ class AssignerConfig(Strict):
     iou_factor: float = 3.0
 
 
-class NanoDetPlusHeadConfig(Strict):
-    name: Literal["NanoDetPlusHead"] = "NanoDetPlusHead"
+class GFLHeadConfig(Strict):
+    """What the NanoDet heads share: per-level towers and a GFL output of classes + box distributions."""
+
     num_classes: int = Field(gt=0)
     input_channel: int
     feat_channels: int = 96
     stacked_convs: int = 2
-    kernel_size: int = 5
     strides: list[int] = [8, 16, 32]
     conv_type: Literal["DWConv", "Conv"] = "DWConv"
     activation: Activation = "LeakyReLU"
     reg_max: int = 7
     norm_cfg: NormConfig = NormConfig()
     loss: HeadLossConfig = HeadLossConfig()
+
+
+class NanoDetPlusHeadConfig(GFLHeadConfig):
+    name: Literal["NanoDetPlusHead"] = "NanoDetPlusHead"
+    kernel_size: int = 5
     assigner_cfg: AssignerConfig = AssignerConfig()
 
 
-class NanoDetHeadConfig(Strict):
+class NanoDetHeadConfig(GFLHeadConfig):
     """Legacy NanoDet (v0.x) GFL head with shared depthwise convs."""
 
     name: Literal["NanoDetHead"] = "NanoDetHead"
-    num_classes: int = Field(gt=0)
-    input_channel: int
-    feat_channels: int = 96
-    stacked_convs: int = 2
     share_cls_reg: bool = True
     octave_base_scale: int = 5
     scales_per_octave: int = 1
-    strides: list[int] = [8, 16, 32]
-    conv_type: Literal["DWConv", "Conv"] = "DWConv"
-    activation: Activation = "LeakyReLU"
-    reg_max: int = 7
-    norm_cfg: NormConfig = NormConfig()
-    loss: HeadLossConfig = HeadLossConfig()
 
 
 class SimpleConvHeadConfig(Strict):
@@ -340,6 +335,8 @@ def load_config(path: str | Path) -> NanoDetConfig:
 
 
 def save_config(cfg: NanoDetConfig, path: str | Path) -> None:
-    """Write a config in the official layout (loads back with ``load_config``)."""
+    """Write a config in the official layout (loads back with ``load_config``), atomically."""
+    from .utils.io import atomic_write_text
+
     data = cfg.model_dump(mode="json", exclude_none=True)
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

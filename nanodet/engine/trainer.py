@@ -195,21 +195,21 @@ class Trainer:
             restore_rng_states(ckpt["rng_states"])
         log.info("resumed from %s: %d epochs done, step %d", path, self.state.epoch, self.state.step)
 
+    def _save_checkpoint(self, name: str) -> None:
+        save_training_checkpoint(
+            self.work_dir / name, self.model, self.ema.model if self.ema else None,
+            self.optimizer, self.scaler, self.state.epoch, self.state.step, self.state.best_metric,
+            extra={"best_epoch": self.state.best_epoch},
+        )
+
     def save_last(self) -> None:
         if self.ctx.is_main:
-            save_training_checkpoint(
-                self.work_dir / "model_last.ckpt", self.model, self.ema.model if self.ema else None,
-                self.optimizer, self.scaler, self.state.epoch, self.state.step, self.state.best_metric,
-                extra={"best_epoch": self.state.best_epoch},
-            )
+            self._save_checkpoint("model_last.ckpt")
 
     def save_best(self) -> None:
+        """``model_best.ckpt`` and the EMA inference weights ``nanodet_model_best.pth``."""
         if self.ctx.is_main:
-            save_training_checkpoint(
-                self.work_dir / "model_best.ckpt", self.model, self.ema.model if self.ema else None,
-                self.optimizer, self.scaler, self.state.epoch, self.state.step, self.state.best_metric,
-                extra={"best_epoch": self.state.best_epoch},
-            )
+            self._save_checkpoint("model_best.ckpt")
             save_pth(self.eval_model, self.work_dir / "nanodet_model_best.pth", inference_only=True)
 
     # --- the loop --------------------------------------------------------------------------
