@@ -20,7 +20,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import ExecutorError, ReturnCode
+from nanodet.utils.io import remove_stale_temp_files
+
+from .errors import TaskTerminated
 from .failures import classify
 from .monitor import Monitor
 from .paths import PathMapper
@@ -29,12 +31,8 @@ from .protocol import EnvConfig, PredictConfig, TrainingConfig, parse_env, parse
 log = logging.getLogger("executor")
 
 
-class Terminated(ExecutorError):
-    code = ReturnCode.CONFIG
-
-
 def _on_sigterm(signum, frame) -> None:
-    raise Terminated("task stopped by SIGTERM")
+    raise TaskTerminated("task stopped by SIGTERM")
 
 
 def run(env: EnvConfig, mapper: PathMapper, monitor: Monitor) -> None:
@@ -72,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         monitor = Monitor(mapper(env.output.monitor_file), env.task_id)
         monitor.enabled = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 reports
         mapper(env.output.root_dir).mkdir(parents=True, exist_ok=True)
+        if "RANK" not in os.environ:  # the top-level process, before anything writes: a killed run's leftovers
+            stale = (remove_stale_temp_files(mapper(env.output.root_dir))
+                     + remove_stale_temp_files(mapper(env.output.models_dir), recursive=True))
+            if stale:
+                log.info("removed %d temp files left by an interrupted run", len(stale))
         run(env, mapper, monitor)
         return 0
     except BaseException as err:  # noqa: BLE001 - every failure is reported the same way

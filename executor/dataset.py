@@ -5,7 +5,8 @@ Index lines are ``<image>\\t<annotation>``. Annotations come as ark txt
 separated) or VOC xml (class *names*, inclusive corners). What can be repaired is repaired
 and counted (boxes clipped to the image, CRLF, blank lines, extra columns); what cannot is
 skipped and counted (degenerate boxes, unknown classes, unreadable images); a split left
-empty is a dataset error.
+empty is a dataset error (300002), or an image-format error (300003) when it is empty
+because none of its images could be decoded.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from nanodet.data.image_io import ImageReadError, read_image
 from nanodet.utils.io import atomic_write_text
 
-from .errors import DatasetError
+from .errors import DatasetError, ImageFormatError
 from .paths import PathMapper
 
 log = logging.getLogger("executor.dataset")
@@ -161,11 +162,14 @@ def convert_split(
     """Write a COCO json (absolute image paths as file names) for one split."""
     report = ConversionReport()
     images, annotations = [], []
-    for image_path, ann_path in read_index(index_file, mapper, columns=2):
+    rows = read_index(index_file, mapper, columns=2)
+    first_unreadable = ""
+    for image_path, ann_path in rows:
         try:
             width, height = image_size(image_path)
         except ImageReadError as err:
             report.problems["unreadable images (skipped)"] += 1
+            first_unreadable = first_unreadable or str(err)
             log.warning("%s set: %s", split, err)
             continue
         if annotation_format in ("voc", "det-voc"):
@@ -181,6 +185,9 @@ def convert_split(
                                 "bbox": [b.x1, b.y1, w, h], "area": w * h, "iscrowd": 0})
     report.images, report.boxes = len(images), len(annotations)
     report.log(split)
+    if not images and rows:  # every image failed to decode: an image-format problem, not a missing set
+        raise ImageFormatError(f"{index_file}: none of the {len(rows)} images of the {split} set can be decoded "
+                               f"(first: {first_unreadable})")
     if not images:
         raise DatasetError(f"{index_file}: the {split} set has no usable image")
     if not annotations:

@@ -56,3 +56,10 @@ class OutOfMemoryError(ExecutorError):
 
 class NanLossError(ExecutorError):
     code = ReturnCode.NAN_LOSS
+
+
+class TaskTerminated(BaseException):
+    """SIGTERM (the platform stopping the task). A BaseException, like KeyboardInterrupt, so
+    that no ``except Exception`` on the way (e.g. around torch.load) mistakes it for a bad file."""
+
+    code = ReturnCode.CONFIG

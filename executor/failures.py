@@ -9,16 +9,17 @@ from nanodet.config import ConfigError as ModelConfigError
 from nanodet.data.image_io import ImageReadError
 from nanodet.engine.trainer import NonFiniteLossError
 
-from .errors import ExecutorError, ReturnCode
+from .errors import ExecutorError, ReturnCode, TaskTerminated
 
 
 def classify(err: BaseException) -> tuple[ReturnCode, str]:
-    if isinstance(err, ExecutorError):
+    if isinstance(err, (ExecutorError, TaskTerminated)):
         return err.code, str(err)
     if isinstance(err, NonFiniteLossError):
         return ReturnCode.NAN_LOSS, f"{err} (try a lower learning_rate)"
-    if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
-        return ReturnCode.OUT_OF_MEMORY, f"out of memory: {str(err).splitlines()[0][:200]} (try a smaller batch_size_per_gpu)"
+    if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower():
+        first = str(err).splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        return ReturnCode.OUT_OF_MEMORY, f"out of memory: {first} (try a smaller batch_size_per_gpu)"
     if isinstance(err, CheckpointError):
         return ReturnCode.MODEL, str(err)
     if isinstance(err, ModelConfigError):

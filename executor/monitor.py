@@ -49,7 +49,16 @@ class Monitor:
 
     def error(self, code: int, message: str, details: str = "") -> None:
         one_line = " ".join(message.split())
+        self.percent = max(self.percent, self._written_percent())  # another process (a worker) may have got further
         self._write(f"{self.task_id}\t{time.time():.6f}\t{self.percent:.4f}\t{ERROR}\t{int(code)}\t{one_line}", details)
+
+    def _written_percent(self) -> float:
+        """The progress in the current record of this task (0 when there is none)."""
+        try:
+            fields = read_monitor(self.path)
+            return float(fields[2]) if fields[0] == self.task_id else 0.0
+        except (OSError, IndexError, ValueError):
+            return 0.0
 
 
 def read_monitor(path: Path) -> list[str]:

@@ -6,7 +6,7 @@
 - mining → ``/out/result.tsv``: every candidate with its ALDD score, highest first.
 
 An image that cannot be read gets an empty box list (infer) or the lowest score (mining)
-and a warning; the task still succeeds.
+and a warning; the task still succeeds, unless no candidate at all can be read (300003).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import zlib
@@ -34,7 +33,8 @@ from nanodet.utils.io import atomic_write_text
 
 from .dataset import read_index
 from .devices import select_devices
-from .errors import ConfigError, DatasetError, ExecutorError, ReturnCode
+from .errors import ConfigError, DatasetError, ExecutorError, ImageFormatError, ReturnCode
+from .launch import run_launcher
 from .monitor import Monitor, read_monitor
 from .paths import PathMapper
 from .protocol import EnvConfig, PredictConfig
@@ -118,6 +118,13 @@ def _merge(ctx: DistContext, part: dict[int, object]) -> dict[int, object]:
     return merged
 
 
+def check_some_readable(unreadable: int, total: int, env: EnvConfig, mapper: PathMapper) -> None:
+    """Unreadable candidates are warnings; a task where none could be decoded has no result (300003)."""
+    if total and unreadable == total:
+        raise ImageFormatError(f"{mapper(env.input.candidate_index_file)}: none of the {total} candidate images "
+                               "can be decoded (see the warnings above)")
+
+
 def run_infer_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
     written, paths = candidates(env, mapper)
     predictor = build_predictor(env, hp, mapper, ctx.device)
@@ -132,6 +139,7 @@ def run_infer_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
     if not ctx.is_main:
         return
     results = [merged.get(i) for i in range(len(paths))]
+    check_some_readable(sum(r is None for r in results), len(paths), env, mapper)
     key = "boxes" if env.uses_model_stages else "annotations"
     detection: dict[str, dict] = {}
     for path, dets in zip(written, results):
@@ -179,6 +187,7 @@ def run_mining_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monit
     if not ctx.is_main:
         return
     scores = np.array([merged.get(i, UNREADABLE_SCORE) for i in range(len(paths))], dtype=np.float64)
+    check_some_readable(len(paths) - len(merged), len(paths), env, mapper)
     order = sorted(range(len(paths)), key=lambda i: -scores[i])  # stable: ties keep index order
     lines = [f"{written[i]}\t{scores[i]:.8g}" for i in order]
     atomic_write_text(mapper(env.output.mining_result_file), "\n".join(lines) + "\n")
@@ -213,9 +222,9 @@ def launch_workers(mapper: PathMapper, world: int, monitor: Monitor) -> None:
                "--nproc_per_node", str(world), str(APP_ROOT / "start.py"),
                "--in", str(mapper.in_dir), "--out", str(mapper.out_dir)]
     log.info("launching %d processes with torchrun", world)
-    proc = subprocess.run(command, cwd=APP_ROOT)
-    if proc.returncode != 0:
+    returncode = run_launcher(command, APP_ROOT)
+    if returncode != 0:
         fields = read_monitor(monitor.path) if monitor.path.is_file() else []
         if len(fields) >= 6 and fields[3] == "4":
             raise ExecutorError(fields[5], ReturnCode(int(fields[4])))
-        raise ExecutorError(f"a prediction process failed (exit code {proc.returncode})", ReturnCode.MODEL)
+        raise ExecutorError(f"a prediction process failed (exit code {returncode})", ReturnCode.MODEL)

@@ -195,6 +195,8 @@ def read_yaml(path: Path, what: str) -> dict:
         raise ConfigError(f"{path}: {what} not found") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read {what}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: cannot read {what}: not UTF-8 text (byte {err.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

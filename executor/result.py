@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from nanodet.utils.io import atomic_write_text
+from nanodet.utils.io import atomic_copy, atomic_write_text
 
 MAX_LATEST_STAGES = 10
 
@@ -80,16 +80,18 @@ class ResultWriter:
         self.stages[stage.name] = stage
         if is_best or self.best is None:
             self.best = stage.name
-        self._prune()
+        dropped = self._prune()
         self.write()
+        for name in dropped:  # only once result.yaml no longer names them: a crash never leaves it dangling
+            shutil.rmtree(self.models_dir / name, ignore_errors=True)
 
-    def _prune(self) -> None:
+    def _prune(self) -> list[str]:
         latest = sorted(self.stages.values(), key=lambda s: s.epoch)[-MAX_LATEST_STAGES:]
         keep = {s.name for s in latest} | {self.best}
-        for name in list(self.stages):
-            if name not in keep:
-                del self.stages[name]
-                shutil.rmtree(self.models_dir / name, ignore_errors=True)
+        dropped = [name for name in self.stages if name not in keep]
+        for name in dropped:
+            del self.stages[name]
+        return dropped
 
     def write(self) -> None:
         if not self.stages or self.best is None:
@@ -113,6 +115,4 @@ class ResultWriter:
         for name in self.stages[self.best].files:
             src = self.models_dir / self.best / name
             if src.is_file():
-                tmp = self.models_dir / f".{name}.tmp"
-                shutil.copyfile(src, tmp)
-                tmp.replace(self.models_dir / name)
+                atomic_copy(src, self.models_dir / name)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -25,10 +23,12 @@ from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config, save_config
 from nanodet.engine.trainer import Callback, EvalResult, Trainer
 from nanodet.evaluation.counts import count_matches
+from nanodet.utils.io import atomic_copy
 
 from .dataset import annotation_format_of, convert_split
 from .devices import select_devices
 from .errors import ConfigError, ExecutorError, ReturnCode
+from .launch import run_launcher
 from .monitor import Monitor
 from .paths import PathMapper
 from .protocol import EnvConfig, TrainingConfig
@@ -178,7 +178,7 @@ class StageRecorder(Callback):
         folder = Path(self.plan.models_dir) / name
         folder.mkdir(parents=True, exist_ok=True)
         save_pth(trainer.eval_model, folder / "nanodet_model.pth", inference_only=True)
-        shutil.copyfile(self.plan.model_config, folder / SAVED_CONFIG)
+        atomic_copy(self.plan.model_config, folder / SAVED_CONFIG)
         files = [f for f in ("nanodet_model.pth", SAVED_CONFIG) if keep_file(f, self.plan.saved_file_patterns)]
         val = trainer.val_set
         counts = count_matches(result.detections, {i: val.annotations(i) for i in val.img_ids},
@@ -199,7 +199,7 @@ def train_with_plan(plan: TrainingPlan) -> None:
                           plan.saved_file_patterns, plan.iou_thr, plan.conf_thr)
     if plan.resume:
         writer.load_existing()
-    shutil.copyfile(plan.model_config, Path(plan.models_dir) / SAVED_CONFIG)
+    atomic_copy(plan.model_config, Path(plan.models_dir) / SAVED_CONFIG)
     train(cfg, work_dir=plan.models_dir, seed=plan.seed, resume=plan.resume, tensorboard_dir=plan.tensorboard_dir,
           callbacks=[MonitorProgress(monitor), StageRecorder(writer, plan)], device=plan.device,
           progress=sys.stderr.isatty())
@@ -231,10 +231,10 @@ def launch_distributed(plan: TrainingPlan, work: Path) -> None:
     plan_file = work / "plan.json"
     plan.save(plan_file)
     log.info("launching %d training processes with torchrun", plan.world_size)
-    proc = subprocess.run(torchrun_command(plan_file, plan.world_size), cwd=APP_ROOT)
-    if proc.returncode != 0:
+    returncode = run_launcher(torchrun_command(plan_file, plan.world_size), APP_ROOT)
+    if returncode != 0:
         error_file = plan_file.with_name("error.json")
         if error_file.is_file():
             info = json.loads(error_file.read_text(encoding="utf-8"))
             raise ExecutorError(info["message"], ReturnCode(info["code"]))
-        raise ExecutorError(f"distributed training failed (exit code {proc.returncode})", ReturnCode.MODEL)
+        raise ExecutorError(f"distributed training failed (exit code {returncode})", ReturnCode.MODEL)

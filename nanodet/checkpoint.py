@@ -52,11 +52,26 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: {_load_failure(err)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a NanoDet checkpoint (top level is {type(obj).__name__})")
     return obj
+
+
+def _load_failure(err: Exception) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file. Torch's own text
+    for a refused pickle advises loading with ``weights_only=False``: the detail is kept, the
+    advice dropped."""
+    text = str(err).strip()
+    if text.startswith("Weights only load failed"):
+        lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+        detail = next((line for line in lines if not line.startswith(("Please file an issue", "Check the documentation"))),
+                      "")
+        if "GLOBAL" in detail:  # a pickle naming a function or class: loading it could run code
+            return f"refused: loading it would import code ({detail[:200]}); only tensors and plain values are accepted"
+        return f"not a readable PyTorch checkpoint (not a weights-only pickle: {detail[:200] or 'unreadable'})"
+    reason = text.splitlines()[0] if text else type(err).__name__
+    return f"not a readable PyTorch checkpoint ({reason[:200]})"
 
 
 def extract_state_dict(ckpt: dict, source: str = "<checkpoint>") -> tuple[dict[str, torch.Tensor], str]:

@@ -17,16 +17,17 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Call ``write(f)`` on a temp file beside ``path``, fsync it, then rename over ``path``."""
+def atomic_write_file(path: str | Path, write: Callable[[str], Any]) -> None:
+    """Call ``write(name)`` to fill a temp file (already created) beside ``path``, fsync it, then
+    rename it over ``path``. On any exception (SIGTERM included) the temp file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -35,6 +36,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(f)`` on a temp file beside ``path``, fsync it, then rename over ``path``."""
+
+    def fill(name: str) -> None:
+        with open(name, "wb") as f:
+            write(f)
+
+    atomic_write_file(path, fill)
 
 
 def remove_stale_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
@@ -64,4 +75,7 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
-    atomic_write(path, lambda f: torch.save(obj, f))
+    # torch writes the named file itself. Through a Python file object, an exception raised
+    # mid-write (SIGTERM's handler) would leave torch's writer broken: its end-of-file write
+    # then fails, replacing the exception, or aborts the process when the writer is destroyed.
+    atomic_write_file(path, lambda name: torch.save(obj, name))

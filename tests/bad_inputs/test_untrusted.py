@@ -1,0 +1,130 @@
+"""Untrusted paths and files: nothing is written outside /out, hostile files are refused one
+by one, and mining/infer still cover every candidate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ..executor_helpers import assert_success, check_training_outputs, infer_result, run_start
+from .checks import assert_fails_with, assert_outputs_consistent
+from .corpus import (
+    GARBAGE, add_item, edit_config, jpeg_bytes, png_bomb, png_header, tiny_models, tiny_predict, tiny_training,
+    tree_snapshot,
+)
+
+GOOD_BOX = "0, 10, 10, 40, 40, -1.0, 0.0\n"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    return tiny_models(tmp_path_factory.mktemp("models"))
+
+
+def _outside(root: Path) -> Path:
+    """A folder beside /in and /out holding a good image, its annotation and weights: a
+    sentinel that no run may change."""
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "img.jpg").write_bytes(jpeg_bytes(seed=11))
+    (outside / "img.txt").write_text(GOOD_BOX)
+    return outside
+
+
+def _run_confined(root: Path, in_dir: Path):
+    """start.py with everything but /out snapshotted before and after: nothing else changes."""
+    out = root / "out"
+    before = tree_snapshot(root, skip=out)
+    proc = run_start(in_dir, out)
+    assert tree_snapshot(root, skip=out) == before, "a file outside /out was created or changed"
+    return proc, out
+
+
+def test_dotdot_in_training_index(tmp_path):
+    in_dir = tiny_training(tmp_path / "in")
+    _outside(tmp_path)
+    with (in_dir / "train-index.tsv").open("a") as f:
+        f.write("/in/assets/../../outside/img.jpg\t/in/annotations/../../outside/img.txt\n")
+        f.write("/in/../../../../../../etc/passwd\t/in/../../../../../../etc/hostname\n")
+    proc, out = _run_confined(tmp_path, in_dir)
+    assert_success(proc, out)
+    assert "training set: 5 images" in proc.stdout and "1 unreadable images (skipped)" in proc.stdout
+    check_training_outputs(out)
+
+
+def test_dotdot_in_load_from_reads_but_writes_nothing_there(tmp_path, models):
+    in_dir = tiny_training(tmp_path / "in", load_from="../../outside/weights/nanodet_model_best.pth")
+    (in_dir / "models").mkdir()
+    _outside(tmp_path)
+    shutil.copytree(models, tmp_path / "outside" / "weights")
+    proc, out = _run_confined(tmp_path, in_dir)
+    assert_success(proc, out)
+    assert "starting weights: load_from" in proc.stdout
+    check_training_outputs(out)
+
+
+def test_dotdot_load_from_missing_file_is_a_model_error(tmp_path):
+    in_dir = tiny_training(tmp_path / "in", load_from="../../../../outside/none.pth")
+    _outside(tmp_path)
+    proc, out = _run_confined(tmp_path, in_dir)
+    assert_fails_with(proc, out, 300004, "load_from: weights file '../../../../outside/none.pth' not found")
+
+
+def test_fifo_and_folder_in_index_are_refused_per_image(tmp_path):
+    """A pipe or device named as an image would block or be read forever: refused unread."""
+    in_dir = tiny_training(tmp_path / "in")
+    add_item(in_dir, "train-index.tsv", None, GOOD_BOX, name="pipe.jpg")
+    os.mkfifo(in_dir / "assets" / "xx" / "pipe.jpg")
+    (in_dir / "assets" / "xx" / "folder.jpg").mkdir()
+    add_item(in_dir, "train-index.tsv", None, GOOD_BOX, name="folder.jpg")
+    proc, out = _run_confined(tmp_path, in_dir)
+    assert_success(proc, out)
+    assert "pipe.jpg: not a regular file" in proc.stdout and "folder.jpg: not a regular file" in proc.stdout
+    assert "training set: 4 images" in proc.stdout and "2 unreadable images (skipped)" in proc.stdout
+
+
+def test_hostile_candidates_each_get_a_result(tmp_path, models):
+    """Mining + infer over good candidates mixed with garbage, a bomb, a pipe, a missing file,
+    ``..`` paths, a UTF-8 name with spaces and a name without extension: every candidate is
+    in both results; the unreadable ones have no boxes and rank last."""
+    in_dir = tiny_predict(tmp_path / "in", models)
+    _outside(tmp_path)
+    assets = in_dir / "assets" / "xx"
+    assets.mkdir()
+    (assets / "garbage.jpg").write_bytes(GARBAGE)
+    (assets / "bomb.png").write_bytes(png_bomb(21000))
+    (assets / "claims-huge.png").write_bytes(png_header(100000, 100000))
+    os.mkfifo(assets / "pipe.jpg")
+    (assets / "猫 photo 1.jpg").write_bytes(jpeg_bytes(seed=3))
+    (assets / "3f8ae93f").write_bytes(jpeg_bytes(seed=4))
+    good = [line for line in (in_dir / "candidate-index.tsv").read_text().splitlines() if line]
+    good += ["/in/assets/xx/猫 photo 1.jpg", "/in/assets/xx/3f8ae93f", "/in/assets/../../outside/img.jpg"]
+    bad = ["/in/assets/xx/garbage.jpg", "/in/assets/xx/bomb.png", "/in/assets/xx/claims-huge.png",
+           "/in/assets/xx/pipe.jpg", "/in/assets/xx/missing.jpg"]
+    (in_dir / "candidate-index.tsv").write_text("\r\n".join(good + bad) + "\r\n\r\n")
+    proc, out = _run_confined(tmp_path, in_dir)
+    assert_success(proc, out)
+    assert_outputs_consistent(out)
+    rows = [line.split("\t") for line in (out / "result.tsv").read_text().splitlines()]
+    assert sorted(r[0] for r in rows) == sorted(good + bad)
+    assert {r[0] for r in rows[-len(bad):]} == set(bad) and all(float(r[1]) == -1 for r in rows[-len(bad):])
+    assert all(float(r[1]) >= 0 for r in rows[:len(good)])
+    detection = infer_result(out)["detection"]
+    assert set(detection) == {Path(c).name for c in good + bad}
+    assert all(detection[Path(c).name] == {"boxes": []} for c in bad)
+    warned = [line for line in proc.stdout.splitlines() if "unreadable candidate" in line]
+    assert len(warned) == 2 * len(bad)  # once in mining, once in infer
+    assert sum("image too large (its header claims" in line for line in warned) == 4
+
+
+def test_all_candidates_unreadable_is_an_image_format_error(tmp_path, models):
+    in_dir = tiny_predict(tmp_path / "in", models, mining=False)
+    for line in (in_dir / "candidate-index.tsv").read_text().splitlines():
+        (in_dir / line[len("/in/"):]).write_bytes(b"BM-not-really-a-bitmap")
+    proc, out = _run_confined(tmp_path, in_dir)
+    assert_fails_with(proc, out, 300003, "candidate-index.tsv: none of the 3 candidate images can be decoded")
+    assert not (out / "infer-result.json").exists()
+
