@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from nanodet.utils.yaml_io import YamlFileError, read_yaml_mapping
 
 from .errors import ConfigError
 
@@ -190,24 +191,9 @@ def _describe(err: ValidationError, source: str) -> str:
 def read_yaml(path: Path, what: str) -> dict:
     """A YAML mapping from ``path`` (safe_load); errors name the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} not found") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read {what}: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: cannot read {what}: not UTF-8 text (byte {err.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where}: {what} is not valid YAML ({getattr(err, 'problem', err)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: {what} must be a mapping of keys to values, got {type(data).__name__}")
-    return data
+        return read_yaml_mapping(path, what)
+    except YamlFileError as err:
+        raise ConfigError(str(err)) from None
 
 
 def parse_env(data: dict, source: str = "env.yaml") -> EnvConfig:

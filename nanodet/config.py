@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .utils.yaml_io import YamlFileError, read_yaml_mapping
+
 
 class Strict(BaseModel):
     """Base for every config section: unknown keys are errors, values are type-checked."""
@@ -318,19 +320,10 @@ def parse_config(data: dict, source: str = "<config>") -> NanoDetConfig:
 
 def load_config(path: str | Path) -> NanoDetConfig:
     """Read and validate a model config YAML file (``yaml.safe_load``)."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config file: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(err, 'problem', err)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a model config must be a YAML mapping, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "model config")
+    except YamlFileError as err:
+        raise ConfigError(str(err)) from None
     return parse_config(data, str(path))
 
 
