@@ -32,12 +32,13 @@ def run_task(in_dir: Path, out_dir: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", default="demo-workspace", help="where the example and its results go")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
     root = Path(args.dir).resolve()
     shutil.rmtree(root, ignore_errors=True)
     train_in, train_out = root / "training" / "in", root / "training" / "out"
-    make_training_workspace(train_in, train_images=64, val_images=16, epochs=args.epochs)
+    make_training_workspace(train_in, train_images=128, val_images=16, epochs=args.epochs, input_size=160,
+                            val_intervals=5)
     print(f"[demo] training workspace: {train_in}", flush=True)
     t_train = run_task(train_in, train_out)
     result = yaml.safe_load((train_out / "models" / "result.yaml").read_text())

@@ -89,6 +89,12 @@ def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path
                     hp.batch_size_per_gpu, per_rank, batch)
     lr = hp.learning_rate if hp.learning_rate != -1 else cfg.schedule.optimizer.lr
     val_intervals = hp.val_intervals if hp.val_intervals > 0 else min(cfg.schedule.val_intervals, hp.epochs)
+    # warmup never takes more than a tenth of the run: the official 500 steps would keep a
+    # short fine-tune (YMIR projects are often small) at a near-zero learning rate throughout
+    total_steps = hp.epochs * max(per_rank // batch, 1)
+    warmup = min(cfg.schedule.warmup.steps, max(total_steps // 10, 1))
+    if warmup < cfg.schedule.warmup.steps:
+        log.info("warmup shortened to %d of %d steps (a tenth of the run)", warmup, total_steps)
     overrides = {
         "data": {
             "train": {"img_path": "", "ann_path": str(train_json), "input_size": size},
@@ -99,6 +105,7 @@ def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path
             "total_epochs": hp.epochs,
             "optimizer": {"lr": lr},
             "val_intervals": val_intervals,
+            "warmup": {"steps": warmup},
             # the cosine schedule must span the epochs actually trained
             "lr_schedule": {"T_max": hp.epochs} if cfg.schedule.lr_schedule.name == "CosineAnnealingLR" else {},
         },
