@@ -6,10 +6,11 @@ import logging
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from ..checkpoint import load_weights
 from ..config import NanoDetConfig
-from ..data.coco_dataset import build_dataset
+from ..data.coco_dataset import build_dataset, collate_detection
 from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
 from .distributed import DistContext, cleanup_distributed, init_distributed
@@ -51,15 +52,13 @@ def train(
 
 def evaluate(cfg: NanoDetConfig, weights: str | Path, device: str = "auto", batch_size: int | None = None) -> dict:
     """COCO metrics of ``weights`` on the config's validation set."""
-    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
     model = build_model(cfg.model.arch, with_aux=False)
     load_weights(model, weights, log)
     model.to(dev)
     dataset = build_dataset(cfg.data.val, train=False)
-    from torch.utils.data import DataLoader
-
-    from ..data.coco_dataset import collate_detection
-
     loader = DataLoader(dataset, batch_size=batch_size or cfg.device.batchsize_per_gpu, shuffle=False,
                         num_workers=cfg.device.workers_per_gpu, collate_fn=collate_detection)
     dets = predict_loader(model, loader, dev, DistContext(device=dev))
