@@ -64,8 +64,11 @@ if ! podman image exists "$BASE"; then
     mirror=${mirror:-http://deb.debian.org/debian}
     say "debootstrap bookworm from $mirror"
     rootfs=$(mktemp -d /var/tmp/nanodet-rootfs.XXXX)
-    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-        bookworm "$rootfs" "$mirror" >/dev/null
+    bootstrap() {
+        debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+            bookworm "$rootfs" "$mirror" >/dev/null
+    }
+    bootstrap || { say "debootstrap failed, retrying once"; rm -rf "$rootfs"; mkdir -p "$rootfs"; bootstrap; }
     tar -C "$rootfs" -c . | podman import - "$BASE" >/dev/null
     rm -rf "$rootfs"
 fi
@@ -76,8 +79,11 @@ wheel_dir=$(dirname "$(ls /opt/wheels/torch-*.whl 2>/dev/null | head -n 1)")
 ca=/etc/ssl/certs/ca-certificates.crt
 say "building $IMAGE"
 t0=$(date +%s)
-podman build -q --network host "${ULIMITS[@]}" -t "$IMAGE" --build-arg BASE_IMAGE="$BASE" \
-    -v "$wheel_dir:/wheels:ro" -v "$ca:$ca:ro" -f Dockerfile . >/dev/null
+build() {
+    podman build -q --network host "${ULIMITS[@]}" -t "$IMAGE" --build-arg BASE_IMAGE="$BASE" \
+        -v "$wheel_dir:/wheels:ro" -v "$ca:$ca:ro" -f Dockerfile . >/dev/null
+}
+build || { say "build failed, retrying once (package downloads can flake)"; build; }
 build_s=$(( $(date +%s) - t0 ))
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 say "built in ${build_s}s, image size $((size / 1024 / 1024)) MiB"
