@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data.transforms import warp_boxes
-from .model.box_ops import distance2bbox
+from .model.box_ops import distributions_to_boxes
 from .ops.nms import multiclass_nms
 
 
@@ -40,10 +39,7 @@ def decode(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[N, P, C + 4(R+1)]`` head output → (scores ``[N, P, C]``, boxes ``[N, P, 4]`` in input pixels)."""
     cls_logits, reg = preds.float().split((num_classes, 4 * (reg_max + 1)), dim=-1)
-    bins = torch.arange(reg_max + 1, device=preds.device, dtype=torch.float32)
-    dist = F.softmax(reg.reshape(*reg.shape[:-1], 4, reg_max + 1), dim=-1) @ bins
-    boxes = distance2bbox(priors[:, :2], dist * priors[:, 2:3], max_shape=input_hw)
-    return cls_logits.sigmoid(), boxes
+    return cls_logits.sigmoid(), distributions_to_boxes(reg, priors, reg_max, max_shape=input_hw)
 
 
 def postprocess(

@@ -136,3 +136,17 @@ def _intersection_area(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
     wh = (rb - lt).clamp(min=0)
     return wh[..., 0] * wh[..., 1]
+
+
+def expected_distances(reg: Tensor, reg_max: int) -> Tensor:
+    """GFL integral: ``[..., 4 * (reg_max + 1)]`` bin logits → ``[..., 4]`` expected distances
+    (softmax over the bins 0..reg_max, then their mean), in units of the stride."""
+    bins = torch.arange(reg_max + 1, device=reg.device, dtype=reg.dtype)
+    return torch.softmax(reg.reshape(*reg.shape[:-1], 4, reg_max + 1), dim=-1) @ bins
+
+
+def distributions_to_boxes(
+    reg: Tensor, priors: Tensor, reg_max: int, max_shape: tuple[int, int] | None = None
+) -> Tensor:
+    """Boxes around the priors ``[P, 4]`` (x, y, stride, stride) from their side distributions."""
+    return distance2bbox(priors[:, :2], expected_distances(reg, reg_max) * priors[:, 2:3], max_shape=max_shape)

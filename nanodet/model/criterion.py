@@ -15,11 +15,10 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from ..config import HeadLossConfig
 from .assigner import DynamicSoftLabelAssigner
-from .box_ops import bbox2distance, distance2bbox
+from .box_ops import bbox2distance, distributions_to_boxes
 from .losses import DistributionFocalLoss, GIoULoss, QualityFocalLoss
 
 
@@ -54,10 +53,7 @@ class NanoDetPlusLoss:
     def decode(self, preds: torch.Tensor, priors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class logits, box logits, decoded boxes) from ``[N, P, C + 4(R+1)]``."""
         cls_preds, reg_preds = preds.float().split((self.num_classes, 4 * (self.reg_max + 1)), dim=-1)
-        bins = torch.arange(self.reg_max + 1, device=preds.device, dtype=torch.float32)
-        dist_ = F.softmax(reg_preds.reshape(*reg_preds.shape[:-1], 4, self.reg_max + 1), dim=-1) @ bins
-        boxes = distance2bbox(priors[None, :, :2], dist_ * priors[None, :, 2:3])
-        return cls_preds, reg_preds, boxes
+        return cls_preds, reg_preds, distributions_to_boxes(reg_preds, priors, self.reg_max)
 
     def __call__(
         self,

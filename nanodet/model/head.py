@@ -10,17 +10,19 @@ with the levels concatenated finest first; :meth:`priors` gives the matching cel
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import NanoDetHeadConfig, NanoDetPlusHeadConfig, NormConfig, SimpleConvHeadConfig
+from .box_ops import expected_distances
 from .layers import ConvModule, DepthwiseConvModule, Scale
 
 CLS_PRIOR_BIAS = -4.595  # sigmoid(-4.595) ≈ 0.01: every class starts unlikely (focal-loss prior)
 
 
 class Integral(nn.Module):
-    """Expected value of a discrete distribution over bins 0..reg_max (softmax · bins)."""
+    """Expected value of a discrete distribution over bins 0..reg_max (softmax · bins).
+
+    Its ``project`` buffer (the bins) is part of the official state dict."""
 
     def __init__(self, reg_max: int) -> None:
         super().__init__()
@@ -29,8 +31,7 @@ class Integral(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[..., 4 * (reg_max + 1)] logits → [..., 4] distances in units of the stride."""
-        x = F.softmax(x.reshape(*x.shape[:-1], 4, self.reg_max + 1), dim=-1)
-        return F.linear(x, self.project.type_as(x))
+        return expected_distances(x, self.reg_max)
 
 
 def make_priors(
