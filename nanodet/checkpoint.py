@@ -109,13 +109,21 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], fmt: 
     return report
 
 
-def load_weights(model: nn.Module, path: str | Path, logger: logging.Logger = log) -> LoadReport:
-    """Load an official ``.pth``/``.ckpt`` (or one of ours) into ``model`` and log what happened."""
+def load_weights(model: nn.Module, path: str | Path, logger: logging.Logger = log, strict: bool = False) -> LoadReport:
+    """Load an official ``.pth``/``.ckpt`` (or one of ours) into ``model`` and log what happened.
+
+    Not strict (training, fine-tuning): tensors of another shape are skipped and logged, so
+    weights of another class count start a new head. Strict (inference): every tensor of the
+    model must be in the file with its shape, else :class:`CheckpointError` says what does not
+    fit. Training-only aux keys are ignored by a model without the aux branch either way.
+    """
     ckpt = read_checkpoint(path)
     state, fmt = extract_state_dict(ckpt, str(path))
     report = load_state_dict_into(model, state, fmt)
     if not report.loaded:
         raise CheckpointError(f"{path}: no tensor in this checkpoint fits the model (wrong architecture?)")
+    if strict and (report.shape_mismatch or report.missing):
+        raise CheckpointError(misfit_message(path, model, report))
     for key, theirs, ours in report.shape_mismatch:
         logger.warning("skip %s: checkpoint shape %s, model shape %s", key, list(theirs), list(ours))
     if report.missing:
@@ -124,6 +132,25 @@ def load_weights(model: nn.Module, path: str | Path, logger: logging.Logger = lo
         logger.warning("%d tensors in %s unknown to the model, e.g. %s", len(report.unexpected), path, report.unexpected[:3])
     logger.info("loaded %s: %s", path, report.summary())
     return report
+
+
+def misfit_message(path: str | Path, model: nn.Module, report: LoadReport) -> str:
+    """What makes weights unusable for inference with ``model``, in one line."""
+    parts = []
+    head = getattr(model, "head", None)
+    cls_shapes = [(theirs, ours) for key, theirs, ours in report.shape_mismatch if key.startswith("head.gfl_cls")]
+    if cls_shapes and hasattr(head, "num_classes"):
+        theirs, ours = cls_shapes[0]
+        parts.append(f"the weights are for {head.num_classes + theirs[0] - ours[0]} classes, "
+                     f"the model config has {head.num_classes}")
+    if report.shape_mismatch:
+        key, theirs, ours = report.shape_mismatch[0]
+        parts.append(f"{len(report.shape_mismatch)} tensors of another shape (e.g. {key}: "
+                     f"{list(theirs)} in the file, {list(ours)} in the model)")
+    if report.missing:
+        parts.append(f"{len(report.missing)} model tensors missing from the file (e.g. {report.missing[0]})")
+    reasons = "; ".join(parts)
+    return f"{path}: these weights do not fit the model config: {reasons} (another class count or architecture?)"
 
 
 def save_pth(model: nn.Module | dict[str, torch.Tensor], path: str | Path, inference_only: bool = False) -> None:

@@ -7,11 +7,12 @@ official ones. Unknown or mistyped keys are rejected, and the error names the ke
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .utils.yaml_io import YamlFileError, read_yaml_mapping
 
@@ -235,8 +236,26 @@ class ScheduleConfig(Strict):
 
 
 class EvaluatorConfig(Strict):
+    """``save_key``: the metric that picks the best model: a COCO metric name (``mAP`` is
+    AP@[.5:.95]) or ``AP_<nn>``, the AP at IoU 0.<nn> (``AP_50``: the VOC/YMIR scale)."""
+
     name: Literal["CocoDetectionEvaluator"] = "CocoDetectionEvaluator"
     save_key: str = "mAP"
+
+    @field_validator("save_key")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        from .evaluation.coco import METRIC_NAMES
+
+        if v not in METRIC_NAMES and not re.fullmatch(r"AP_\d{2}", v):
+            raise ValueError(f"{v!r} is not a metric: one of {', '.join(METRIC_NAMES)} or AP_<nn> (AP at IoU 0.nn)")
+        return v
+
+    @property
+    def iou_thrs(self) -> list[float]:
+        """The single IoU threshold ``save_key`` needs evaluated, if it names one."""
+        match = re.fullmatch(r"AP_(\d{2})", self.save_key)
+        return [int(match.group(1)) / 100] if match else []
 
 
 class LogConfig(Strict):

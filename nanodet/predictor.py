@@ -44,8 +44,8 @@ class Predictor:
         self.mean, self.std = self.cfg.data.val.pipeline.normalize
         self.score_thr, self.iou_thr, self.max_det = score_thr, iou_thr, max_det
         model = build_model(self.cfg.model.arch, with_aux=False)
-        if weights is not None:
-            load_weights(model, weights, log)
+        if weights is not None:  # strict: weights that do not fit are an error, never a random head
+            load_weights(model, weights, log, strict=True)
         else:
             log.warning("no weights given: the model has random weights")
         model.eval()

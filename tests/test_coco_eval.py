@@ -98,7 +98,7 @@ def test_perfect_detections_score_one() -> None:
     assert result["metrics"]["mAP"] == pytest.approx(1.0)
     assert result["metrics"]["AP_50"] == pytest.approx(1.0)
     assert result["metrics"]["AR_100"] == pytest.approx(1.0)
-    assert result["per_class_AP"] == pytest.approx({"cat": 1.0, "dog": 1.0, "bird": 0.0})
+    assert result["per_class_AP"] == pytest.approx({"cat": 1.0, "dog": 1.0})  # "bird" has no GT: absent
 
 
 def test_metrics_equal_pycocotools_directly(capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,20 +108,18 @@ def test_metrics_equal_pycocotools_directly(capsys: pytest.CaptureFixture[str]) 
 
     result = CocoEvaluator(coco, class_names=CLASS_NAMES).evaluate(detections)
     assert capsys.readouterr().out == ""  # pycocotools' printing is captured
-    assert list(result["metrics"]) == list(METRIC_NAMES)
+    assert list(result["metrics"]) == [name for name, value in zip(METRIC_NAMES, stats) if value != -1]
     for name, value in zip(METRIC_NAMES, stats):
-        expected = 0.0 if value == -1 else float(value)
-        assert result["metrics"][name] == pytest.approx(expected, abs=1e-9), name
+        if value != -1:
+            assert result["metrics"][name] == pytest.approx(float(value), abs=1e-9), name
     assert 0.0 < result["metrics"]["mAP"] < 1.0
     assert "Average Precision" in result["summary"]
 
-    assert list(result["per_class_AP"]) == list(CLASS_NAMES)
-    for index, name in enumerate(CLASS_NAMES):
+    assert list(result["per_class_AP"]) == ["cat", "dog"]  # "bird" has no ground truth: absent, not 0
+    for index, name in enumerate(CLASS_NAMES[:2]):
         values = precision[:, :, index, 0, -1]
         values = values[values > -1]
-        expected = float(values.mean()) if values.size else 0.0
-        assert result["per_class_AP"][name] == pytest.approx(expected, abs=1e-12)
-    assert result["per_class_AP"]["bird"] == 0.0
+        assert result["per_class_AP"][name] == pytest.approx(float(values.mean()), abs=1e-12)
     # With every evaluated class present, mAP is the mean of the per-class APs.
     present = [result["per_class_AP"][name] for name in ("cat", "dog")]
     assert result["metrics"]["mAP"] == pytest.approx(np.mean(present), abs=1e-9)
@@ -135,11 +133,46 @@ def test_verbose_prints_summary(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_empty_detections_give_zeros() -> None:
     coco = _make_gt()
-    evaluator = CocoEvaluator(coco)
+    stats, _ = _direct_stats(coco, _noisy_detections(coco))  # which metrics COCO defines for this GT
+    evaluator = CocoEvaluator(coco, iou_thrs=[0.6])
     for detections in ({}, {image_id: [] for image_id in coco.getImgIds()}):
         result = evaluator.evaluate(detections)
-        assert result["metrics"] == dict.fromkeys(METRIC_NAMES, 0.0)
-        assert result["per_class_AP"] == dict.fromkeys(CLASS_NAMES, 0.0)
+        defined = [name for name, value in zip(METRIC_NAMES, stats) if value != -1]
+        assert result["metrics"] == dict.fromkeys(defined, 0.0) | {"AP_60": 0.0}
+        assert result["per_class_AP"] == {"cat": 0.0, "dog": 0.0}
+
+
+def _two_box_gt() -> COCO:
+    """One image, two 100×100 "cat" boxes (area 10000: COCO's large range only)."""
+    coco = COCO()
+    anns = [{"id": i + 1, "image_id": 1, "category_id": 3, "bbox": [x, 0, 100, 100], "area": 10000.0, "iscrowd": 0}
+            for i, x in enumerate((0, 200))]
+    coco.dataset = {"images": [{"id": 1, "file_name": "1.jpg", "width": 400, "height": 200}], "annotations": anns,
+                    "categories": [{"id": cid, "name": name} for cid, name in zip((3, 7, 9), CLASS_NAMES)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def test_ap_at_one_iou_threshold_hand_computed() -> None:
+    """Two GT boxes; one exact detection (score 0.9) and one shifted by 29 px (score 0.8):
+    IoU = (100-29)·100 / ((100+29)·100) = 71/129 = 0.5504. At IoU 0.5 and 0.55 both are true
+    positives: AP = 1. At 0.58 (off COCO's grid) and at 0.6 … 0.95 the shifted one is a false
+    positive ranked after a true positive: precision 1 up to recall 0.5, then nothing; COCO's
+    101-point interpolation gives 51/101 (recall points 0.00 … 0.50). mAP over the 10
+    thresholds = (2·1 + 8·51/101) / 10."""
+    coco = _two_box_gt()
+    detections = {1: [([0, 0, 100, 100], 0.9, 0), ([229, 0, 329, 100], 0.8, 0)]}
+    result = CocoEvaluator(coco, iou_thrs=[0.5, 0.58, 0.6]).evaluate(detections)
+    metrics = result["metrics"]
+    assert metrics["AP_50"] == pytest.approx(1.0)
+    assert metrics["AP_58"] == pytest.approx(51 / 101)
+    assert metrics["AP_60"] == pytest.approx(51 / 101)
+    assert metrics["mAP"] == pytest.approx((2 + 8 * 51 / 101) / 10)
+    # no small or medium ground truth: those metrics are undefined (COCO's -1) and absent, never 0
+    assert not {"AP_small", "AP_m", "AR_small", "AR_m"} & set(metrics)
+    assert metrics["AP_l"] == pytest.approx(metrics["mAP"])
+    assert result["per_class_AP"] == pytest.approx({"cat": metrics["mAP"]})
 
 
 def test_missing_images_count_as_no_detections() -> None:

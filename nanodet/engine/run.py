@@ -56,7 +56,7 @@ def evaluate(cfg: NanoDetConfig, weights: str | Path, device: str = "auto", batc
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     model = build_model(cfg.model.arch, with_aux=False)
-    load_weights(model, weights, log)
+    load_weights(model, weights, log, strict=True)
     model.to(dev)
     dataset = build_dataset(cfg.data.val, train=False)
     loader = DataLoader(dataset, batch_size=batch_size or cfg.device.batchsize_per_gpu, shuffle=False,

@@ -21,12 +21,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..checkpoint import load_weights, save_pth
+from ..checkpoint import AUX_PREFIXES, load_weights, save_pth
 from ..config import NanoDetConfig, save_config
 from ..data.coco_dataset import CocoDetection, EpochSampler, TrainBatch, build_dataset, collate_detection
 from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
 from ..model.criterion import NanoDetPlusLoss
+from ..model.pretrained import load_imagenet_backbone
 from .checkpointer import (
     load_training_checkpoint,
     restore_rng_states,
@@ -110,9 +111,20 @@ class Trainer:
         self.state = TrainState()
         torch.manual_seed(seed)  # same initial weights on every rank
 
-        self.model = build_model(cfg.model.arch).to(self.device)
-        if cfg.schedule.load_model:
-            load_weights(self.model, cfg.schedule.load_model, log)
+        self.model = build_model(cfg.model.arch)
+        if cfg.schedule.load_model:  # whole-model weights win over the backbone's ImageNet start
+            report = load_weights(self.model, cfg.schedule.load_model, log)
+            if self.model.has_aux:
+                aux = sum(k.startswith(AUX_PREFIXES) for k in report.loaded)
+                if aux:
+                    log.info("assign-guidance branch (aux_fpn, aux_head): %d tensors restored from %s", aux,
+                             cfg.schedule.load_model)
+                else:
+                    log.info("assign-guidance branch (aux_fpn, aux_head): not in %s, starts from random init",
+                             cfg.schedule.load_model)
+        elif cfg.model.arch.backbone.pretrain:
+            load_imagenet_backbone(self.model.backbone, cfg.model.arch.backbone.model_size, log)
+        self.model.to(self.device)
         decay = cfg.model.weight_averager.decay if cfg.model.weight_averager else None
         self.ema = ModelEMA(self.model, decay) if decay else None
         self.optimizer = self._build_optimizer()
@@ -129,7 +141,7 @@ class Trainer:
         self.val_set = val_set or build_dataset(cfg.data.val, train=False, seed=seed)
         self.train_loader = self._loader(self.train_set, train=True)
         self.val_loader = self._loader(self.val_set, train=False)
-        self.evaluator = CocoEvaluator(self.val_set.coco, list(cfg.class_names))
+        self.evaluator = CocoEvaluator(self.val_set.coco, list(cfg.class_names), iou_thrs=cfg.evaluator.iou_thrs)
         self.train_module: nn.Module = _TrainForward(self.model)
         if ctx.distributed:
             self.train_module = DistributedDataParallel(
@@ -207,10 +219,12 @@ class Trainer:
             self._save_checkpoint("model_last.ckpt")
 
     def save_best(self) -> None:
-        """``model_best.ckpt`` and the EMA inference weights ``nanodet_model_best.pth``."""
+        """``model_best.ckpt`` and the EMA weights ``nanodet_model_best.pth``: the whole model, aux
+        branch included (as the official ``.pth``), so fine-tuning from it keeps the assign
+        guidance; inference ignores the aux keys."""
         if self.ctx.is_main:
             self._save_checkpoint("model_best.ckpt")
-            save_pth(self.eval_model, self.work_dir / "nanodet_model_best.pth", inference_only=True)
+            save_pth(self.eval_model, self.work_dir / "nanodet_model_best.pth")
 
     # --- the loop --------------------------------------------------------------------------
     @property
@@ -289,16 +303,15 @@ class Trainer:
         scored = self.ctx.broadcast_object(scored)
         result = EvalResult(self.state.epoch, scored["metrics"], scored["per_class_AP"], dets)
         self.state.evaluations.append(result)
-        metric = result.metrics[self.cfg.evaluator.save_key]
+        save_key = self.cfg.evaluator.save_key
+        metric = result.metrics.get(save_key, 0.0)
         is_best = metric > self.state.best_metric
         if is_best:
             self.state.best_metric, self.state.best_epoch = metric, self.state.epoch
             self.save_best()
         if self.ctx.is_main:
-            log.info(
-                "epoch %d/%d eval: mAP %.4f AP50 %.4f%s", self.state.epoch, self.total_epochs,
-                result.metrics["mAP"], result.metrics["AP_50"], " (best)" if is_best else "",
-            )
+            log.info("epoch %d/%d eval: %s %.4f%s | %s", self.state.epoch, self.total_epochs, save_key, metric,
+                     " (best)" if is_best else "", " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
         for cb in self.callbacks:
             cb.on_eval_end(self, result, is_best)
         self.model.train()
