@@ -149,7 +149,7 @@ class TrainingConfig(PlatformKeys):
     ymir_saved_file_patterns: Annotated[list[str], BeforeValidator(_csv_or_list)] = Field(default_factory=list)
     seed: int = 2345
     pretrained_model_params: Annotated[list[str], BeforeValidator(_str_list)] = Field(default_factory=list)
-    evaluate_iou_thr: float = Field(0.5, gt=0.0, le=1.0)
+    evaluate_iou_thr: float = Field(0.5, gt=0.0, lt=1.0)
     evaluate_conf_thr: float = Field(0.35, ge=0.0, le=1.0)
 
     @field_validator("input_size")
@@ -158,6 +158,13 @@ class TrainingConfig(PlatformKeys):
         if v != -1 and (v < 64 or v % 32):
             raise ValueError("must be -1 (the model's size) or a multiple of 32, at least 64")
         return v
+
+    @field_validator("evaluate_iou_thr")
+    @classmethod
+    def _iou_grid(cls, v: float) -> float:
+        if abs(v * 100 - round(v * 100)) > 1e-6:
+            raise ValueError("must be a multiple of 0.01 (the mAP is AP at this IoU)")
+        return round(v, 2)
 
     @field_validator("learning_rate")
     @classmethod

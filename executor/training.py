@@ -1,11 +1,17 @@
 """The training task.
 
-1. Build the model config: ``config_file`` from ``config/`` (or the config saved with a
-   pretrained model of ours), the project's classes, and the hyper-parameters.
-2. Convert the platform's train/val sets to COCO json (problems counted and logged).
-3. Pick the starting weights (load_from → pretrained model → baked COCO weights → random).
-4. Train with the nanodet engine (torchrun DDP for several GPUs); after every evaluation a
-   model stage is written and result.yaml rewritten; monitor.txt follows every batch.
+1. Pick the starting weights (load_from → previous round's model → the image's COCO
+   checkpoint → ImageNet backbone → random; see ``weights.py``).
+2. Build the model config: the architecture of the starting model (the config saved with a
+   model of ours) or of ``config_file``, the training recipe of the matching bundled config
+   (so short-run caps are computed from the recipe every round, never from an already capped
+   config), the project's classes, and the hyper-parameters.
+3. Convert the platform's train/val sets to COCO json (problems counted and logged).
+4. Train with the nanodet engine (torchrun DDP for several GPUs). After every evaluation a
+   model stage is written (the whole EMA model, its config, its metrics) and result.yaml
+   rewritten; a stage's ``mAP`` is the AP at ``evaluate_config.iou_thr`` (the platform's
+   scale), the COCO metric set is in the stage's ``metrics.json``; monitor.txt follows
+   every batch.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from nanodet.checkpoint import save_pth
 from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config, save_config
 from nanodet.engine.trainer import Callback, EvalResult, Trainer
+from nanodet.evaluation.coco import ap_key
 from nanodet.evaluation.counts import count_matches
-from nanodet.utils.io import atomic_copy
+from nanodet.utils.io import atomic_copy, atomic_write_text
 
 from .dataset import annotation_format_of, convert_split
 from .devices import select_devices
@@ -33,7 +40,7 @@ from .monitor import Monitor
 from .paths import PathMapper
 from .protocol import EnvConfig, TrainingConfig
 from .result import ResultWriter, Stage, keep_file, stage_name
-from .weights import SAVED_CONFIG, choose_training_weights
+from .weights import SAVED_CONFIG, WeightsChoice, choose_training_weights
 
 log = logging.getLogger("executor.training")
 
@@ -77,9 +84,41 @@ def model_config_path(config_file: str) -> Path:
     return path
 
 
+def arch_signature(cfg: NanoDetConfig) -> dict:
+    """The architecture, whatever the class count, ``detach_epoch`` and ``backbone.pretrain``
+    (which are per-project or per-run)."""
+    arch = cfg.model.arch.model_dump(exclude={"detach_epoch": True, "backbone": {"pretrain"}})
+    for head in ("head", "aux_head"):
+        if arch.get(head):
+            arch[head].pop("num_classes")
+    return arch
+
+
+def bundled_configs() -> list[Path]:
+    return sorted((APP_ROOT / "config").glob("*.yml"))
+
+
+def training_recipe(saved: NanoDetConfig, preferred: Path) -> tuple[NanoDetConfig, Path | None]:
+    """The bundled config that trains the architecture of a saved model config: ``config_file``
+    when it is the same architecture, else the one with the same architecture and input size,
+    else any with the same architecture. Its schedule is the recipe; the saved input size is
+    kept. A saved config of no bundled architecture is its own recipe (None)."""
+    signature = arch_signature(saved)
+    candidates = [preferred] + [p for p in bundled_configs() if p != preferred]
+    same_arch = [(p, c) for p, c in ((p, load_config(p)) for p in candidates) if arch_signature(c) == signature]
+    if not same_arch:
+        return saved, None
+    path, recipe = next(((p, c) for p, c in same_arch if p == preferred or c.input_size == saved.input_size),
+                        same_arch[0])
+    sizes = {"train": {"input_size": list(saved.data.train.input_size)},
+             "val": {"input_size": list(saved.data.val.input_size)}}
+    return recipe.merged({"data": sizes}), path
+
+
 def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path, val_json: Path,
                        train_images: int, world_size: int) -> NanoDetConfig:
-    """The engine's config: classes, data, and every hyper-parameter applied."""
+    """The engine's config: classes, data, and every hyper-parameter applied to the recipe
+    ``base``. The short-run caps below are computed from the recipe's own values."""
     cfg = base.with_classes(hp.class_names)
     size = [hp.input_size, hp.input_size] if hp.input_size != -1 else list(cfg.data.train.input_size)
     per_rank = max(1, train_images // world_size)
@@ -94,7 +133,8 @@ def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path
     total_steps = hp.epochs * max(per_rank // batch, 1)
     warmup = min(cfg.schedule.warmup.steps, max(total_steps // 10, 1))
     if warmup < cfg.schedule.warmup.steps:
-        log.info("warmup shortened to %d of %d steps (a tenth of the run)", warmup, total_steps)
+        log.info("warmup: %d steps instead of the recipe's %d (a tenth of the %d-step run)", warmup,
+                 cfg.schedule.warmup.steps, total_steps)
     overrides = {
         "data": {
             "train": {"img_path": "", "ann_path": str(train_json), "input_size": size},
@@ -110,9 +150,46 @@ def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path
             "lr_schedule": {"T_max": hp.epochs} if cfg.schedule.lr_schedule.name == "CosineAnnealingLR" else {},
         },
     }
-    if cfg.model.arch.detach_epoch >= hp.epochs:
-        overrides["model"] = {"arch": {"detach_epoch": max(hp.epochs // 2, 1)}}
+    # the aux branch stops steering the backbone at detach_epoch: keep that inside the run
+    detach = cfg.model.arch.detach_epoch
+    if detach >= hp.epochs:
+        detach = max(hp.epochs // 2, 1)
+        log.info("detach_epoch: %d instead of the recipe's %d (half the %d epochs)", detach,
+                 cfg.model.arch.detach_epoch, hp.epochs)
+    overrides["model"] = {"arch": {"detach_epoch": detach}}
+    # the best stage is the one with the best platform mAP: AP at evaluate_config.iou_thr
+    overrides["evaluator"] = {"save_key": ap_key(hp.evaluate_iou_thr)}
     return cfg.merged(overrides)
+
+
+def starting_point(hp: TrainingConfig, models_dir: Path, mapper: PathMapper) -> tuple[WeightsChoice, NanoDetConfig]:
+    """The starting weights and the recipe config they are trained with."""
+    base_path = model_config_path(hp.config_file)
+    try:
+        bundled = load_config(base_path)
+    except ModelConfigError as err:
+        raise ConfigError(str(err)) from None
+    backbone = bundled.model.arch.backbone
+    choice = choose_training_weights(hp.load_from, hp.pretrained_model_params, models_dir, mapper, base_path.stem,
+                                     backbone.model_size, backbone.pretrain)
+    if choice.saved_config is None:
+        return choice, bundled
+    try:
+        saved = load_config(choice.saved_config)
+    except ModelConfigError as err:
+        raise ConfigError(str(err)) from None
+    recipe, recipe_path = training_recipe(saved, base_path)
+    log.info("model config saved with the starting model: %s (training recipe: %s)", choice.saved_config,
+             recipe_path.name if recipe_path else "as saved, no bundled config has this architecture")
+    return choice, recipe
+
+
+def refuse_untrainable(cfg: NanoDetConfig) -> None:
+    if cfg.model.arch.head.name == "NanoDetHead":
+        raise ConfigError(
+            "config.yaml: key 'config_file': legacy NanoDet-m (NanoDetHead) is inference-only in this image: its "
+            "official recipe trains with the ATSS assigner, which is not implemented here; train a NanoDet-Plus "
+            f"config instead ({', '.join(p.name for p in bundled_configs() if 'plus' in p.name)})")
 
 
 def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, work: Path) -> TrainingPlan:
@@ -121,15 +198,8 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
     device, world_size = select_devices(hp.gpu_count, hp.gpu_id)
     models_dir = mapper(env.output.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    base_path = model_config_path(hp.config_file)
-    choice = choose_training_weights(hp.load_from, hp.pretrained_model_params, mapper(env.input.models_dir),
-                                     mapper, base_path.stem)
-    try:
-        base = load_config(choice.saved_config or base_path)
-    except ModelConfigError as err:
-        raise ConfigError(str(err)) from None
-    if choice.saved_config is not None:
-        log.info("using the model config saved with the pretrained model: %s", choice.saved_config)
+    choice, base = starting_point(hp, mapper(env.input.models_dir), mapper)
+    refuse_untrainable(base)
     anno = annotation_format_of(hp.export_format)
     train_json, val_json = work / "train.json", work / "val.json"
     train_report = convert_split(mapper(env.input.training_index_file), mapper, hp.class_names, anno, train_json, "training")
@@ -138,12 +208,12 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
         log.warning("%d training images for %d GPUs: training on one GPU", train_report.images, world_size)
         world_size = 1
     cfg = build_model_config(hp, base, train_json, val_json, train_report.images, world_size)
-    if choice.path is None:
-        log.warning("no pretrained weights found (load_from, pretrained_model_params, /weights): "
-                    "training starts from random initialisation")
+    if choice.kind == "random":
+        log.warning("starting weights: %s", choice.source)
     else:
         log.info("starting weights: %s", choice.source)
-        cfg = cfg.merged({"schedule": {"load_model": str(choice.path)}})
+    cfg = cfg.merged({"schedule": {"load_model": str(choice.path) if choice.path else None},
+                      "model": {"arch": {"backbone": {"pretrain": choice.kind == "imagenet"}}}})
     resume = hp.resume and (models_dir / "model_last.ckpt").is_file()
     if hp.resume and not resume:
         log.warning("resume: no %s yet, training from the start", models_dir / "model_last.ckpt")
@@ -171,8 +241,13 @@ class MonitorProgress(Callback):
             self.monitor.progress(0.99 * trainer.state.step / max(total, 1))
 
 
+STAGE_WEIGHTS = "nanodet_model.pth"
+STAGE_METRICS = "metrics.json"
+
+
 class StageRecorder(Callback):
-    """After each evaluation: a model stage folder, counts at evaluate_config, result.yaml."""
+    """After each evaluation: a model stage folder (the whole EMA model, its config and its
+    metrics), counts at evaluate_config, result.yaml."""
 
     def __init__(self, writer: ResultWriter, plan: TrainingPlan) -> None:
         self.writer = writer
@@ -184,15 +259,28 @@ class StageRecorder(Callback):
         name = stage_name(result.epoch)
         folder = Path(self.plan.models_dir) / name
         folder.mkdir(parents=True, exist_ok=True)
-        save_pth(trainer.eval_model, folder / "nanodet_model.pth", inference_only=True)
+        save_pth(trainer.eval_model, folder / STAGE_WEIGHTS)  # aux branch included: the next round keeps it
         atomic_copy(self.plan.model_config, folder / SAVED_CONFIG)
-        files = [f for f in ("nanodet_model.pth", SAVED_CONFIG) if keep_file(f, self.plan.saved_file_patterns)]
         val = trainer.val_set
         counts = count_matches(result.detections, {i: val.annotations(i) for i in val.img_ids},
                                self.plan.iou_thr, self.plan.conf_thr)
-        stage = Stage(name, result.epoch, files, result.metrics["mAP"], result.metrics["AR_100"], **counts)
+        platform_map = result.metrics.get(ap_key(self.plan.iou_thr), 0.0)
+        metrics = {
+            "epoch": result.epoch,
+            "mAP": platform_map,
+            "mAP_definition": f"AP at IoU {self.plan.iou_thr} (COCO 101-point interpolation, all sizes, 100 dets)",
+            "evaluate_config": {"iou_thr": self.plan.iou_thr, "conf_thr": self.plan.conf_thr},
+            **counts,
+            "coco": result.metrics,
+            "per_class_AP": result.per_class_AP,
+        }
+        atomic_write_text(folder / STAGE_METRICS, json.dumps(metrics, indent=2))
+        essential = [STAGE_WEIGHTS, SAVED_CONFIG]  # never filtered: the stage must stay usable
+        files = essential + [f for f in (STAGE_METRICS,) if keep_file(f, self.plan.saved_file_patterns)]
+        stage = Stage(name, result.epoch, files, platform_map, result.metrics.get("AR_100", 0.0), **counts)
         self.writer.add_stage(stage, is_best)
-        log.info("epoch %d per-class AP: %s", result.epoch,
+        log.info("epoch %d stage %s: mAP %.4f (AP@%.2f), COCO mAP %.4f; per-class AP: %s", result.epoch, name,
+                 platform_map, self.plan.iou_thr, result.metrics.get("mAP", 0.0),
                  ", ".join(f"{k} {v:.3f}" for k, v in result.per_class_AP.items()))
 
 

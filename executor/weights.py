@@ -1,8 +1,16 @@
 """Which weights a task starts from.
 
-Training: ``load_from``; else the best-then-newest file of ``pretrained_model_params``
-(with the model config saved beside it when this executor trained it); else COCO weights
-baked into the image under ``/weights`` that match the model; else random init.
+Training, first found wins (the log names the file used):
+
+1. ``load_from``: a file under ``/in/models`` or an absolute path;
+2. ``pretrained_model_params``: the best-then-newest file (the previous round's model, with
+   the model config saved beside it when this executor trained it);
+3. the official COCO checkpoint of the model, baked into the image under ``/weights``
+   (``<config name>*``, e.g. ``nanodet-plus-m_416_checkpoint.ckpt``);
+4. the ImageNet ShuffleNetV2 backbone (``backbone.pretrain: true``; the engine loads it from
+   ``/weights`` or torch hub's cache), the rest of the model at random init;
+5. random init.
+
 Mining/infer: the best-then-newest file of ``model_params_path``.
 """
 
@@ -12,6 +20,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from nanodet.model.pretrained import find_imagenet_weights, missing_imagenet_message
 
 from .errors import ModelError
 from .paths import PathMapper
@@ -29,9 +39,10 @@ def weights_dir() -> Path:
 
 @dataclass
 class WeightsChoice:
-    path: Path | None
+    path: Path | None  # whole-model weights (None: the backbone's ImageNet start, or random)
     saved_config: Path | None
-    source: str
+    source: str  # what the log says was chosen
+    kind: str = "model"  # load_from | pretrained | coco | imagenet | random | model
 
 
 def resolve_model_path(path: str, models_dir: Path, mapper: PathMapper) -> Path:
@@ -54,22 +65,32 @@ def saved_config_for(weights: Path, models_dir: Path) -> Path | None:
 
 
 def choose_training_weights(
-    load_from: str, pretrained: list[str], models_dir: Path, mapper: PathMapper, model_name: str
+    load_from: str, pretrained: list[str], models_dir: Path, mapper: PathMapper, model_name: str,
+    backbone_size: str, backbone_pretrain: bool,
 ) -> WeightsChoice:
+    """The starting weights in the order of the module docstring."""
     if load_from:
         path = resolve_model_path(load_from, models_dir, mapper)
         if not path.is_file():
             raise ModelError(f"load_from: weights file {load_from!r} not found (looked at {path})")
-        return WeightsChoice(path, saved_config_for(path, path.parent), f"load_from {path}")
+        return WeightsChoice(path, saved_config_for(path, path.parent), f"load_from {path}", "load_from")
     ranked = rank_weights([resolve_model_path(p, models_dir, mapper) for p in pretrained])
     if pretrained and not ranked:
         raise ModelError(f"pretrained_model_params: none of {pretrained} is a weights file under {models_dir}")
     if ranked:
-        return WeightsChoice(ranked[0], saved_config_for(ranked[0], models_dir), f"pretrained model {ranked[0]}")
+        return WeightsChoice(ranked[0], saved_config_for(ranked[0], models_dir), f"pretrained model {ranked[0]}",
+                             "pretrained")
     baked = rank_weights(sorted(weights_dir().glob(f"{model_name}*")))
     if baked:
-        return WeightsChoice(baked[0], None, f"COCO weights {baked[0]}")
-    return WeightsChoice(None, None, "random init")
+        return WeightsChoice(baked[0], None, f"COCO checkpoint {baked[0]}", "coco")
+    missing = f"no COCO checkpoint {weights_dir() / (model_name + '*')}"
+    if not backbone_pretrain:
+        return WeightsChoice(None, None, f"random init ({missing}; backbone.pretrain is false)", "random")
+    imagenet = find_imagenet_weights(backbone_size)
+    if imagenet is not None:
+        return WeightsChoice(None, None, f"ImageNet backbone {imagenet} ({missing}; neck and heads at random init)",
+                             "imagenet")
+    return WeightsChoice(None, None, f"random init ({missing}; {missing_imagenet_message(backbone_size)})", "random")
 
 
 def choose_inference_weights(model_params: list[str], models_dir: Path, mapper: PathMapper) -> WeightsChoice:

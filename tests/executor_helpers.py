@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -14,13 +15,17 @@ import yaml
 from .conftest import ROOT, SAMPLE
 
 SAMPLE_CLASSES = ["bowl", "cat", "bottle", "cup", "spoon"]
+NO_WEIGHTS = Path(tempfile.mkdtemp(prefix="nanodet-no-weights-"))  # an empty /weights and torch cache
 
 
 def run_start(in_dir: Path, out_dir: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """start.py as the container runs it. No pretrained weights are visible unless ``env`` names a
+    folder (``NANODET_WEIGHTS_DIR``): the image's /weights and the user's torch cache stay out."""
     return subprocess.run(
         [sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out_dir)],
         capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "NANODET_WEIGHTS_DIR": str(NO_WEIGHTS),
+             "TORCH_HOME": str(NO_WEIGHTS), **(env or {})},
     )
 
 
