@@ -34,9 +34,21 @@ COPY start.py /app/start.py
 
 # Task templates and manifest, read by the platform with `docker run IMAGE cat /img-man/...`.
 COPY docker/img-man /img-man
-# Optional COCO-pretrained weights (e.g. nanodet-plus-m_416.pth): put them in docker/weights/.
+# Pretrained weights at /weights: whatever is in docker/weights/ (weights brought by hand), then
+# the ImageNet ShuffleNetV2 backbones and the official NanoDet-Plus COCO checkpoints, downloaded
+# and verified by docker/fetch_weights.py (a mismatch fails the build). The default build
+# downloads them; `--build-arg FETCH_WEIGHTS=0` is for offline builds and CI: then no weights
+# are baked in, and training starts from random init unless the user brings weights.
 COPY docker/weights /weights
-RUN chmod -R a+rX /app /img-man /weights
+COPY docker/fetch_weights.py /app/docker/fetch_weights.py
+# Declared here, not at the top: the dependency layers above stay cached whatever its value.
+ARG FETCH_WEIGHTS=1
+RUN case "$FETCH_WEIGHTS" in \
+        1) python3 /app/docker/fetch_weights.py --dest /weights ;; \
+        0) echo "FETCH_WEIGHTS=0: no pretrained weights baked in (only those from docker/weights/)" ;; \
+        *) echo "FETCH_WEIGHTS must be 1 or 0, not '$FETCH_WEIGHTS'" >&2; exit 1 ;; \
+    esac \
+ && chmod -R a+rX /app /img-man /weights
 
 COPY docker/start.sh /usr/bin/start.sh
 RUN chmod a+rx /usr/bin/start.sh

@@ -47,6 +47,37 @@ def test_dockerfile_copies_existing_paths_and_runs_start_sh():
     assert "COPY docker/img-man /img-man" in text and re.search(r"^ARG BASE_IMAGE=", text, re.M)
 
 
+def dockerfile_instructions(text: str) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    instructions, current = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") or not stripped:
+            continue
+        current += " " + stripped.removesuffix("\\")
+        if not stripped.endswith("\\"):
+            instructions.append(" ".join(current.split()))
+            current = ""
+    return instructions
+
+
+def test_weights_are_fetched_only_under_fetch_weights():
+    """Build-time downloads are switchable (CI builds offline) and the script is in the image."""
+    instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text())
+    arg = instructions.index("ARG FETCH_WEIGHTS=1")
+    fetches = [i for i, ins in enumerate(instructions) if "fetch_weights.py --dest /weights" in ins]
+    assert len(fetches) == 1, fetches
+    run = instructions[fetches[0]]
+    assert run.startswith("RUN ") and fetches[0] > arg
+    assert re.search(r'case "\$FETCH_WEIGHTS" in 1\) python3 /app/docker/fetch_weights.py --dest /weights ;;', run)
+    assert "0) echo" in run and "chmod -R a+rX /app /img-man /weights" in run
+    copied = instructions.index("COPY docker/fetch_weights.py /app/docker/fetch_weights.py")
+    after = [instructions.index(f"COPY {src}") for src in ("nanodet /app/nanodet", "config /app/config",
+                                                             "docker/weights /weights")]
+    assert max(after + [copied]) < fetches[0]
+    assert "--build-arg FETCH_WEIGHTS=0" in (ROOT / "docker" / "image-test.sh").read_text()
+
+
 def test_start_sh_runs_start_py(tmp_path):
     script = (ROOT / "docker" / "start.sh").read_text()
     assert "python3 /app/start.py" in script

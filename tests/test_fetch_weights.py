@@ -1,0 +1,254 @@
+"""docker/fetch_weights.py against a real local HTTP server: good files land, bad ones fail loudly
+and leave nothing in --dest."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanodet.config import BackboneConfig, load_config
+from nanodet.model import build_model
+from nanodet.model.backbone import ShuffleNetV2
+
+from .conftest import ROOT
+
+SCRIPT = "docker/fetch_weights.py"
+PLUS_CONFIG = "config/nanodet-plus-m_320.yml"
+SHORT = "/short/"  # served with a Content-Length larger than the body sent
+
+
+@dataclass
+class Payload:
+    """Pickles as a call to ``exec`` that writes ``marker``: loading it would run code."""
+
+    marker: str
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder quietly; under /short/ it promises more bytes than it sends."""
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        if not self.path.startswith(SHORT):
+            return super().do_GET()
+        body = (Path(self.directory) / self.path.removeprefix(SHORT)).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.close_connection = True
+
+
+class Server:
+    """A ThreadingHTTPServer on 127.0.0.1 (a free port) in a thread."""
+
+    def __init__(self, folder: Path) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def torchvision_like(model_size: str) -> dict[str, torch.Tensor]:
+    """A ShuffleNetV2 state dict with the classifier keys torchvision's files also hold."""
+    state = ShuffleNetV2(BackboneConfig(model_size=model_size, pretrain=False)).state_dict()
+    state.update({"conv5.0.weight": torch.zeros(1024, 192, 1, 1), "conv5.1.weight": torch.ones(1024),
+                  "fc.weight": torch.zeros(1000, 1024), "fc.bias": torch.zeros(1000)})
+    return state
+
+
+def lightning_checkpoint(state: dict[str, torch.Tensor]) -> dict:
+    """The official Plus .ckpt layout: raw and EMA copies of the full model."""
+    return {"state_dict": {**{f"model.{k}": v for k, v in state.items()},
+                           **{f"avg_model.{k}": v for k, v in state.items()}}}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The files the server offers, and the server."""
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("served")
+    torch.save(torchvision_like("0.5x"), folder / "backbone-0.5x.pth")
+    torch.save(torchvision_like("1.5x"), folder / "backbone-1.5x.pth")
+    full = build_model(load_config(ROOT / PLUS_CONFIG).model.arch).state_dict()
+    torch.save(lightning_checkpoint(full), folder / "coco.ckpt")
+    no_aux = {k: v for k, v in full.items() if not k.startswith(("aux_fpn.", "aux_head."))}
+    torch.save(lightning_checkpoint(no_aux), folder / "coco-no-aux.ckpt")
+    server = Server(folder)
+    yield folder, server.url
+    server.stop()
+
+
+def backbone_entry(url: str, sha: str, file_name: str = "shufflenetv2_x0.5-f707e7126e.pth") -> dict:
+    return {"name": "shufflenetv2-0.5x", "url": url, "file_name": file_name, "kind": "imagenet-backbone",
+            "sha256": sha, "model_size": "0.5x"}
+
+
+def coco_entry(url: str, name: str = "nanodet-plus-m_320", sha: str | None = None) -> dict:
+    return {"name": name, "url": url, "file_name": f"{name}_checkpoint.ckpt", "kind": "coco-checkpoint",
+            "sha256": sha, "config": PLUS_CONFIG}
+
+
+def fetch(tmp_path: Path, entries: list[dict], *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run the script as the image build does, on a manifest of ``entries``; (process, dest)."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(entries))
+    dest = tmp_path / "weights"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, SCRIPT, "--dest", str(dest), "--manifest", str(manifest), "--timeout", "10", *extra]
+    proc = subprocess.run(command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return proc, dest
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if "ERROR" in line]
+
+
+def assert_failed_clean(proc: subprocess.CompletedProcess, dest: Path) -> str:
+    """Non-zero exit, nothing in dest (no temp files either); returns the error lines."""
+    assert proc.returncode == 1, proc.stderr
+    assert not dest.exists() or not list(dest.iterdir()), list(dest.iterdir())
+    errors = error_lines(proc)
+    assert errors, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return "\n".join(errors)
+
+
+def test_good_files_land_with_their_hash_printed(served, tmp_path):
+    folder, url = served
+    backbone_sha, coco_sha = sha256(folder / "backbone-0.5x.pth"), sha256(folder / "coco.ckpt")
+    entries = [backbone_entry(url + "backbone-0.5x.pth", backbone_sha[:10]), coco_entry(url + "coco.ckpt")]
+    proc, dest = fetch(tmp_path, entries)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["nanodet-plus-m_320_checkpoint.ckpt",
+                                                      "shufflenetv2_x0.5-f707e7126e.pth"]
+    assert sha256(dest / "nanodet-plus-m_320_checkpoint.ckpt") == coco_sha
+    assert backbone_sha in proc.stderr and coco_sha in proc.stderr
+    assert "all 887 tensors" in proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith(f"done: 2 downloaded, 0 already present, 0 failed, in {dest}")
+
+
+def test_only_fetches_the_named_entries_and_replaces_a_copy_that_fails(served, tmp_path):
+    folder, url = served
+    entries = [backbone_entry(url + "backbone-0.5x.pth", sha256(folder / "backbone-0.5x.pth")),
+               coco_entry(url + "missing.ckpt")]
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "shufflenetv2_x0.5-f707e7126e.pth").write_bytes(b"not the file")
+    proc, dest = fetch(tmp_path, entries, "--only", "shufflenetv2-0.5x")
+    assert proc.returncode == 0, proc.stderr
+    assert "present in" in proc.stderr and "downloading it again" in proc.stderr
+    assert [p.name for p in dest.iterdir()] == ["shufflenetv2_x0.5-f707e7126e.pth"]
+    assert sha256(dest / "shufflenetv2_x0.5-f707e7126e.pth") == sha256(folder / "backbone-0.5x.pth")
+
+
+def test_wrong_hash_fails_and_leaves_nothing(served, tmp_path):
+    _, url = served
+    proc, dest = fetch(tmp_path, [backbone_entry(url + "backbone-0.5x.pth", "f707e7126e")])
+    errors = assert_failed_clean(proc, dest)
+    assert "shufflenetv2_x0.5-f707e7126e.pth" in errors and "sha256" in errors and "f707e7126e" in errors
+    assert "retrying" not in proc.stderr  # a verification error is not retried
+
+
+def test_short_read_against_content_length_fails_and_leaves_nothing(served, tmp_path):
+    folder, url = served
+    entry = coco_entry(url + SHORT.strip("/") + "/coco.ckpt", sha=sha256(folder / "coco.ckpt"))
+    proc, dest = fetch(tmp_path, [entry])
+    errors = assert_failed_clean(proc, dest)
+    assert "nanodet-plus-m_320_checkpoint.ckpt" in errors and "truncated" in errors and "Content-Length" in errors
+    assert "retrying once" in proc.stderr  # a network error is retried once
+
+
+def test_checkpoints_of_another_architecture_fail_naming_what_does_not_fit(served, tmp_path):
+    folder, url = served
+    entries = [backbone_entry(url + "backbone-1.5x.pth", sha256(folder / "backbone-1.5x.pth")[:10]),
+               coco_entry(url + "coco-no-aux.ckpt")]
+    proc, dest = fetch(tmp_path, entries)
+    errors = assert_failed_clean(proc, dest).splitlines()
+    assert len(errors) == 2
+    assert "shufflenetv2_x0.5-f707e7126e.pth" in errors[0] and "does not fit this ShuffleNetV2" in errors[0]
+    assert "needs" in errors[0]  # the shapes
+    assert "nanodet-plus-m_320_checkpoint.ckpt" in errors[1] and "missing from the file (e.g. aux_" in errors[1]
+    assert "2 failed" in proc.stderr.splitlines()[-1]
+
+
+def test_a_pickle_that_would_run_code_is_refused(served, tmp_path):
+    folder, url = served
+    marker = tmp_path / "code-ran"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Payload(str(marker))}, folder / "evil.ckpt")
+    proc, dest = fetch(tmp_path, [coco_entry(url + "evil.ckpt")])
+    errors = assert_failed_clean(proc, dest)
+    assert "nanodet-plus-m_320_checkpoint.ckpt" in errors
+    assert "refused" in errors or "not a weights-only pickle" in errors, errors
+    assert not marker.exists()
+
+
+def test_404_fails_naming_the_url(served, tmp_path):
+    _, url = served
+    proc, dest = fetch(tmp_path, [coco_entry(url + "nowhere.ckpt")])
+    errors = assert_failed_clean(proc, dest)
+    assert "404" in errors and url + "nowhere.ckpt" in errors
+    assert "retrying" not in proc.stderr
+
+
+def test_files_already_present_are_verified_not_downloaded(served, tmp_path):
+    folder, _ = served
+    server = Server(folder)
+    server.stop()  # a download would now fail
+    entries = [backbone_entry(server.url + "backbone-0.5x.pth", sha256(folder / "backbone-0.5x.pth")[:10])]
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "shufflenetv2_x0.5-f707e7126e.pth").write_bytes((folder / "backbone-0.5x.pth").read_bytes())
+    proc, dest = fetch(tmp_path, entries)
+    assert proc.returncode == 0, proc.stderr
+    assert "already present" in proc.stderr and "0 downloaded, 1 already present" in proc.stderr
+    assert [p.name for p in dest.iterdir()] == ["shufflenetv2_x0.5-f707e7126e.pth"]
+
+
+def test_a_bad_manifest_stops_before_downloading(tmp_path):
+    entry = {**coco_entry("ftp://example.invalid/x.ckpt"), "config": "config/none.yml", "colour": "red"}
+    proc, dest = fetch(tmp_path, [entry])
+    assert proc.returncode == 2 and "unknown fields ['colour']" in proc.stderr
+    del entry["colour"]
+    proc, dest = fetch(tmp_path, [entry])
+    assert proc.returncode == 2
+    assert "not an http(s) URL" in proc.stderr and "config/none.yml" in proc.stderr
+    assert not dest.exists()
+
+
+def test_default_manifest_covers_the_bundled_plus_configs():
+    sys.path.insert(0, str(ROOT / "docker"))
+    try:
+        import fetch_weights
+    finally:
+        sys.path.remove(str(ROOT / "docker"))
+    entries = fetch_weights.default_manifest()
+    fetch_weights.check_manifest(entries)
+    configs = sorted(e.config for e in entries if e.kind == "coco-checkpoint")
+    assert configs == sorted(f"config/{p.name}" for p in (ROOT / "config").glob("nanodet-plus-*.yml"))
+    assert {e.model_size for e in entries if e.kind == "imagenet-backbone"} == {"0.5x", "1.0x", "1.5x"}
+    assert all(e.file_name.startswith(Path(e.config).stem) for e in entries if e.config)
