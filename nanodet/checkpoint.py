@@ -65,8 +65,11 @@ def _load_failure(err: Exception) -> str:
     text = str(err).strip()
     if text.startswith("Weights only load failed"):
         lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
-        detail = next((line for line in lines if not line.startswith(("Please file an issue", "Check the documentation"))),
-                      "")
+        advice = ("(1)", "(2)", "Please file an issue", "Check the documentation")
+        unpickler = [line.removeprefix("WeightsUnpickler error: ") for line in lines
+                     if line.startswith("WeightsUnpickler error")]
+        detail = next(iter(unpickler), next((line for line in lines if not line.startswith(advice)), ""))
+        detail = detail.split(". Please use")[0]  # torch's advice on allow-listing the global
         if "GLOBAL" in detail:  # a pickle naming a function or class: loading it could run code
             return f"refused: loading it would import code ({detail[:200]}); only tensors and plain values are accepted"
         return f"not a readable PyTorch checkpoint (not a weights-only pickle: {detail[:200] or 'unreadable'})"

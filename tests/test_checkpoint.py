@@ -105,6 +105,27 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path, cfg, capsys):
     assert "this must never run" not in capsys.readouterr().out
 
 
+def test_torch_saved_pickle_naming_code_is_refused_as_such(tmp_path: Path, cfg):
+    """The format torch.save writes: the message says why (code), without torch's advice to
+    load it with weights_only=False; the code never runs."""
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": _WritesFile(str(marker))}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_weights(build_model(cfg.model.arch), tmp_path / "evil.pth")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'evil.pth'}: refused: loading it would import code (")
+    assert "GLOBAL" in message and "weights_only" not in message and "add_safe_globals" not in message
+    assert not marker.exists()
+
+
+class _WritesFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('x')",))
+
+
 def test_wrong_architecture_is_an_error(tmp_path: Path, cfg):
     torch.save({"state_dict": {"foo.weight": torch.zeros(3)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="no tensor in this checkpoint fits"):
