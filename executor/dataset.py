@@ -4,9 +4,9 @@ Index lines are ``<image>\\t<annotation>``. Annotations come as ark txt
 (``class_idx, x1, y1, x2, y2[, quality, angle]``, inclusive corners, ``,`` or ``, ``
 separated) or VOC xml (class *names*, inclusive corners). What can be repaired is repaired
 and counted (boxes clipped to the image, CRLF, blank lines, extra columns); what cannot is
-skipped and counted (degenerate boxes, unknown classes, unreadable images); a split left
-empty is a dataset error (300002), or an image-format error (300003) when it is empty
-because none of its images could be decoded.
+skipped and counted (degenerate boxes, unknown classes, missing or unreadable images); a split
+left empty is a dataset error (300002), also when none of its image files exists, or an
+image-format error (300003) when its image files are there but none of them can be decoded.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from .errors import DatasetError, ImageFormatError
 from .paths import PathMapper
 
 log = logging.getLogger("executor.dataset")
+
+MISSING = "missing image files (skipped)"  # a problem of its own: the assets are not where the index says
+MISSING_WARNINGS = 5  # missing files listed one by one per split or task; the count covers the rest
 
 
 @dataclass
@@ -145,6 +148,26 @@ def clean_boxes(boxes: list[Box], width: int, height: int, report: ConversionRep
     return kept
 
 
+def is_missing(path: Path) -> bool:
+    """True when no file is at ``path`` (a dangling link included). Other failures to look
+    (permissions, a loop of links) are not 'missing': reading the image reports them."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def warn_missing(what: str, path: str | Path, count: int) -> None:
+    """Warn about the ``count``-th missing image file of ``what``, the first few by name only."""
+    if count <= MISSING_WARNINGS:
+        log.warning("%s: %s: image file not found", what, path)
+    elif count == MISSING_WARNINGS + 1:
+        log.warning("%s: more image files are missing; only the first %d are named", what, MISSING_WARNINGS)
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of a readable image; ImageReadError otherwise."""
     image = read_image(path)
@@ -163,8 +186,13 @@ def convert_split(
     report = ConversionReport()
     images, annotations = [], []
     rows = read_index(index_file, mapper, columns=2)
-    first_unreadable = ""
+    first_missing, first_unreadable = "", ""
     for image_path, ann_path in rows:
+        if is_missing(image_path):
+            report.problems[MISSING] += 1
+            first_missing = first_missing or str(image_path)
+            warn_missing(f"{split} set", image_path, report.problems[MISSING])
+            continue
         try:
             width, height = image_size(image_path)
         except ImageReadError as err:
@@ -185,13 +213,7 @@ def convert_split(
                                 "bbox": [b.x1, b.y1, w, h], "area": w * h, "iscrowd": 0})
     report.images, report.boxes = len(images), len(annotations)
     report.log(split)
-    if not images and rows:  # every image failed to decode: an image-format problem, not a missing set
-        raise ImageFormatError(f"{index_file}: none of the {len(rows)} images of the {split} set can be decoded "
-                               f"(first: {first_unreadable})")
-    if not images:
-        raise DatasetError(f"{index_file}: the {split} set has no usable image")
-    if not annotations:
-        raise DatasetError(f"{index_file}: the {split} set has no usable box ({report.images} images)")
+    check_split(index_file, split, len(rows), report, first_missing, first_unreadable)
     coco = {
         "images": images,
         "annotations": annotations,
@@ -199,6 +221,25 @@ def convert_split(
     }
     atomic_write_text(out_json, json.dumps(coco))
     return report
+
+
+def check_split(index_file: Path, split: str, rows: int, report: ConversionReport, first_missing: str,
+                first_unreadable: str) -> None:
+    """A split without images or boxes cannot be trained on; the error says why it is empty:
+    no file exists (the dataset, 300002), the files exist but none decodes (image format,
+    300003), nothing listed or nothing left after skipping (the dataset, 300002)."""
+    missing = report.problems[MISSING]
+    if rows and missing == rows:
+        raise DatasetError(f"{index_file}: none of the {rows} images of the {split} set exists "
+                           f"(first: {first_missing})")
+    if rows and not report.images:
+        also = f"; {missing} of them missing" if missing else ""
+        raise ImageFormatError(f"{index_file}: none of the {rows} images of the {split} set can be decoded "
+                               f"(first: {first_unreadable}{also})")
+    if not report.images:
+        raise DatasetError(f"{index_file}: the {split} set has no usable image")
+    if not report.boxes:
+        raise DatasetError(f"{index_file}: the {split} set has no usable box ({report.images} images)")
 
 
 def annotation_format_of(export_format: str) -> str:

@@ -5,8 +5,10 @@
   ``annotations`` before).
 - mining → ``/out/result.tsv``: every candidate with its ALDD score, highest first.
 
-An image that cannot be read gets an empty box list (infer) or the lowest score (mining)
-and a warning; the task still succeeds, unless no candidate at all can be read (300003).
+An image that is missing or cannot be read gets an empty box list (infer) or the lowest
+score (mining) and a warning; the task still succeeds, unless no candidate file exists at
+all (300002) or none of those that exist can be decoded (300003). An index that lists no
+candidate gives empty results (after the model has been loaded: a bad model still fails).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from nanodet.postprocess import Detections
 from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write_text
 
-from .dataset import read_index
+from .dataset import is_missing, read_index, warn_missing
 from .devices import select_devices
 from .errors import ConfigError, DatasetError, ExecutorError, ImageFormatError, ReturnCode
 from .launch import run_launcher
@@ -47,13 +49,34 @@ UNREADABLE_SCORE = -1.0  # ALDD scores are >= 0: unreadable images sort last
 
 
 def candidates(env: EnvConfig, mapper: PathMapper) -> tuple[list[str], list[Path]]:
-    """Candidate paths exactly as written in the index, and where they are on this machine."""
+    """Candidate paths exactly as written in the index (there may be none), and where they are on this machine."""
     index = mapper(env.input.candidate_index_file)
-    rows = read_index(index, PathMapper(), columns=1)
-    if not rows:
-        raise DatasetError(f"{index}: no candidate image")
-    written = [str(r[0]) for r in rows]
+    written = [str(r[0]) for r in read_index(index, PathMapper(), columns=1)]
     return written, [mapper(w) for w in written]
+
+
+def present_candidates(written: list[str], paths: list[Path], env: EnvConfig, mapper: PathMapper,
+                       ctx: DistContext) -> list[int]:
+    """Positions of the candidates whose file exists. Rank 0 looks and tells the others, so
+    every rank shards the same list. Missing files are warnings; when no file exists at all
+    the task has no input (300002)."""
+    missing = ctx.broadcast_object([i for i, p in enumerate(paths) if is_missing(p)] if ctx.is_main else None)
+    if paths and len(missing) == len(paths):
+        raise DatasetError(f"{mapper(env.input.candidate_index_file)}: none of the {len(paths)} candidate images "
+                           f"exists (first: {written[0]})")
+    if ctx.is_main:
+        for count, i in enumerate(missing, start=1):
+            warn_missing("candidates", written[i], count)
+    skipped = set(missing)
+    return [i for i in range(len(paths)) if i not in skipped]
+
+
+def write_no_candidates(task: str, output: Path, text: str, monitor: Monitor, ctx: DistContext) -> None:
+    """The index lists no image: an empty result (``text``), not an error."""
+    if ctx.is_main:
+        log.warning("%s: the candidate index lists no image: writing an empty %s", task, output.name)
+        atomic_write_text(output, text)
+    monitor.progress(1.0, force=True)
 
 
 def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, device) -> Predictor:
@@ -92,10 +115,11 @@ def batches(predictor: Predictor, paths: list[Path], hp: PredictConfig) -> Itera
         yield [position[p] for p in batch.paths], batch
 
 
-def _run(predictor: Predictor, paths: list[Path], hp: PredictConfig, monitor: Monitor, ctx: DistContext,
-         on_batch: Callable[[list[int], InferenceBatch], None]) -> None:
-    """Feed this rank's shard (``paths[rank::world]``) through ``on_batch`` with global positions."""
-    mine = list(range(ctx.rank, len(paths), ctx.world_size))
+def _run(predictor: Predictor, paths: list[Path], present: list[int], hp: PredictConfig, monitor: Monitor,
+         ctx: DistContext, on_batch: Callable[[list[int], InferenceBatch], None]) -> None:
+    """Feed this rank's shard of the present candidates (``present[rank::world]``, possibly
+    empty) through ``on_batch`` with global positions."""
+    mine = present[ctx.rank::ctx.world_size]
     done, waited = 0, 0.0
     start = tick = time.perf_counter()
     for local, batch in batches(predictor, [paths[i] for i in mine], hp):
@@ -118,28 +142,35 @@ def _merge(ctx: DistContext, part: dict[int, object]) -> dict[int, object]:
     return merged
 
 
-def check_some_readable(unreadable: int, total: int, env: EnvConfig, mapper: PathMapper) -> None:
-    """Unreadable candidates are warnings; a task where none could be decoded has no result (300003)."""
+def check_some_readable(unreadable: int, total: int, env: EnvConfig, mapper: PathMapper, missing: int = 0) -> None:
+    """Unreadable candidates are warnings; a task where none could be decoded has no result (300003).
+    ``unreadable`` counts the ``missing`` files too (a task where every file is missing stopped earlier)."""
     if total and unreadable == total:
+        also = f"; {missing} of them missing" if missing else ""
         raise ImageFormatError(f"{mapper(env.input.candidate_index_file)}: none of the {total} candidate images "
-                               "can be decoded (see the warnings above)")
+                               f"can be decoded (see the warnings above{also})")
 
 
 def run_infer_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
     written, paths = candidates(env, mapper)
     predictor = build_predictor(env, hp, mapper, ctx.device)
+    if not paths:
+        write_no_candidates("infer", mapper(env.output.infer_result_file), json.dumps({"detection": {}}), monitor, ctx)
+        return
+    present = present_candidates(written, paths, env, mapper, ctx)
     part: dict[int, Detections] = {}
 
     def on_batch(positions: list[int], batch: InferenceBatch) -> None:
         for pos, dets in zip(positions, predictor.predict_batch(batch.images, batch.warp_matrices, batch.sizes)):
             part[pos] = dets.above(hp.conf_thres)
 
-    _run(predictor, paths, hp, monitor, ctx, on_batch)
+    _run(predictor, paths, present, hp, monitor, ctx, on_batch)
     merged = _merge(ctx, part)
     if not ctx.is_main:
         return
     results = [merged.get(i) for i in range(len(paths))]
-    check_some_readable(sum(r is None for r in results), len(paths), env, mapper)
+    missing = len(paths) - len(present)
+    check_some_readable(sum(r is None for r in results), len(paths), env, mapper, missing)
     key = "boxes" if env.uses_model_stages else "annotations"
     detection: dict[str, dict] = {}
     for path, dets in zip(written, results):
@@ -149,9 +180,9 @@ def run_infer_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
             continue
         detection[name] = {key: [] if dets is None else _boxes(dets, predictor.class_names)}
     atomic_write_text(mapper(env.output.infer_result_file), json.dumps({"detection": detection}))
-    unreadable = sum(r is None for r in results)
-    log.info("infer: %d images, %d boxes, %d unreadable", len(paths),
-             sum(len(v[key]) for v in detection.values()), unreadable)
+    unreadable = sum(r is None for r in results) - missing
+    log.info("infer: %d images, %d boxes, %d unreadable, %d missing", len(paths),
+             sum(len(v[key]) for v in detection.values()), unreadable, missing)
 
 
 def _boxes(dets: Detections, class_names: list[str]) -> list[dict]:
@@ -172,6 +203,10 @@ def run_mining_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monit
         raise ConfigError(f"config.yaml: key 'mining_algorithm': {hp.mining_algorithm!r} is not one of aldd, random")
     written, paths = candidates(env, mapper)
     predictor = build_predictor(env, hp, mapper, ctx.device)
+    if not paths:
+        write_no_candidates("mining", mapper(env.output.mining_result_file), "", monitor, ctx)
+        return
+    present = present_candidates(written, paths, env, mapper, ctx)
     part: dict[int, float] = {}
 
     def on_batch(positions: list[int], batch: InferenceBatch) -> None:
@@ -182,17 +217,18 @@ def run_mining_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monit
         hw = (batch.images.shape[2], batch.images.shape[3])
         part.update(zip(positions, aldd_scores(levels, predictor.head.num_classes, hw).cpu().tolist()))
 
-    _run(predictor, paths, hp, monitor, ctx, on_batch)
+    _run(predictor, paths, present, hp, monitor, ctx, on_batch)
     merged = _merge(ctx, part)
     if not ctx.is_main:
         return
     scores = np.array([merged.get(i, UNREADABLE_SCORE) for i in range(len(paths))], dtype=np.float64)
-    check_some_readable(len(paths) - len(merged), len(paths), env, mapper)
+    missing = len(paths) - len(present)
+    check_some_readable(len(paths) - len(merged), len(paths), env, mapper, missing)
     order = sorted(range(len(paths)), key=lambda i: -scores[i])  # stable: ties keep index order
     lines = [f"{written[i]}\t{scores[i]:.8g}" for i in order]
     atomic_write_text(mapper(env.output.mining_result_file), "\n".join(lines) + "\n")
-    log.info("mining (%s): %d images ranked, %d unreadable", algorithm, len(paths),
-             int((scores == UNREADABLE_SCORE).sum()))
+    log.info("mining (%s): %d images ranked, %d unreadable, %d missing", algorithm, len(paths),
+             len(present) - len(merged), missing)
 
 
 

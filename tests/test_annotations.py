@@ -1,5 +1,6 @@
 """Every annotation form the contract lists converts to the same boxes."""
 
+import re
 from pathlib import Path
 
 import cv2
@@ -87,3 +88,65 @@ def test_index_line_with_one_column_names_the_line(tmp_path: Path):
     (tmp_path / "i.tsv").write_text("/in/a.jpg\t/in/a.txt\n/in/b.jpg\n")
     with pytest.raises(DatasetError, match=r"i\.tsv:2: expected 2 tab-separated"):
         read_index(tmp_path / "i.tsv", PathMapper(), 2)
+
+
+def _index_with_missing_images(tmp_path: Path, missing: int, present: list[bytes]) -> Path:
+    """An index of ``missing`` image paths that do not exist, then one line per ``present`` file."""
+    in_dir = tmp_path / "in"
+    (in_dir / "assets").mkdir(parents=True)
+    (in_dir / "annotations").mkdir()
+    lines = [f"/in/assets/gone-{i}.jpg\t/in/annotations/gone-{i}.txt" for i in range(missing)]
+    for i, data in enumerate(present):
+        (in_dir / "assets" / f"here-{i}.jpg").write_bytes(data)
+        (in_dir / "annotations" / f"here-{i}.txt").write_text("0, 1, 2, 30, 40\n")
+        lines.append(f"/in/assets/here-{i}.jpg\t/in/annotations/here-{i}.txt")
+    (in_dir / "index.tsv").write_text("\n".join(lines) + "\n")
+    return in_dir
+
+
+def _convert(tmp_path: Path, in_dir: Path) -> ConversionReport:
+    mapper = PathMapper(in_dir, tmp_path / "out")
+    return convert_split(in_dir / "index.tsv", mapper, CLASSES, "ark", tmp_path / "c.json", "training")
+
+
+def test_missing_images_are_counted_and_named_up_to_a_limit(tmp_path: Path, caplog):
+    from executor.dataset import MISSING_WARNINGS
+
+    jpeg = cv2.imencode(".jpg", np.zeros((60, 80, 3), np.uint8))[1].tobytes()
+    in_dir = _index_with_missing_images(tmp_path, MISSING_WARNINGS + 3, [jpeg, b"not an image"])
+    with caplog.at_level("WARNING", logger="executor.dataset"):
+        report = _convert(tmp_path, in_dir)
+    assert report.images == 1 and report.boxes == 1
+    assert report.problems == {"missing image files (skipped)": MISSING_WARNINGS + 3,
+                               "unreadable images (skipped)": 1}
+    named = [r.getMessage() for r in caplog.records if "image file not found" in r.getMessage()]
+    assert len(named) == MISSING_WARNINGS
+    assert named[0] == f"training set: {in_dir}/assets/gone-0.jpg: image file not found"
+    assert any("only the first 5 are named" in r.getMessage() for r in caplog.records)
+
+
+def test_every_image_missing_is_a_dataset_error(tmp_path: Path):
+    in_dir = _index_with_missing_images(tmp_path, 3, [])
+    first = re.escape(f"{in_dir}/assets/gone-0.jpg")
+    with pytest.raises(DatasetError, match=rf"index\.tsv: none of the 3 images of the training set exists "
+                                           rf"\(first: {first}\)$"):
+        _convert(tmp_path, in_dir)
+
+
+def test_missing_or_undecodable_images_are_an_image_format_error(tmp_path: Path):
+    from executor.errors import ImageFormatError
+
+    in_dir = _index_with_missing_images(tmp_path, 2, [b"not an image"])
+    with pytest.raises(ImageFormatError, match=r"none of the 3 images of the training set can be decoded "
+                                               r"\(first: .*here-0\.jpg: not a decodable image; 2 of them missing\)"):
+        _convert(tmp_path, in_dir)
+
+
+def test_is_missing(tmp_path: Path):
+    from executor.dataset import is_missing
+
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert not is_missing(tmp_path / "file") and not is_missing(tmp_path)
+    assert is_missing(tmp_path / "nowhere") and is_missing(tmp_path / "dangling")
+    assert is_missing(tmp_path / "file" / "below-a-file.jpg")

@@ -1,14 +1,11 @@
 """Mining and infer through start.py: every candidate, formats per protocol, order, progress."""
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import yaml
 
-from executor.workspace import make_predict_workspace, make_training_workspace
+from executor.workspace import make_predict_workspace
 from nanodet.checkpoint import save_pth
 from nanodet.config import load_config, save_config
 
@@ -167,3 +164,72 @@ def test_two_process_shard_equals_one_process(models, tmp_path):
     assert d1.keys() == d2.keys()
     for k in d1:
         assert [(x["class_name"], x["box"]) for x in d1[k]["boxes"]] == [(x["class_name"], x["box"]) for x in d2[k]["boxes"]]
+
+
+def _only_lines(in_dir: Path, lines: list[str]) -> None:
+    (in_dir / "candidate-index.tsv").write_text("".join(f"{line}\n" for line in lines))
+
+
+@pytest.mark.parametrize("index_text", ["", "\n  \r\n\t\n"], ids=["empty", "blank-lines"])
+def test_empty_candidate_index_gives_empty_results(models, tmp_path, index_text):
+    """No candidate is not an error: an empty result.tsv, an empty detection dict, monitor 1.0."""
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=1, workers_per_gpu=0)
+    (in_dir / "candidate-index.tsv").write_text(index_text)
+    out = tmp_path / "out"
+    proc = run_start(in_dir, out)
+    assert_success(proc, out)
+    assert (out / "result.tsv").read_bytes() == b""
+    assert infer_result(out) == {"detection": {}}
+    assert "mining: the candidate index lists no image" in proc.stdout
+    assert "infer: the candidate index lists no image" in proc.stdout
+    assert not list(out.glob("*.tmp"))
+
+
+def test_empty_candidate_index_under_two_processes(models, tmp_path):
+    """Sharded over torchrun workers, every rank gets an empty shard: the same empty results."""
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=1, workers_per_gpu=0, cpu_processes=2)
+    (in_dir / "candidate-index.tsv").write_text("\n")
+    out = tmp_path / "out"
+    proc = run_start(in_dir, out, timeout=120)
+    assert_success(proc, out)
+    assert "launching 2 processes with torchrun" in proc.stdout + proc.stderr
+    assert (out / "result.tsv").read_bytes() == b""
+    assert infer_result(out) == {"detection": {}}
+
+
+def test_empty_candidate_index_still_needs_a_model(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=1, workers_per_gpu=0)
+    (in_dir / "candidate-index.tsv").write_text("")
+    edit_yaml(in_dir / "config.yaml", model_params_path=["gone.pth"])
+    fields = assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300004)
+    assert "model_params_path" in fields[5]
+    assert not (tmp_path / "out" / "result.tsv").exists() and not (tmp_path / "out" / "infer-result.json").exists()
+
+
+def test_missing_candidate_index_is_a_dataset_error(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=1, workers_per_gpu=0)
+    (in_dir / "candidate-index.tsv").unlink()
+    fields = assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300002)
+    assert "candidate-index.tsv: index file not found" in fields[5]
+
+
+def test_missing_candidates_with_an_empty_shard(models, tmp_path):
+    """One present candidate among missing ones, two processes: the missing files are left out of
+    the shards (rank 1 gets none), warned about, and still listed with no boxes / the lowest score."""
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=1, workers_per_gpu=0, cpu_processes=2)
+    [present] = candidates_of(in_dir)
+    gone = ["/in/assets/zz/gone-1.jpg", "/in/assets/zz/gone-2.jpg"]
+    _only_lines(in_dir, gone[:1] + [present] + gone[1:])
+    out = tmp_path / "out"
+    proc = run_start(in_dir, out, timeout=120)
+    assert_success(proc, out)
+    rows = [line.split("\t") for line in (out / "result.tsv").read_text().splitlines()]
+    assert rows[0][0] == present and float(rows[0][1]) >= 0
+    assert sorted(r[0] for r in rows[1:]) == sorted(gone) and all(float(r[1]) == -1 for r in rows[1:])
+    detection = infer_result(out)["detection"]
+    assert set(detection) == {Path(c).name for c in gone + [present]}
+    assert all(detection[Path(c).name] == {"boxes": []} for c in gone)
+    for path in gone:  # rank 0 warns, once per task
+        assert sum(f"candidates: {path}: image file not found" in line for line in proc.stdout.splitlines()) == 2
+    assert "unreadable candidate" not in proc.stdout
+    assert "2 missing" in proc.stdout

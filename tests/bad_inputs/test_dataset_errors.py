@@ -1,5 +1,5 @@
-"""Datasets that cannot be trained on → 300002 (300003 when no image of a set decodes),
-with the file and line at fault."""
+"""Datasets that cannot be trained on → 300002 (also when no image file of a set exists;
+300003 when the files are there but none decodes), with the file and line at fault."""
 
 from __future__ import annotations
 
@@ -38,6 +38,17 @@ def _every_image(split: str, content: bytes):
     def mutate(in_dir: Path) -> None:
         for path in image_files(in_dir, split):
             path.write_bytes(content)
+    return mutate
+
+
+def _delete_images(split: str, keep: int = 0, others: bytes | None = None):
+    """Delete the image files of ``split`` but the first ``keep``; write ``others`` into those kept."""
+    def mutate(in_dir: Path) -> None:
+        images = image_files(in_dir, split)
+        for path in images[keep:]:
+            path.unlink()
+        for path in images[:keep] if others is not None else []:
+            path.write_bytes(others)
     return mutate
 
 
@@ -81,6 +92,15 @@ CASES = [
      IMAGE_FORMAT, "train-index.tsv: none of the 4 images of the training set can be decoded"),
     ("val-images-unknown-format", _every_image("val-index.tsv", b"\x00" * 100), IMAGE_FORMAT,
      "val-index.tsv: none of the 2 images of the validation set can be decoded"),
+    # no image file where the index says: the dataset is not there (assets not exported or not
+    # mounted), a dataset problem, named with the first missing path
+    ("train-images-missing", _delete_images("train-index.tsv"), DATASET,
+     "train-index.tsv: none of the 4 images of the training set exists (first: "),
+    ("val-images-missing", _delete_images("val-index.tsv"), DATASET,
+     "val-index.tsv: none of the 2 images of the validation set exists (first: "),
+    # some files there, none of them decodable: still the images' format
+    ("train-images-missing-or-unknown-format", _delete_images("train-index.tsv", keep=2, others=GARBAGE),
+     IMAGE_FORMAT, "train-index.tsv: none of the 4 images of the training set can be decoded (first: "),
 ]
 
 
@@ -91,3 +111,23 @@ def test_dataset_error(tmp_path, damage, code, message):
     out = tmp_path / "out"
     assert_fails_with(run_start(in_dir, out), out, code, message)
     assert not (out / "models" / "result.yaml").exists()
+
+
+def test_missing_images_message_names_the_first_missing_path(tmp_path):
+    in_dir = tiny_training(tmp_path / "in")
+    first = index_rows(in_dir / "train-index.tsv")[0].split("\t")[0]
+    _delete_images("train-index.tsv")(in_dir)
+    out = tmp_path / "out"
+    fields = assert_fails_with(run_start(in_dir, out), out, DATASET, "none of the 4 images of the training set exists")
+    assert fields[5].endswith(f"(first: {in_dir}{first[len('/in'):]})"), fields[5]
+
+
+def test_missing_and_undecodable_images_are_told_apart(tmp_path):
+    in_dir = tiny_training(tmp_path / "in")
+    _delete_images("train-index.tsv", keep=1, others=b"\x00" * 64)(in_dir)
+    out = tmp_path / "out"
+    proc = run_start(in_dir, out)
+    fields = assert_fails_with(proc, out, IMAGE_FORMAT, "none of the 4 images of the training set can be decoded")
+    assert fields[5].endswith("; 3 of them missing)"), fields[5]
+    assert "training set: 0 images, 0 boxes (3 missing image files (skipped), 1 unreadable images (skipped))" \
+        in proc.stdout

@@ -12,7 +12,7 @@ import pytest
 
 from ..executor_helpers import assert_success, check_training_outputs, run_start
 from .checks import assert_outputs_consistent
-from .corpus import GARBAGE, add_item, annotation_files, jpeg_bytes, png_bomb, png_header, tiny_training
+from .corpus import GARBAGE, add_item, annotation_files, image_files, jpeg_bytes, png_bomb, png_header, tiny_training
 
 TRAIN = "train-index.tsv"
 GOOD_BOX = "0, 10, 10, 40, 40, -1.0, 0.0\n"
@@ -49,8 +49,9 @@ def _old_column_counts(d: Path) -> None:
 CASES = [
     # (id, damage, extra good training images, extra boxes, what the training-set line must say,
     #  warning fragments that must be logged)
-    ("unreadable-images", _unreadable_images, 0, 0, ["4 unreadable images (skipped)"],
-     ["garbage.jpg: not a decodable image", "empty.jpg: empty file", "missing.jpg: cannot read",
+    ("unreadable-images", _unreadable_images, 0, 0,
+     ["3 unreadable images (skipped)", "1 missing image files (skipped)"],
+     ["garbage.jpg: not a decodable image", "empty.jpg: empty file", "missing.jpg: image file not found",
       "truncated.jpg: not a decodable image"]),
     ("decompression-bombs", _bombs, 0, 0, ["2 unreadable images (skipped)"],
      ["claims-100000x100000.png: image too large (its header claims",
@@ -122,3 +123,23 @@ def test_unreadable_validation_image_is_skipped(tmp_path):
     assert "validation set: " in proc.stdout and "val-garbage.jpg: not a decodable image" in proc.stdout
     result = check_training_outputs(out)
     assert list(result["model_stages"]) == ["epoch_1"]
+
+
+def test_half_of_the_training_images_missing(tmp_path):
+    """Image files missing on disk are skipped and counted apart from the unreadable ones; the
+    rest of the set trains."""
+    in_dir = tiny_training(tmp_path / "in")
+    gone = image_files(in_dir, TRAIN)[:2]
+    for path in gone:
+        path.unlink()
+    out = tmp_path / "out"
+    proc = run_start(in_dir, out)
+    assert_success(proc, out)
+    line = re.search(r"training set: \d+ images.*", proc.stdout).group(0)
+    assert line.startswith("training set: 2 images, ") and line.endswith("(2 missing image files (skipped))"), line
+    warnings = [l for l in proc.stdout.splitlines() if " WARNING " in l]
+    for path in gone:
+        assert any(f"training set: {path}: image file not found" in l for l in warnings), (path, warnings)
+    assert "unreadable" not in line
+    check_training_outputs(out)
+    assert_outputs_consistent(out)

@@ -12,7 +12,7 @@ import pytest
 from ..executor_helpers import assert_success, check_training_outputs, infer_result, run_start
 from .checks import assert_fails_with, assert_outputs_consistent
 from .corpus import (
-    GARBAGE, add_item, edit_config, jpeg_bytes, png_bomb, png_header, tiny_models, tiny_predict, tiny_training,
+    GARBAGE, add_item, jpeg_bytes, png_bomb, png_header, tiny_models, tiny_predict, tiny_training,
     tree_snapshot,
 )
 
@@ -116,8 +116,10 @@ def test_hostile_candidates_each_get_a_result(tmp_path, models):
     assert set(detection) == {Path(c).name for c in good + bad}
     assert all(detection[Path(c).name] == {"boxes": []} for c in bad)
     warned = [line for line in proc.stdout.splitlines() if "unreadable candidate" in line]
-    assert len(warned) == 2 * len(bad)  # once in mining, once in infer
+    assert len(warned) == 2 * (len(bad) - 1)  # once in mining, once in infer; the missing file apart
     assert sum("image too large (its header claims" in line for line in warned) == 4
+    assert sum("candidates: /in/assets/xx/missing.jpg: image file not found" in line
+               for line in proc.stdout.splitlines()) == 2
 
 
 def test_all_candidates_unreadable_is_an_image_format_error(tmp_path, models):
@@ -127,4 +129,27 @@ def test_all_candidates_unreadable_is_an_image_format_error(tmp_path, models):
     proc, out = _run_confined(tmp_path, in_dir)
     assert_fails_with(proc, out, 300003, "candidate-index.tsv: none of the 3 candidate images can be decoded")
     assert not (out / "infer-result.json").exists()
+
+
+def test_all_candidates_missing_is_a_dataset_error(tmp_path, models):
+    in_dir = tiny_predict(tmp_path / "in", models)
+    lines = [line for line in (in_dir / "candidate-index.tsv").read_text().splitlines() if line]
+    for line in lines:
+        (in_dir / line[len("/in/"):]).unlink()
+    proc, out = _run_confined(tmp_path, in_dir)
+    assert_fails_with(proc, out, 300002,
+                      f"candidate-index.tsv: none of the 3 candidate images exists (first: {lines[0]})")
+    assert not (out / "result.tsv").exists() and not (out / "infer-result.json").exists()
+
+
+def test_candidates_missing_or_undecodable_is_an_image_format_error(tmp_path, models):
+    in_dir = tiny_predict(tmp_path / "in", models, infer=False)
+    lines = [line for line in (in_dir / "candidate-index.tsv").read_text().splitlines() if line]
+    (in_dir / lines[0][len("/in/"):]).write_bytes(GARBAGE)
+    for line in lines[1:]:
+        (in_dir / line[len("/in/"):]).unlink()
+    proc, out = _run_confined(tmp_path, in_dir)
+    fields = assert_fails_with(proc, out, 300003, "candidate-index.tsv: none of the 3 candidate images can be decoded")
+    assert fields[5].endswith("; 2 of them missing)"), fields[5]
+    assert not (out / "result.tsv").exists()
 
