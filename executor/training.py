@@ -79,7 +79,7 @@ def model_config_path(config_file: str) -> Path:
     name = Path(config_file).name
     path = APP_ROOT / "config" / name
     if not path.is_file() or Path(config_file).parent not in (Path("."), Path("config")):
-        available = ", ".join(sorted(p.name for p in (APP_ROOT / "config").glob("*.yml")))
+        available = ", ".join(p.name for p in bundled_configs())
         raise ConfigError(f"config.yaml: key 'config_file': {config_file!r} is not a bundled model config ({available})")
     return path
 
