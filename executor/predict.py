@@ -1,9 +1,11 @@
-"""Mining and infer tasks: the candidate images through the detector in batches.
+"""Mining and infer tasks: the candidate images through the detector in batches, in one pass
+when both run (each batch's single forward gives its uncertainty scores and its detections).
 
 - infer → ``/out/infer-result.json``: every candidate by basename, integer x/y/w/h boxes
   above ``conf_thres`` with class name and score (``boxes`` key from protocol 1.0.0 on,
   ``annotations`` before).
-- mining → ``/out/result.tsv``: every candidate with its ALDD score, highest first.
+- mining → ``/out/result.tsv``: every candidate with its ``mining_algorithm`` score (ALDD,
+  detection entropy, or random as a baseline; ``nanodet/mining.py``), highest first.
 
 An image that is missing or cannot be read gets an empty box list (infer) or the lowest
 score (mining) and a warning; the task still succeeds, unless no candidate file exists at
@@ -28,7 +30,7 @@ from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config
 from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from nanodet.data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
-from nanodet.mining import aldd_scores
+from nanodet.mining import MINING_ALGORITHMS, uncertainty_scores
 from nanodet.postprocess import Detections
 from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write_text
@@ -151,38 +153,95 @@ def check_some_readable(unreadable: int, total: int, env: EnvConfig, mapper: Pat
                                f"can be decoded (see the warnings above{also})")
 
 
-def run_infer_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
+def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
+    """Mining and/or infer in one pass over the candidates: each batch's single forward gives
+    both its uncertainty scores and its detections; then mining's result, then infer's."""
+    algorithm = mining_algorithm(hp) if env.run_mining else None
     written, paths = candidates(env, mapper)
     predictor = build_predictor(env, hp, mapper, ctx.device)
     if not paths:
-        write_no_candidates("infer", mapper(env.output.infer_result_file), json.dumps({"detection": {}}), monitor, ctx)
+        if algorithm:
+            write_no_candidates("mining", mapper(env.output.mining_result_file), "", monitor, ctx)
+        if env.run_infer:
+            write_no_candidates("infer", mapper(env.output.infer_result_file), json.dumps({"detection": {}}),
+                                monitor, ctx)
         return
     present = present_candidates(written, paths, env, mapper, ctx)
-    part: dict[int, Detections] = {}
+    scores: dict[int, float] = {}
+    detections: dict[int, Detections] = {}
 
     def on_batch(positions: list[int], batch: InferenceBatch) -> None:
-        for pos, dets in zip(positions, predictor.predict_batch(batch.images, batch.warp_matrices, batch.sizes)):
-            part[pos] = dets.above(hp.conf_thres)
+        levels, dets = forward(predictor, batch, uses_levels=algorithm in MODEL_BASED, detects=env.run_infer)
+        if algorithm == "random":  # a baseline: a stable pseudo-random score per path
+            scores.update((pos, zlib.crc32(written[pos].encode("utf-8")) / 2**32) for pos in positions)
+        elif algorithm:
+            hw = (batch.images.shape[2], batch.images.shape[3])
+            values = uncertainty_scores(algorithm, levels, predictor.head.num_classes, hw).cpu().tolist()
+            scores.update(zip(positions, values))
+        if dets is not None:
+            detections.update((pos, d.above(hp.conf_thres)) for pos, d in zip(positions, dets))
 
     _run(predictor, paths, present, hp, monitor, ctx, on_batch)
-    merged = _merge(ctx, part)
+    scores = _merge(ctx, scores) if algorithm else {}
+    detections = _merge(ctx, detections) if env.run_infer else {}
     if not ctx.is_main:
         return
-    results = [merged.get(i) for i in range(len(paths))]
-    missing = len(paths) - len(present)
-    check_some_readable(sum(r is None for r in results), len(paths), env, mapper, missing)
+    done = scores if algorithm else detections
+    check_some_readable(len(paths) - len(done), len(paths), env, mapper, len(paths) - len(present))
+    if algorithm:
+        write_mining_result(env, mapper, algorithm, written, scores, len(paths) - len(present))
+    if env.run_infer:
+        write_infer_result(env, mapper, predictor, written, detections, len(paths) - len(present))
+
+
+MODEL_BASED = ("aldd", "entropy")
+
+
+def mining_algorithm(hp: PredictConfig) -> str:
+    algorithm = hp.mining_algorithm.strip().lower()
+    if algorithm not in MINING_ALGORITHMS:
+        raise ConfigError(f"config.yaml: key 'mining_algorithm': {hp.mining_algorithm!r} is not one of "
+                          f"{', '.join(MINING_ALGORITHMS)}")
+    return algorithm
+
+
+def forward(predictor: Predictor, batch: InferenceBatch, uses_levels: bool,
+            detects: bool) -> tuple[list | None, list[Detections] | None]:
+    """What a batch needs, from at most one forward: per-level maps and/or detections."""
+    if uses_levels and detects:
+        return predictor.predict_batch_with_levels(batch.images, batch.warp_matrices, batch.sizes)
+    if detects:
+        return None, predictor.predict_batch(batch.images, batch.warp_matrices, batch.sizes)
+    if uses_levels:
+        return predictor.forward_levels(batch.images), None
+    return None, None
+
+
+def write_mining_result(env: EnvConfig, mapper: PathMapper, algorithm: str, written: list[str],
+                        merged: dict[int, float], missing: int) -> None:
+    """``result.tsv``: every candidate as written in the index, highest score first."""
+    scores = np.array([merged.get(i, UNREADABLE_SCORE) for i in range(len(written))], dtype=np.float64)
+    order = sorted(range(len(written)), key=lambda i: -scores[i])  # stable: ties keep index order
+    lines = [f"{written[i]}\t{scores[i]:.8g}" for i in order]
+    atomic_write_text(mapper(env.output.mining_result_file), "\n".join(lines) + "\n")
+    log.info("mining (%s): %d images ranked, %d unreadable, %d missing", algorithm, len(written),
+             len(written) - len(merged) - missing, missing)
+
+
+def write_infer_result(env: EnvConfig, mapper: PathMapper, predictor: Predictor, written: list[str],
+                       merged: dict[int, Detections], missing: int) -> None:
+    """``infer-result.json``: an entry for every candidate by basename."""
     key = "boxes" if env.uses_model_stages else "annotations"
     detection: dict[str, dict] = {}
-    for path, dets in zip(written, results):
+    for i, path in enumerate(written):
         name = Path(path).name
         if name in detection:
             log.warning("candidates share the basename %r: %s is reported under the first one only", name, path)
             continue
-        detection[name] = {key: [] if dets is None else _boxes(dets, predictor.class_names)}
+        detection[name] = {key: _boxes(merged[i], predictor.class_names) if i in merged else []}
     atomic_write_text(mapper(env.output.infer_result_file), json.dumps({"detection": detection}))
-    unreadable = sum(r is None for r in results) - missing
-    log.info("infer: %d images, %d boxes, %d unreadable, %d missing", len(paths),
-             sum(len(v[key]) for v in detection.values()), unreadable, missing)
+    log.info("infer: %d images, %d boxes, %d unreadable, %d missing", len(written),
+             sum(len(v[key]) for v in detection.values()), len(written) - len(merged) - missing, missing)
 
 
 def _boxes(dets: Detections, class_names: list[str]) -> list[dict]:
@@ -197,43 +256,8 @@ def _boxes(dets: Detections, class_names: list[str]) -> list[dict]:
     return out
 
 
-def run_mining_task(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
-    algorithm = hp.mining_algorithm.strip().lower()
-    if algorithm not in ("aldd", "random"):
-        raise ConfigError(f"config.yaml: key 'mining_algorithm': {hp.mining_algorithm!r} is not one of aldd, random")
-    written, paths = candidates(env, mapper)
-    predictor = build_predictor(env, hp, mapper, ctx.device)
-    if not paths:
-        write_no_candidates("mining", mapper(env.output.mining_result_file), "", monitor, ctx)
-        return
-    present = present_candidates(written, paths, env, mapper, ctx)
-    part: dict[int, float] = {}
-
-    def on_batch(positions: list[int], batch: InferenceBatch) -> None:
-        if algorithm == "random":  # a baseline: a stable pseudo-random score per path
-            part.update((pos, zlib.crc32(written[pos].encode("utf-8")) / 2**32) for pos in positions)
-            return
-        levels = predictor.forward_levels(batch.images)
-        hw = (batch.images.shape[2], batch.images.shape[3])
-        part.update(zip(positions, aldd_scores(levels, predictor.head.num_classes, hw).cpu().tolist()))
-
-    _run(predictor, paths, present, hp, monitor, ctx, on_batch)
-    merged = _merge(ctx, part)
-    if not ctx.is_main:
-        return
-    scores = np.array([merged.get(i, UNREADABLE_SCORE) for i in range(len(paths))], dtype=np.float64)
-    missing = len(paths) - len(present)
-    check_some_readable(len(paths) - len(merged), len(paths), env, mapper, missing)
-    order = sorted(range(len(paths)), key=lambda i: -scores[i])  # stable: ties keep index order
-    lines = [f"{written[i]}\t{scores[i]:.8g}" for i in order]
-    atomic_write_text(mapper(env.output.mining_result_file), "\n".join(lines) + "\n")
-    log.info("mining (%s): %d images ranked, %d unreadable, %d missing", algorithm, len(paths),
-             len(present) - len(merged), missing)
-
-
-
 def run_predict_tasks(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor) -> None:
-    """Mining then infer (each over all candidates, sharded over processes when there are several)."""
+    """Mining and/or infer over all candidates in one pass (sharded over processes when there are several)."""
     device, world = select_devices(hp.gpu_count, hp.gpu_id)
     if device == "cpu":
         world = hp.cpu_processes
@@ -242,11 +266,7 @@ def run_predict_tasks(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, mon
         return
     ctx = init_distributed(device)
     try:
-        both = env.run_mining and env.run_infer
-        if env.run_mining:
-            run_mining_task(env, hp, mapper, monitor.stage(0.0, 0.5 if both else 1.0), ctx)
-        if env.run_infer:
-            run_infer_task(env, hp, mapper, monitor.stage(0.5 if both else 0.0, 1.0), ctx)
+        run_candidates(env, hp, mapper, monitor, ctx)
         ctx.barrier()
     finally:
         cleanup_distributed()

@@ -83,8 +83,23 @@ class Predictor:
         self, batch: torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
     ) -> list[Detections]:
         """A pre-processed, padded batch ``[N, 3, H, W]`` → detections per image."""
-        preds = self.forward(batch)
+        return self.detections(self.forward(batch), (batch.shape[2], batch.shape[3]), warp_matrices, image_sizes)
+
+    @torch.inference_mode()
+    def predict_batch_with_levels(
+        self, batch: torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
+    ) -> tuple[list[torch.Tensor], list[Detections]]:
+        """One forward for both uses: the raw per-level maps (uncertainty mining) and the
+        detections per image (the same as :meth:`predict_batch` gives)."""
+        levels = self.forward_levels(batch)
         input_hw = (batch.shape[2], batch.shape[3])
+        return levels, self.detections(self.head.flatten_levels(levels), input_hw, warp_matrices, image_sizes)
+
+    def detections(
+        self, preds: torch.Tensor, input_hw: tuple[int, int], warp_matrices: list[np.ndarray],
+        image_sizes: list[tuple[int, int]],
+    ) -> list[Detections]:
+        """Raw head output ``[N, P, C + 4(R+1)]`` → detections per image, in original pixels."""
         return postprocess(
             preds, self.priors(input_hw), self.head.num_classes, self.head.reg_max, input_hw,
             warp_matrices, image_sizes, self.score_thr, self.iou_thr, self.max_det,

@@ -82,24 +82,62 @@ def test_unreadable_candidate_and_basename_collision(models, tmp_path):
     assert "unreadable candidate" in proc.stdout
 
 
-def test_combined_progress_runs_through_half(models, tmp_path, monkeypatch):
-    """Mining maps to [0, 0.5], infer to [0.5, 1]: progress never goes back."""
+def run_in_process(in_dir: Path, out: Path) -> list[float]:
+    """The task through executor.app.run in this process; every progress value written."""
     from executor.app import run
     from executor.monitor import Monitor
     from executor.paths import PathMapper
     from executor.protocol import parse_env, read_yaml
 
-    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=6, batch_size_per_gpu=2, workers_per_gpu=0)
-    mapper = PathMapper(in_dir, tmp_path / "out")
+    mapper = PathMapper(in_dir, out)
     env = parse_env(read_yaml(in_dir / "env.yaml", "env"))
     seen = []
-    monitor = Monitor(tmp_path / "out" / "monitor.txt", "t", min_interval=0.0)
+    monitor = Monitor(out / "monitor.txt", "t", min_interval=0.0)
     original = monitor._write
     monitor._write = lambda line, extra="": (seen.append(float(line.split("\t")[2])), original(line, extra))
-    (tmp_path / "out").mkdir()
+    out.mkdir()
     run(env, mapper, monitor)
+    return seen
+
+
+def test_combined_task_is_one_pass_with_monotonic_progress(models, tmp_path, monkeypatch):
+    """6 candidates in batches of 2: 3 forwards in all (not 6), progress 0 → 1/3 → 2/3 → 1."""
+    from nanodet.model.detector import NanoDet
+
+    calls = []
+    for name in ("forward", "forward_levels"):
+        original = getattr(NanoDet, name)
+        monkeypatch.setattr(NanoDet, name, lambda self, x, _f=original, _n=name: (calls.append(_n), _f(self, x))[1])
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=6, batch_size_per_gpu=2, workers_per_gpu=0)
+    seen = run_in_process(in_dir, tmp_path / "out")
+    assert calls == ["forward_levels"] * 3
     assert seen == sorted(seen) and seen[-1] == 1.0
-    assert 0.5 in seen and len([s for s in seen if 0 < s < 0.5]) >= 2 and len([s for s in seen if 0.5 < s < 1]) >= 2
+    assert [round(s, 2) for s in seen if 0 < s < 1] == [0.33, 0.67]
+
+
+@pytest.mark.parametrize("algorithm", ["aldd", "entropy", "random"])
+def test_combined_outputs_equal_the_separate_tasks(models, tmp_path, algorithm):
+    """The one-pass task writes byte for byte what mining alone and infer alone write."""
+    outputs = {}
+    for mining, infer in ((True, True), (True, False), (False, True)):
+        in_dir = make_predict_workspace(tmp_path / f"in{mining}{infer}", models, candidates=5, mining=mining,
+                                        infer=infer, batch_size_per_gpu=2, workers_per_gpu=0,
+                                        mining_algorithm=algorithm)
+        out = tmp_path / f"out{mining}{infer}"
+        assert_success(run_start(in_dir, out), out)
+        outputs[mining, infer] = {name: (out / name).read_bytes() for name in ("result.tsv", "infer-result.json")
+                                  if (out / name).exists()}
+    assert outputs[True, True]["result.tsv"] == outputs[True, False]["result.tsv"]
+    assert outputs[True, True]["infer-result.json"] == outputs[False, True]["infer-result.json"]
+    assert set(outputs[True, False]) == {"result.tsv"} and set(outputs[False, True]) == {"infer-result.json"}
+    scores = [float(line.split("\t")[1]) for line in outputs[True, True]["result.tsv"].decode().splitlines()]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+
+
+def test_unknown_mining_algorithm_names_the_choices(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=2, mining_algorithm="coreset")
+    fields = assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300001)
+    assert "'coreset' is not one of aldd, entropy, random" in fields[5]
 
 
 def test_mining_scores_batch_invariant(models):
@@ -229,7 +267,7 @@ def test_missing_candidates_with_an_empty_shard(models, tmp_path):
     detection = infer_result(out)["detection"]
     assert set(detection) == {Path(c).name for c in gone + [present]}
     assert all(detection[Path(c).name] == {"boxes": []} for c in gone)
-    for path in gone:  # rank 0 warns, once per task
-        assert sum(f"candidates: {path}: image file not found" in line for line in proc.stdout.splitlines()) == 2
+    for path in gone:  # rank 0 warns once (mining and infer are one pass)
+        assert sum(f"candidates: {path}: image file not found" in line for line in proc.stdout.splitlines()) == 1
     assert "unreadable candidate" not in proc.stdout
     assert "2 missing" in proc.stdout

@@ -67,7 +67,11 @@ class DetectionHead(nn.Module):
         raise NotImplementedError
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        levels = self.forward_levels(feats)
+        return self.flatten_levels(self.forward_levels(feats))
+
+    @staticmethod
+    def flatten_levels(levels: list[torch.Tensor]) -> torch.Tensor:
+        """Per-level maps ``[N, C', H_l, W_l]`` → ``[N, P, C']``, finest level first (the prior order)."""
         return torch.cat([lvl.flatten(2) for lvl in levels], dim=2).permute(0, 2, 1)
 
 
