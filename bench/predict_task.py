@@ -85,6 +85,54 @@ def measure(task: str, candidates: int, input_size: int, processes: list[int], b
     return results
 
 
+def run_task(in_dir: Path, out: Path, mining: bool, infer: bool, algorithm: str) -> tuple[float, float]:
+    """One task through start.py: (wall seconds, batch-loop seconds)."""
+    import yaml
+
+    from executor.workspace import write_env
+
+    write_env(in_dir, mining=mining, infer=infer)
+    cfg = yaml.safe_load((in_dir / "config.yaml").read_text())
+    cfg.update(run_mining=mining, run_infer=infer, mining_algorithm=algorithm)
+    (in_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out)],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
+    return wall, sum(float(m.group(3)) for m in RATE.finditer(proc.stdout + proc.stderr))
+
+
+def measure_combined(candidates: int, input_size: int, batch: int, workers: int, algorithm: str,
+                     repeats: int) -> dict:
+    """Mining alone, infer alone, and both in one task, on the same candidates; best of ``repeats``."""
+    from executor.workspace import make_predict_workspace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        in_dir = make_predict_workspace(root / "in", trained_models(root, input_size), candidates=candidates,
+                                        batch_size_per_gpu=batch, workers_per_gpu=workers,
+                                        size=((640, 480), (1280, 960)))
+        runs: dict[str, list[tuple[float, float]]] = {"mining": [], "infer": [], "mining+infer": []}
+        for r in range(repeats):
+            for name, mining, infer in (("mining", True, False), ("infer", False, True), ("mining+infer", True, True)):
+                runs[name].append(run_task(in_dir, root / f"out-{name}-{r}", mining, infer, algorithm))
+    best = {name: (min(w for w, _ in v), min(loop for _, loop in v)) for name, v in runs.items()}
+    separate_wall = best["mining"][0] + best["infer"][0]
+    separate_loop = best["mining"][1] + best["infer"][1]
+    return {
+        "candidates": candidates, "input_size": input_size, "batch_size_per_gpu": batch, "workers_per_gpu": workers,
+        "mining_algorithm": algorithm, "repeats": repeats,
+        "wall_s": {name: round(b[0], 2) for name, b in best.items()},
+        "loop_s": {name: round(b[1], 2) for name, b in best.items()},
+        "baseline_wall_s (mining alone + infer alone)": round(separate_wall, 2),
+        "combined_over_baseline_wall": round(best["mining+infer"][0] / separate_wall, 3),
+        "combined_over_baseline_loop": round(best["mining+infer"][1] / separate_loop, 3),
+        "note": "wall_s: the whole start.py process (start-up, model load, files read); loop_s: the batch loop",
+    }
+
+
 def main(task: str) -> None:
     parser = argparse.ArgumentParser(description=f"{task} task throughput")
     parser.add_argument("--candidates", type=int, default=128)
