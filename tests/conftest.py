@@ -20,9 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
-SHARED = ROOT.parent / "shared"
-SAMPLE = SHARED / "data" / "ymir-sample"
-KEYS_DIR = SHARED / "data" / "nanodet-keys"
+KEYS_DIR = ROOT / "tests" / "data" / "nanodet-keys"
 
 
 def randomized_model(cfg, seed: int = 0, cls_bias: float = -3.0):
@@ -66,8 +64,11 @@ def plus_weights(tmp_path_factory, plus_cfg) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_images() -> list[Path]:
-    return sorted((SAMPLE / "assets").glob("*.jpg"))
+def sample_images(tmp_path_factory) -> list[Path]:
+    """The four pictures of the generated platform sample (1024 to 1280 px wide)."""
+    from .sample_data import write_sample
+
+    return sorted((write_sample(tmp_path_factory.mktemp("sample")) / "assets").glob("*.jpg"))
 
 
 def synthetic_training_config(root: Path, train_images: int = 48, val_images: int = 12, input_size=(128, 128),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import ROOT, SAMPLE
+from .conftest import ROOT
+from .sample_data import SAMPLE_CLASSES, write_sample
 
-SAMPLE_CLASSES = ["bowl", "cat", "bottle", "cup", "spoon"]
 NO_WEIGHTS = Path(tempfile.mkdtemp(prefix="nanodet-no-weights-"))  # an empty /weights and torch cache
 
 
@@ -85,13 +84,10 @@ def check_training_outputs(out_dir: Path, protocol_stages: bool = True) -> dict:
 
 
 def sample_workspace(root: Path, training: bool, protocol_version: str = "1.1.0", **config) -> Path:
-    """../shared/data/ymir-sample laid out as /in with env.yaml and config.yaml."""
+    """The platform-format sample (tests/sample_data.py) as /in with env.yaml and config.yaml."""
     from executor.workspace import write_env
 
-    in_dir = root / "in"
-    shutil.copytree(SAMPLE, in_dir)
-    for name in ("README.md",):
-        (in_dir / name).unlink(missing_ok=True)
+    in_dir = write_sample(root / "in")
     write_env(in_dir, training=training, mining=not training, infer=not training, protocol_version=protocol_version)
     (in_dir / "config.yaml").write_text(yaml.safe_dump({
         "task_id": "t0000001sample", "class_names": SAMPLE_CLASSES, "gpu_id": "", "gpu_count": 0, **config}))

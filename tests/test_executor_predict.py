@@ -167,7 +167,7 @@ def test_aldd_on_a_known_map():
 
 
 def test_sample_data_infer(models, tmp_path):
-    """../shared/data/ymir-sample as candidates, with a 5-class model of the sample's classes."""
+    """The platform-format sample (tests/sample_data.py) as candidates, with a model of its 5 classes."""
     cfg = load_config(models / "train_cfg.yml").with_classes(SAMPLE_CLASSES)
     in_dir = sample_workspace(tmp_path, training=False, workers_per_gpu=0,
                               model_params_path=["nanodet_model_best.pth"])
