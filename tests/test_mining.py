@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nanodet.mining import entropy_scores, uncertainty_scores
+from nanodet.mining import aldd_scores, entropy_scores, uncertainty_scores
 
 
 def logit(p: float) -> float:
@@ -67,3 +67,39 @@ def test_batch_invariant_and_box_channels_ignored():
 def test_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="not a model-based mining algorithm"):
         uncertainty_scores("random", [torch.zeros(1, 35, 2, 2)], 3, (16, 16))
+
+
+def one_class_level(probabilities: torch.Tensor, extra_channels: int = 32) -> torch.Tensor:
+    """A ``[1, 1 + 32, H, W]`` stride-8 level whose class channel holds ``probabilities``."""
+    cls = torch.logit(probabilities.double()).float()[None]
+    return torch.cat((cls, torch.randn(extra_channels, *probabilities.shape)))[None]
+
+
+def test_aldd_score_of_one_odd_cell_hand_computed():
+    """One class, one stride-8 level of 34×34 cells (input 272×272: the 1/8 resize is the
+    identity). Every cell has p = 0.9 but cell (4, 4), which has p = 0.1.
+
+    9×9 average pooling (stride 1, no padding) gives a 26×26 map; a window holding the odd
+    cell has mean p = (0.1 + 80·0.9)/81 = 72.1/81 and mean entropy H(0.9) (H(0.1) = H(0.9)), so
+    U = H(72.1/81) − H(0.9) = 0.346257 − 0.325083 = 0.021174; every other window gives 0. The
+    windows holding (4, 4) start at rows/columns 0..4: all inside the first 13×13 block of the
+    13×13 max pooling (stride 13: 2×2 blocks). Score = mean of the block maxima = U / 4 =
+    0.0052935. (Pools of 3 and 32, or 5 and 2, give other numbers.)"""
+    p = torch.full((34, 34), 0.9)
+    p[4, 4] = 0.1
+    u = h(72.1 / 81) - h(0.9)
+    assert u / 4 == pytest.approx(0.0052935, abs=1e-7)
+    score = aldd_scores([one_class_level(p)], 1, (272, 272)).item()
+    assert score == pytest.approx(u / 4, rel=1e-3)
+
+
+def test_aldd_reads_the_class_channels_only():
+    torch.manual_seed(0)
+    p = torch.rand(34, 34) * 0.8 + 0.1
+    level = one_class_level(p)
+    base = aldd_scores([level], 1, (272, 272))
+    scrambled = torch.cat((level[:, :1], torch.randn_like(level[:, 1:])), dim=1)
+    assert torch.equal(aldd_scores([scrambled], 1, (272, 272)), base)
+    flat = torch.cat((torch.zeros_like(level[:, :1]), level[:, 1:]), dim=1)  # p = 0.5 everywhere
+    assert aldd_scores([flat], 1, (272, 272)).item() == pytest.approx(0.0, abs=1e-6)
+    assert base.item() > 0.01
