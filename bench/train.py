@@ -145,7 +145,7 @@ def measure(spec: dict) -> dict:
     batch_size, warmup, steps = spec["batch"], spec["warmup"], spec["steps"]
 
     start = time.perf_counter()
-    trainer = Trainer(cfg, spec["work_dir"], DistContext(device=device), seed=0)
+    trainer = Trainer.from_config(cfg, spec["work_dir"], DistContext(device=device), seed=0)
     build_s = time.perf_counter() - start
     rss_after_build = _rss_mb()
     assert trainer.model.has_aux and 0 < trainer.model.detach_epoch, "aux branch must be active at epoch 0"

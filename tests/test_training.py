@@ -87,7 +87,7 @@ def test_resume_after_kill_mid_epoch(data_root, tmp_path):
 
 def test_non_finite_loss_stops_with_clear_error(data_root, tmp_path):
     cfg = synthetic_training_config(data_root, epochs=1)
-    trainer = Trainer(cfg, tmp_path, DistContext())
+    trainer = Trainer.from_config(cfg, tmp_path, DistContext())
     batch = next(iter(trainer.train_loader))
     batch.images[0, 0, 0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step 1: loss_qfl="):
@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_with_clear_error(data_root, tmp_path):
 
 def test_fine_tune_onto_other_classes_keeps_fitting_weights(data_root, tmp_path, plus_weights, caplog):
     cfg = synthetic_training_config(data_root, epochs=1, schedule={"load_model": str(plus_weights)})
-    trainer = Trainer(cfg, tmp_path, DistContext())
+    trainer = Trainer.from_config(cfg, tmp_path, DistContext())
     coco80 = read_checkpoint(plus_weights)["state_dict"]
     own = trainer.model.state_dict()
     assert torch.equal(own["backbone.conv1.0.weight"], coco80["backbone.conv1.0.weight"])

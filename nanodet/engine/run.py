@@ -38,7 +38,7 @@ def train(
         cbs: list[Callback] = [LogLines(), TensorBoardLogger(tensorboard_dir or work_dir / "tensorboard")]
         if progress:
             cbs.append(ProgressBar())
-        trainer = Trainer(cfg, work_dir, ctx, seed=seed, callbacks=cbs + list(callbacks or []))
+        trainer = Trainer.from_config(cfg, work_dir, ctx, seed=seed, callbacks=cbs + list(callbacks or []))
         if resume:
             path = Path(resume) if not isinstance(resume, bool) else work_dir / "model_last.ckpt"
             if path.is_file():

@@ -19,15 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
-from ..checkpoint import AUX_PREFIXES, load_weights, save_pth
+from ..checkpoint import save_pth
 from ..config import NanoDetConfig, save_config
-from ..data.coco_dataset import CocoDetection, EpochSampler, TrainBatch, build_dataset, collate_detection
-from ..evaluation.coco import CocoEvaluator
-from ..model import build_model
-from ..model.criterion import NanoDetPlusLoss
-from ..model.pretrained import load_imagenet_backbone
+from ..data.coco_dataset import CocoDetection, TrainBatch
+from .build import TrainingParts, build_training_parts
 from .checkpointer import (
     load_training_checkpoint,
     restore_rng_states,
@@ -35,7 +31,6 @@ from .checkpointer import (
     split_state_dict,
 )
 from .distributed import DistContext
-from .ema import ModelEMA
 from .evaluate import as_coco_detections, predict_loader
 from .lr_schedule import LrSchedule
 
@@ -55,12 +50,21 @@ class EvalResult:
 
 
 @dataclass
+class EvalSummary:
+    """What the state keeps of an evaluation: its numbers (the detections go to the callbacks only)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    per_class_AP: dict[str, float]
+
+
+@dataclass
 class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
     best_metric: float = -1.0
     best_epoch: int = -1
-    evaluations: list[EvalResult] = field(default_factory=list)
+    evaluations: list[EvalSummary] = field(default_factory=list)
 
 
 class Callback:
@@ -92,56 +96,23 @@ def autocast_dtype(cfg: NanoDetConfig, device: torch.device) -> torch.dtype | No
 
 
 class Trainer:
-    def __init__(
-        self,
-        cfg: NanoDetConfig,
-        work_dir: str | Path,
-        ctx: DistContext,
-        seed: int = 0,
-        callbacks: list[Callback] | None = None,
-        train_set: CocoDetection | None = None,
-        val_set: CocoDetection | None = None,
-    ) -> None:
+    """Trains built parts (:class:`~nanodet.engine.build.TrainingParts`); :meth:`from_config`
+    builds them from a config."""
+
+    def __init__(self, cfg: NanoDetConfig, work_dir: str | Path, ctx: DistContext, parts: TrainingParts,
+                 callbacks: list[Callback] | None = None) -> None:
         self.cfg = cfg
         self.work_dir = Path(work_dir)
         self.ctx = ctx
         self.device = ctx.device
-        self.seed = seed
         self.callbacks = list(callbacks or [])
         self.state = TrainState()
-        torch.manual_seed(seed)  # same initial weights on every rank
-
-        self.model = build_model(cfg.model.arch)
-        if cfg.schedule.load_model:  # whole-model weights win over the backbone's ImageNet start
-            report = load_weights(self.model, cfg.schedule.load_model, log)
-            if self.model.has_aux:
-                aux = sum(k.startswith(AUX_PREFIXES) for k in report.loaded)
-                if aux:
-                    log.info("assign-guidance branch (aux_fpn, aux_head): %d tensors restored from %s", aux,
-                             cfg.schedule.load_model)
-                else:
-                    log.info("assign-guidance branch (aux_fpn, aux_head): not in %s, starts from random init",
-                             cfg.schedule.load_model)
-        elif cfg.model.arch.backbone.pretrain:
-            load_imagenet_backbone(self.model.backbone, cfg.model.arch.backbone.model_size, log)
-        self.model.to(self.device)
-        decay = cfg.model.weight_averager.decay if cfg.model.weight_averager else None
-        self.ema = ModelEMA(self.model, decay) if decay else None
-        self.optimizer = self._build_optimizer()
+        self.model, self.criterion, self.optimizer = parts.model, parts.criterion, parts.optimizer
+        self.train_loader, self.val_loader, self.evaluator = parts.train_loader, parts.val_loader, parts.evaluator
+        self.ema = parts.ema
         self.lr_schedule = LrSchedule(cfg.schedule)
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        head = cfg.model.arch.head
-        assigner = getattr(head, "assigner_cfg", None)
-        self.criterion = NanoDetPlusLoss(
-            head.num_classes, head.reg_max, head.loss,
-            topk=assigner.topk if assigner else 13, iou_factor=assigner.iou_factor if assigner else 3.0,
-        )
-        self.train_set = train_set or build_dataset(cfg.data.train, train=True, seed=seed)
-        self.val_set = val_set or build_dataset(cfg.data.val, train=False, seed=seed)
-        self.train_loader = self._loader(self.train_set, train=True)
-        self.val_loader = self._loader(self.val_set, train=False)
-        self.evaluator = CocoEvaluator(self.val_set.coco, list(cfg.class_names), iou_thrs=cfg.evaluator.iou_thrs)
         self.train_module: nn.Module = _TrainForward(self.model)
         if ctx.distributed:
             self.train_module = DistributedDataParallel(
@@ -149,43 +120,23 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=not self.model.has_aux,  # legacy head: gfl_reg unused
             )
-        torch.manual_seed(seed + ctx.rank)  # per-rank randomness from here on
 
-    # --- construction ------------------------------------------------------------------
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.schedule.optimizer
-        params = self.model.parameters()
-        if o.no_norm_decay:
-            norm_types = (nn.BatchNorm2d, nn.GroupNorm)
-            no_decay = {id(p) for m in self.model.modules() if isinstance(m, norm_types) for p in m.parameters()}
-            no_decay |= {id(p) for n, p in self.model.named_parameters() if n.endswith(".bias")}
-            params = [
-                {"params": [p for p in self.model.parameters() if id(p) not in no_decay]},
-                {"params": [p for p in self.model.parameters() if id(p) in no_decay], "weight_decay": 0.0},
-            ]
-        if o.name == "SGD":
-            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        optim_cls = torch.optim.AdamW if o.name == "AdamW" else torch.optim.Adam
-        return optim_cls(params, lr=o.lr, weight_decay=o.weight_decay)
+    @classmethod
+    def from_config(cls, cfg: NanoDetConfig, work_dir: str | Path, ctx: DistContext, seed: int = 0,
+                    callbacks: list[Callback] | None = None, train_set: CocoDetection | None = None,
+                    val_set: CocoDetection | None = None) -> "Trainer":
+        """Every part built from ``cfg``: the same initial weights on every rank, then per-rank randomness."""
+        trainer = cls(cfg, work_dir, ctx, build_training_parts(cfg, ctx, seed, train_set, val_set), callbacks)
+        torch.manual_seed(seed + ctx.rank)
+        return trainer
 
-    def _loader(self, dataset: CocoDetection, train: bool) -> DataLoader:
-        dev = self.cfg.device
-        sampler = EpochSampler(DistributedSampler(
-            dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank, shuffle=train, seed=self.seed,
-        ))
-        per_rank = len(sampler)
-        workers = dev.workers_per_gpu
-        return DataLoader(
-            dataset,
-            batch_size=dev.batchsize_per_gpu,
-            sampler=sampler,
-            num_workers=workers,
-            collate_fn=collate_detection,
-            pin_memory=self.device.type == "cuda",
-            drop_last=train and per_rank > dev.batchsize_per_gpu,
-            persistent_workers=workers > 0,
-            prefetch_factor=2 if workers > 0 else None,
-        )
+    @property
+    def train_set(self) -> CocoDetection:
+        return self.train_loader.dataset
+
+    @property
+    def val_set(self) -> CocoDetection:
+        return self.val_loader.dataset
 
     # --- checkpoints ---------------------------------------------------------------------
     def resume(self, path: str | Path) -> None:
@@ -302,7 +253,7 @@ class Trainer:
         scored = self.evaluator.evaluate(as_coco_detections(dets)) if self.ctx.is_main else None
         scored = self.ctx.broadcast_object(scored)
         result = EvalResult(self.state.epoch, scored["metrics"], scored["per_class_AP"], dets)
-        self.state.evaluations.append(result)
+        self.state.evaluations.append(EvalSummary(result.epoch, result.metrics, result.per_class_AP))
         save_key = self.cfg.evaluator.save_key
         metric = result.metrics.get(save_key, 0.0)
         is_best = metric > self.state.best_metric

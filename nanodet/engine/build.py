@@ -1,0 +1,119 @@
+"""The parts a :class:`~nanodet.engine.trainer.Trainer` is made of, each built from the config.
+
+``build_training_parts`` is what ``Trainer.from_config`` uses; each builder is also usable
+alone (a custom loop, a benchmark, a test that swaps one part).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..checkpoint import AUX_PREFIXES, load_weights
+from ..config import NanoDetConfig
+from ..data.coco_dataset import CocoDetection, EpochSampler, build_dataset, collate_detection
+from ..evaluation.coco import CocoEvaluator
+from ..model import build_model
+from ..model.criterion import NanoDetPlusLoss
+from ..model.detector import NanoDet
+from ..model.pretrained import load_imagenet_backbone
+from .distributed import DistContext
+from .ema import ModelEMA
+
+log = logging.getLogger("nanodet.train")
+
+
+@dataclass
+class TrainingParts:
+    model: NanoDet
+    criterion: NanoDetPlusLoss
+    optimizer: torch.optim.Optimizer
+    train_loader: DataLoader
+    val_loader: DataLoader
+    evaluator: CocoEvaluator
+    ema: ModelEMA | None
+
+
+def build_training_model(cfg: NanoDetConfig) -> NanoDet:
+    """The training model (aux branch included) with its starting weights: ``load_model``
+    (the whole model; tensors of another shape skipped) or, failing that, the backbone's
+    ImageNet weights when ``backbone.pretrain`` (else random init)."""
+    model = build_model(cfg.model.arch)
+    if cfg.schedule.load_model:
+        report = load_weights(model, cfg.schedule.load_model, log)
+        if model.has_aux:
+            aux = sum(k.startswith(AUX_PREFIXES) for k in report.loaded)
+            restored = f"{aux} tensors restored from" if aux else "not in"
+            log.info("assign-guidance branch (aux_fpn, aux_head): %s %s%s", restored, cfg.schedule.load_model,
+                     "" if aux else ", starts from random init")
+    elif cfg.model.arch.backbone.pretrain:
+        load_imagenet_backbone(model.backbone, cfg.model.arch.backbone.model_size, log)
+    return model
+
+
+def build_optimizer(cfg: NanoDetConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW, Adam or SGD; ``no_norm_decay`` exempts norm weights and biases from weight decay."""
+    o = cfg.schedule.optimizer
+    params = model.parameters()
+    if o.no_norm_decay:
+        norm_types = (nn.BatchNorm2d, nn.GroupNorm)
+        no_decay = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters()}
+        no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
+        params = [
+            {"params": [p for p in model.parameters() if id(p) not in no_decay]},
+            {"params": [p for p in model.parameters() if id(p) in no_decay], "weight_decay": 0.0},
+        ]
+    if o.name == "SGD":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    optim_cls = torch.optim.AdamW if o.name == "AdamW" else torch.optim.Adam
+    return optim_cls(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def build_criterion(cfg: NanoDetConfig) -> NanoDetPlusLoss:
+    head = cfg.model.arch.head
+    assigner = getattr(head, "assigner_cfg", None)
+    return NanoDetPlusLoss(head.num_classes, head.reg_max, head.loss,
+                           topk=assigner.topk if assigner else 13, iou_factor=assigner.iou_factor if assigner else 3.0)
+
+
+def build_loader(cfg: NanoDetConfig, dataset: CocoDetection, ctx: DistContext, train: bool, seed: int) -> DataLoader:
+    """This rank's shard in batches; the sampler passes the epoch on to the augmentation seed."""
+    dev = cfg.device
+    sampler = EpochSampler(DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=train,
+                                              seed=seed))
+    workers = dev.workers_per_gpu
+    return DataLoader(
+        dataset,
+        batch_size=dev.batchsize_per_gpu,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_detection,
+        pin_memory=ctx.device.type == "cuda",
+        drop_last=train and len(sampler) > dev.batchsize_per_gpu,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+
+
+def build_training_parts(cfg: NanoDetConfig, ctx: DistContext, seed: int = 0,
+                         train_set: CocoDetection | None = None, val_set: CocoDetection | None = None) -> TrainingParts:
+    """Every part from the config. The model is built under ``seed`` (the same initial weights
+    on every rank) and moved to the rank's device."""
+    torch.manual_seed(seed)
+    model = build_training_model(cfg).to(ctx.device)
+    decay = cfg.model.weight_averager.decay if cfg.model.weight_averager else None
+    train_set = train_set or build_dataset(cfg.data.train, train=True, seed=seed)
+    val_set = val_set or build_dataset(cfg.data.val, train=False, seed=seed)
+    return TrainingParts(
+        model=model,
+        criterion=build_criterion(cfg),
+        optimizer=build_optimizer(cfg, model),
+        train_loader=build_loader(cfg, train_set, ctx, train=True, seed=seed),
+        val_loader=build_loader(cfg, val_set, ctx, train=False, seed=seed),
+        evaluator=CocoEvaluator(val_set.coco, list(cfg.class_names), iou_thrs=cfg.evaluator.iou_thrs),
+        ema=ModelEMA(model, decay) if decay else None,
+    )
