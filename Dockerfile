@@ -20,10 +20,12 @@ ENV PYTHONUNBUFFERED=1 \
     NANODET_WEIGHTS_DIR=/weights
 
 # Dependencies first (a layer that survives code changes); torch only when the base lacks it.
+# Versions pinned by docker/constraints.txt (the ones the tests ran with).
+COPY docker/constraints.txt /tmp/constraints.txt
 RUN python3 -c "import torch" 2>/dev/null \
  || python3 -m pip install "$(ls ${TORCH_WHEEL_DIR}/torch-*.whl | head -n 1)" \
- && python3 -m pip install "numpy>=1.26" "opencv-python-headless>=4.8" "pycocotools>=2.0.7" "pyyaml>=6.0" \
-        "pydantic>=2.5" "tensorboard>=2.15" "tqdm>=4.66"
+ && python3 -m pip install -c /tmp/constraints.txt numpy opencv-python-headless pycocotools pyyaml \
+        pydantic tensorboard tqdm
 
 WORKDIR /app
 COPY README.md /app/
