@@ -3,6 +3,11 @@
 An official NanoDet config file loads unchanged: the keys and their nesting are the
 official ones. Unknown or mistyped keys are rejected, and the error names the key path
 (``model.arch.head.reg_max``) and the file.
+
+Keys mean what they mean in the official NanoDet. Where this implementation covers only part
+of what an official key allows (one dataset format, one set of losses, ...), the official
+default is accepted and any other value is refused, naming the file and
+``<key path>: <value> is not supported by this implementation``.
 """
 
 from __future__ import annotations
@@ -12,9 +17,32 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .utils.yaml_io import YamlFileError, read_yaml_mapping
+
+
+class Unsupported(ValueError):
+    """A value the schema accepts but this implementation does not implement.
+
+    ``key`` is the key path relative to where the validator runs (empty for a field
+    validator, whose location already ends with the field): :func:`parse_config` reports
+    the full path, ``<key path>: <value> is not supported by this implementation``.
+    """
+
+    def __init__(self, key: str, value: object) -> None:
+        self.key = key
+        self.value = value
+        super().__init__(f"{key + ': ' if key else ''}{_shown(value)} is not supported by this implementation")
+
+
+def _shown(value: object) -> str:
+    """A value as the YAML author wrote it: ``repr``, with tuples shown as lists."""
+
+    def plain(v: object) -> object:
+        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+    return repr(plain(value))
 
 
 class Strict(BaseModel):
@@ -27,9 +55,29 @@ Activation = Literal["ReLU", "LeakyReLU", "ReLU6", "SELU", "ELU", "GELU", "PReLU
 
 
 class NormConfig(Strict):
+    """A norm layer as the official ``norm_cfg``: ``BN``, ``SyncBN`` or ``GN`` (with ``num_groups``).
+
+    ``SyncBN`` layers are built as batch norm, which is what ``torch.nn.SyncBatchNorm`` does
+    outside distributed training; under DDP the trainer converts them
+    (:func:`nanodet.engine.distributed.sync_batchnorm_if_asked`).
+    """
+
     type: Literal["BN", "GN", "SyncBN"] = "BN"
-    num_groups: int | None = None
+    num_groups: int | None = Field(None, gt=0)
     requires_grad: bool = True
+
+    @model_validator(mode="after")
+    def _groups_match_type(self) -> "NormConfig":
+        if self.type == "GN" and self.num_groups is None:
+            raise ValueError("type GN needs num_groups")
+        if self.type != "GN" and self.num_groups is not None:
+            raise Unsupported("num_groups", self.num_groups)  # the official BN layers take no num_groups
+        return self
+
+    def check_divides(self, channels: int, what: str) -> None:
+        """Raise when group norm cannot split ``channels`` (named ``what``) into ``num_groups``."""
+        if self.type == "GN" and self.num_groups is not None and channels % self.num_groups:
+            raise ValueError(f"norm_cfg.num_groups ({self.num_groups}) does not divide {what} ({channels})")
 
 
 # --- model ---------------------------------------------------------------------------
@@ -74,6 +122,9 @@ class PANConfig(Strict):
 
 
 class LossTerm(Strict):
+    """One loss of the GFL head. Its ``name`` is fixed by the term it configures (see
+    :class:`HeadLossConfig`); ``beta`` is the Quality Focal Loss exponent (QFL only)."""
+
     name: str
     loss_weight: float = 1.0
     use_sigmoid: bool = True
@@ -81,9 +132,26 @@ class LossTerm(Strict):
 
 
 class HeadLossConfig(Strict):
+    """The three losses of the official GFL heads, the only ones implemented: sigmoid Quality
+    Focal Loss, Distribution Focal Loss and GIoU loss (only their weights and QFL's ``beta``
+    can change)."""
+
     loss_qfl: LossTerm = LossTerm(name="QualityFocalLoss", loss_weight=1.0, beta=2.0)
     loss_dfl: LossTerm = LossTerm(name="DistributionFocalLoss", loss_weight=0.25)
     loss_bbox: LossTerm = LossTerm(name="GIoULoss", loss_weight=2.0)
+
+    @model_validator(mode="after")
+    def _implemented(self) -> "HeadLossConfig":
+        for key, name in (("loss_qfl", "QualityFocalLoss"), ("loss_dfl", "DistributionFocalLoss"),
+                          ("loss_bbox", "GIoULoss")):
+            term: LossTerm = getattr(self, key)
+            if term.name != name:
+                raise Unsupported(f"{key}.name", term.name)
+            if not term.use_sigmoid:
+                raise Unsupported(f"{key}.use_sigmoid", term.use_sigmoid)
+            if key != "loss_qfl" and term.beta != 2.0:  # only QFL has a beta
+                raise Unsupported(f"{key}.beta", term.beta)
+        return self
 
 
 class AssignerConfig(Strict):
@@ -105,6 +173,13 @@ class GFLHeadConfig(Strict):
     norm_cfg: NormConfig = NormConfig()
     loss: HeadLossConfig = HeadLossConfig()
 
+    @model_validator(mode="after")
+    def _groups_divide(self) -> "GFLHeadConfig":
+        if self.conv_type == "DWConv":  # the depthwise norm sees the tower's input channels
+            self.norm_cfg.check_divides(self.input_channel, "input_channel")
+        self.norm_cfg.check_divides(self.feat_channels, "feat_channels")
+        return self
+
 
 class NanoDetPlusHeadConfig(GFLHeadConfig):
     name: Literal["NanoDetPlusHead"] = "NanoDetPlusHead"
@@ -113,16 +188,35 @@ class NanoDetPlusHeadConfig(GFLHeadConfig):
 
 
 class NanoDetHeadConfig(GFLHeadConfig):
-    """Legacy NanoDet (v0.x) GFL head with shared depthwise convs."""
+    """Legacy NanoDet (v0.x) GFL head with shared depthwise convs.
+
+    ``octave_base_scale`` and ``scales_per_octave`` size the anchors of the official ATSS
+    label assignment; this implementation has none, so only the official values are accepted.
+    """
 
     name: Literal["NanoDetHead"] = "NanoDetHead"
     share_cls_reg: bool = True
     octave_base_scale: int = 5
     scales_per_octave: int = 1
 
+    @field_validator("octave_base_scale")
+    @classmethod
+    def _official_octave_base_scale(cls, v: int) -> int:
+        if v != 5:
+            raise Unsupported("", v)
+        return v
+
+    @field_validator("scales_per_octave")
+    @classmethod
+    def _official_scales_per_octave(cls, v: int) -> int:
+        if v != 1:
+            raise Unsupported("", v)
+        return v
+
 
 class SimpleConvHeadConfig(Strict):
-    """The training-only auxiliary head of NanoDet-Plus (assign guidance module)."""
+    """The training-only auxiliary head of NanoDet-Plus (assign guidance module); its conv
+    layers use ``norm_cfg`` as given (official default: group norm, 32 groups)."""
 
     name: Literal["SimpleConvHead"] = "SimpleConvHead"
     num_classes: int = Field(gt=0)
@@ -133,6 +227,11 @@ class SimpleConvHeadConfig(Strict):
     activation: Activation = "LeakyReLU"
     reg_max: int = 7
     norm_cfg: NormConfig = NormConfig(type="GN", num_groups=32)
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> "SimpleConvHeadConfig":
+        self.norm_cfg.check_divides(self.feat_channels, "feat_channels")
+        return self
 
 
 class ArchConfig(Strict):
@@ -180,6 +279,13 @@ class PipelineConfig(Strict):
 
 
 class DatasetConfig(Strict):
+    """One dataset. Only COCO json annotations (``CocoDataset``) are implemented.
+
+    ``multi_scale: [low, high]`` (training only): each sample is resized to ``input_size``
+    times a factor drawn uniformly from the range (the official rule, see
+    :class:`nanodet.data.transforms.TrainTransform`); ``None`` keeps ``input_size``.
+    """
+
     name: Literal["CocoDataset", "XMLDataset", "YoloDataset"] = "CocoDataset"
     img_path: str = ""
     ann_path: str = ""
@@ -189,13 +295,40 @@ class DatasetConfig(Strict):
     class_names: list[str] | None = None
     pipeline: PipelineConfig = PipelineConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _implemented_format(cls, v: str) -> str:
+        if v != "CocoDataset":
+            raise Unsupported("", v)
+        return v
+
+    @field_validator("multi_scale")
+    @classmethod
+    def _positive_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 < v[0] <= v[1]:
+            raise ValueError("multi_scale must be [low, high] with 0 < low <= high")
+        return v
+
 
 class DataConfig(Strict):
     train: DatasetConfig
     val: DatasetConfig
 
+    @model_validator(mode="after")
+    def _fixed_validation_size(self) -> "DataConfig":
+        if self.val.multi_scale is not None:  # evaluation is deterministic: always at input_size
+            raise Unsupported("val.multi_scale", self.val.multi_scale)
+        return self
+
 
 class DeviceConfig(Strict):
+    """Data loading and precision per device.
+
+    ``gpu_ids`` is accepted for official config files but does not choose devices here: the
+    devices are those the process is started on (``torchrun`` with ``CUDA_VISIBLE_DEVICES``,
+    the CLI's ``--device``, the YMIR executor's ``gpu_id``), one process per GPU.
+    """
+
     gpu_ids: list[int] | int = [0]
     workers_per_gpu: int = Field(4, ge=0)
     batchsize_per_gpu: int = Field(16, gt=0)
@@ -276,6 +409,22 @@ class NanoDetConfig(Strict):
     test: dict | None = None
     class_names: list[str]
 
+    _source: str | None = PrivateAttr(None)  # the file this config was loaded from, when known
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every key is: where the configs came from does not count."""
+        if not isinstance(other, NanoDetConfig):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    @property
+    def source(self) -> str | None:
+        """The file this config (or the config it was derived from) was loaded from."""
+        return self._source
+
+    def _derived_source(self) -> str:
+        return f"{self._source} (with overrides)" if self._source else "<overrides>"
+
     @model_validator(mode="after")
     def _class_count_matches(self) -> "NanoDetConfig":
         n = self.model.arch.head.num_classes
@@ -288,9 +437,13 @@ class NanoDetConfig(Strict):
         """Inference input size as (w, h)."""
         return self.data.val.input_size
 
-    def merged(self, overrides: dict) -> "NanoDetConfig":
-        """A validated copy with ``overrides`` (nested dicts, official key names) merged in."""
-        return parse_config(_deep_merge(self.model_dump(), overrides), "<overrides>")
+    def merged(self, overrides: dict, source: str | None = None) -> "NanoDetConfig":
+        """A validated copy with ``overrides`` (nested dicts, official key names) merged in.
+
+        Errors name ``source`` if given, else ``<file> (with overrides)`` for a config loaded
+        from a file. The copy remembers the same file.
+        """
+        return self._revalidated(_deep_merge(self.model_dump(), overrides), source)
 
     def with_classes(self, class_names: list[str]) -> "NanoDetConfig":
         """A copy of this config for another class list (heads resized to match)."""
@@ -300,7 +453,12 @@ class NanoDetConfig(Strict):
         arch["head"]["num_classes"] = len(class_names)
         if arch.get("aux_head"):
             arch["aux_head"]["num_classes"] = len(class_names)
-        return NanoDetConfig.model_validate(data)
+        return self._revalidated(data, None)
+
+    def _revalidated(self, data: dict, source: str | None) -> "NanoDetConfig":
+        cfg = parse_config(data, source or self._derived_source())
+        cfg._source = self._source
+        return cfg
 
 
 def _deep_merge(base: dict, overrides: dict) -> dict:
@@ -317,10 +475,20 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
 
 
+# Discriminated unions put the chosen member's tag into error locations; a key path has none.
+_UNION_TAGS = frozenset({"GhostPAN", "PAN", "NanoDetPlusHead", "NanoDetHead"})
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid model config"]
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        keys = [str(p) for p in e["loc"] if p not in _UNION_TAGS]
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, Unsupported):
+            path = ".".join(keys + ([cause.key] if cause.key else []))
+            lines.append(f"  {path}: {_shown(cause.value)} is not supported by this implementation")
+            continue
+        path = ".".join(keys) or "<root>"
         got = e.get("input")
         shown = repr(got) if not isinstance(got, dict) else "{...}"
         if e["type"] == "extra_forbidden":
@@ -331,6 +499,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 
 def parse_config(data: dict, source: str = "<config>") -> NanoDetConfig:
+    """Validate a config mapping; a :class:`ConfigError` names ``source`` and every bad key."""
     try:
         return NanoDetConfig.model_validate(data)
     except ValidationError as err:
@@ -343,7 +512,9 @@ def load_config(path: str | Path) -> NanoDetConfig:
         data = read_yaml_mapping(path, "model config")
     except YamlFileError as err:
         raise ConfigError(str(err)) from None
-    return parse_config(data, str(path))
+    cfg = parse_config(data, str(path))
+    cfg._source = str(path)
+    return cfg
 
 
 def save_config(cfg: NanoDetConfig, path: str | Path) -> None:

@@ -198,3 +198,85 @@ def test_eval_transform_matches_preprocess() -> None:
     np.testing.assert_array_equal(M, ref_M)
     assert labels.tolist() == [4]
     np.testing.assert_allclose(out, warp_boxes(boxes[:1], M, 320, 320))
+
+
+# --- multi_scale: the official per-sample random input size -------------------------------
+
+
+def test_multi_scale_size_is_the_official_rule_and_deterministic() -> None:
+    """Per sample, before the other draws: f ~ U(low, high), size (int(w * f), int(h * f))."""
+    img = random_image(np.random.default_rng(5), 500, 375)
+    boxes = np.array([[10, 20, 200, 300], [250, 100, 480, 370]], np.float32)
+    labels = np.array([3, 7], np.int64)
+    transform = TrainTransform(input_wh=(320, 256), multi_scale=(0.6, 1.4), **OFFICIAL_TRAIN)
+    sizes = set()
+    for seed in range(12):
+        factor = np.random.default_rng(seed).uniform(0.6, 1.4)
+        expected_wh = (int(320 * factor), int(256 * factor))
+        assert transform.output_size(np.random.default_rng(seed)) == expected_wh
+        chw, out_boxes, _, M = transform(img, boxes, labels, np.random.default_rng(seed))
+        assert chw.shape == (3, expected_wh[1], expected_wh[0])
+        assert (out_boxes[:, [0, 2]] <= expected_wh[0]).all() and (out_boxes[:, [1, 3]] <= expected_wh[1]).all()
+        again = transform(img, boxes, labels, np.random.default_rng(seed))
+        for x, y in zip((chw, out_boxes, M), (again[0], again[1], again[3])):
+            np.testing.assert_array_equal(x, y)
+        sizes.add(expected_wh)
+    assert len(sizes) > 6 and all(192 <= w <= 448 and 153 <= h <= 358 for w, h in sizes)
+
+
+def test_without_multi_scale_nothing_extra_is_drawn() -> None:
+    """``multi_scale`` unset: sizes and the random stream are what they were (no draw for the size)."""
+    img = random_image(np.random.default_rng(6), 400, 300)
+    boxes = np.array([[50, 40, 250, 200]], np.float32)
+    labels = np.array([0], np.int64)
+    plain = TrainTransform(input_wh=(320, 320), **OFFICIAL_TRAIN)
+    rng = np.random.default_rng(9)
+    assert plain.output_size(rng) == (320, 320)
+    assert rng.bit_generator.state == np.random.default_rng(9).bit_generator.state
+    fixed = TrainTransform(input_wh=(320, 320), multi_scale=(1.0, 1.0), **OFFICIAL_TRAIN)
+    chw, _, _, _ = fixed(img, boxes, labels, np.random.default_rng(9))
+    assert chw.shape == (3, 320, 320)
+
+
+@pytest.mark.parametrize("keep_ratio", [False, True])
+def test_multi_scale_boxes_follow_image(keep_ratio: bool) -> None:
+    img = np.zeros((300, 400, 3), np.uint8)
+    box = np.array([[120, 80, 260, 210]], np.float32)
+    img[80:210, 120:260] = 255
+    geometry = {k: v for k, v in OFFICIAL_TRAIN.items() if k not in ("brightness", "contrast", "saturation")}
+    transform = TrainTransform(input_wh=(320, 320), keep_ratio=keep_ratio, multi_scale=(0.6, 1.4),
+                               normalize=((0, 0, 0), (255, 255, 255)), **geometry)
+    for seed in range(4):
+        chw, out, _, M = transform(img, box, np.array([1], np.int64), np.random.default_rng(seed))
+        np.testing.assert_allclose(out[0], white_box_of(chw), atol=2.0)
+        np.testing.assert_allclose(warp_boxes(box, M, chw.shape[2], chw.shape[1]), out, atol=1e-4)
+
+
+def test_multi_scale_dataset_is_deterministic_per_seed_epoch_index_and_collates(tmp_path) -> None:
+    from nanodet.config import DatasetConfig
+    from nanodet.data.coco_dataset import build_dataset, collate_detection
+    from nanodet.data.synthetic import make_synthetic_coco
+
+    ann = make_synthetic_coco(tmp_path, 6, image_size=(160, 120), seed=0, min_size=24, max_size=60)
+    cfg = DatasetConfig(img_path=str(tmp_path / "images"), ann_path=str(ann), input_size=(96, 96),
+                        multi_scale=(0.6, 1.4))
+    dataset = build_dataset(cfg, train=True, seed=3)
+    items = [dataset[(i, epoch)] for epoch in range(2) for i in range(len(dataset))]
+    sizes = {tuple(it["img"].shape[1:]) for it in items}
+    assert len(sizes) > 3 and all(57 <= h <= 134 and 57 <= w <= 134 for h, w in sizes)
+    for key, item in zip([(i, e) for e in range(2) for i in range(len(dataset))], items):
+        again = build_dataset(cfg, train=True, seed=3)[key]  # another process, same (seed, epoch, index)
+        assert torch.equal(again["img"], item["img"]) and torch.equal(again["gt_bboxes"], item["gt_bboxes"])
+    other_seed = build_dataset(cfg, train=True, seed=4)
+    assert any(other_seed[(i, 0)]["img"].shape != items[i]["img"].shape for i in range(len(dataset)))
+
+    batch = collate_detection(items[:4])
+    max_h = max(it["img"].shape[1] for it in items[:4])
+    max_w = max(it["img"].shape[2] for it in items[:4])
+    assert batch.images.shape == (4, 3, -(-max_h // 32) * 32, -(-max_w // 32) * 32)
+    for i, it in enumerate(items[:4]):
+        h, w = it["img"].shape[1:]
+        assert torch.equal(batch.images[i, :, :h, :w], it["img"]) and (batch.images[i, :, h:, :] == 0).all()
+        assert torch.equal(batch.gt_bboxes[i], it["gt_bboxes"])
+    # evaluation stays at input_size
+    assert tuple(build_dataset(cfg, train=False)[(0, 0)]["img"].shape[1:]) == (96, 96)

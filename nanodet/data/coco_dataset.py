@@ -104,6 +104,10 @@ class TrainBatch:
 
 
 def collate_detection(items: list[dict | None]) -> TrainBatch | None:
+    """One batch of the loaded samples (unreadable ones, ``None``, counted in ``skipped``).
+
+    Images of different sizes (``multi_scale``) are padded right and bottom to the largest,
+    rounded up to a multiple of 32 (:func:`stack_batch`); boxes keep their coordinates."""
     ok = [it for it in items if it is not None]
     if not ok:
         return None
@@ -138,7 +142,10 @@ class EpochSampler(Sampler):
         return len(self.sampler)
 
 
-def build_transform(cfg: DatasetConfig, train: bool):
+def build_transform(cfg: DatasetConfig, train: bool) -> EvalTransform | TrainTransform:
+    """The evaluation transform, or the training one (augmentation, and ``multi_scale`` if set).
+
+    Evaluation always runs at ``input_size`` (a config refuses ``data.val.multi_scale``)."""
     p = cfg.pipeline
     if not train:
         return EvalTransform(tuple(cfg.input_size), cfg.keep_ratio, p.normalize)
@@ -146,6 +153,7 @@ def build_transform(cfg: DatasetConfig, train: bool):
         input_wh=tuple(cfg.input_size), keep_ratio=cfg.keep_ratio, perspective=p.perspective, scale=p.scale,
         stretch=p.stretch, rotation=p.rotation, shear=p.shear, translate=p.translate, flip=p.flip,
         brightness=p.brightness, contrast=p.contrast, saturation=p.saturation, normalize=p.normalize,
+        multi_scale=cfg.multi_scale,
     )
 
 

@@ -236,6 +236,11 @@ class TrainTransform:
     each applied with probability 1/2 in that order (``None`` contrast or
     saturation: never), then normalisation with ``normalize = (mean, std)`` given on
     the 0-255 scale.
+
+    Multi-scale (``multi_scale = (low, high)``), the official rule: before anything else, a
+    factor ``f`` is drawn uniformly from the range and this sample's output size is
+    ``(int(w * f), int(h * f))`` for ``input_wh = (w, h)``, no rounding: samples of one batch
+    differ in size and :func:`stack_batch` pads them to a common multiple of 32.
     """
 
     input_wh: tuple[int, int]
@@ -251,9 +256,21 @@ class TrainTransform:
     contrast: Range | None = None
     saturation: Range | None = None
     normalize: tuple[Sequence[float], Sequence[float]] = (DEFAULT_MEAN, DEFAULT_STD)
+    multi_scale: Range | None = None
 
-    def random_matrix(self, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-        """One random matrix from a ``width`` x ``height`` image to the input size."""
+    def output_size(self, rng: np.random.Generator) -> tuple[int, int]:
+        """This sample's output (w, h): ``input_wh``, or with ``multi_scale`` a random multiple of it.
+
+        Draws from ``rng`` only with ``multi_scale``."""
+        if self.multi_scale is None:
+            return self.input_wh
+        factor = rng.uniform(*_as_range(self.multi_scale))
+        return int(self.input_wh[0] * factor), int(self.input_wh[1] * factor)
+
+    def random_matrix(
+        self, rng: np.random.Generator, width: int, height: int, dst_wh: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """One random matrix from a ``width`` x ``height`` image to ``dst_wh`` (default: the input size)."""
         matrix = _translation(-0.5 * width, -0.5 * height)
         matrix = _perspective(rng, self.perspective) @ matrix
         matrix = _scaling(rng, _as_range(self.scale)) @ matrix
@@ -262,7 +279,7 @@ class TrainTransform:
         matrix = _shearing(rng, self.shear) @ matrix
         matrix = _flipping(rng, self.flip) @ matrix
         matrix = _translating(rng, self.translate, width, height) @ matrix
-        return resize_matrix((width, height), self.input_wh, self.keep_ratio) @ matrix
+        return resize_matrix((width, height), dst_wh or self.input_wh, self.keep_ratio) @ matrix
 
     def color_augment(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Random brightness, contrast, saturation of a BGR uint8 image; float32 on 0-1."""
@@ -282,11 +299,13 @@ class TrainTransform:
         labels: np.ndarray,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Returns (CHW float32 image, boxes, labels, warp matrix) for one sample."""
+        """Returns (CHW float32 image, boxes, labels, warp matrix) for one sample; the image is
+        ``input_wh`` (or with ``multi_scale``, :meth:`output_size`) large."""
         height, width = img.shape[:2]
-        M = self.random_matrix(rng, width, height)
-        warped = cv2.warpPerspective(img, M, dsize=tuple(self.input_wh))
-        moved = warp_boxes(boxes, M, *self.input_wh)
+        dst_wh = self.output_size(rng)
+        M = self.random_matrix(rng, width, height, dst_wh)
+        warped = cv2.warpPerspective(img, M, dsize=tuple(dst_wh))
+        moved = warp_boxes(boxes, M, *dst_wh)
         kept_boxes, kept_labels = _keep_visible(moved, np.asarray(labels, dtype=np.int64))
         mean, std = self.normalize
         scaled_mean = np.asarray(mean, dtype=np.float32) / 255

@@ -6,12 +6,18 @@ world of one and every collective is a no-op.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from ..config import ArchConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,3 +74,32 @@ def init_distributed(device: str = "auto") -> DistContext:
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sync_batchnorm_if_asked(model: nn.Module, cfg: ArchConfig, distributed: bool) -> nn.Module:
+    """Make the batch norms of the heads whose ``norm_cfg`` says ``SyncBN`` synchronised.
+
+    As in the official NanoDet, ``SyncBN`` applies to the layers that ``norm_cfg`` builds:
+    those of ``model.head`` (``head.norm_cfg``) and of ``model.aux_head``
+    (``aux_head.norm_cfg``); the backbone and the pyramids keep plain batch norm. The layers
+    are built as ``BatchNorm2d`` and converted here with
+    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (weights and running statistics kept),
+    before the model is wrapped in ``DistributedDataParallel``.
+
+    Without ``distributed`` nothing changes: outside DDP a ``SyncBatchNorm`` computes what a
+    ``BatchNorm2d`` does, which is what the layers already are. Returns ``model`` (changed in
+    place).
+    """
+    if not distributed:
+        return model
+    asked = [("head", cfg.head.norm_cfg)]
+    if cfg.aux_head is not None:
+        asked.append(("aux_head", cfg.aux_head.norm_cfg))
+    for name, norm_cfg in asked:
+        part = getattr(model, name, None)
+        if norm_cfg.type != "SyncBN" or part is None:
+            continue
+        count = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in part.modules())
+        setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(part))
+        log.info("%s: %d batch norm layers synchronised across processes (norm_cfg.type SyncBN)", name, count)
+    return model

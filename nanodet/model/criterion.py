@@ -42,7 +42,9 @@ class Targets(NamedTuple):
 
 
 class NanoDetPlusLoss:
-    def __init__(self, num_classes: int, reg_max: int, loss_cfg: HeadLossConfig, topk: int = 13, iou_factor: float = 3.0):
+    def __init__(
+        self, num_classes: int, reg_max: int, loss_cfg: HeadLossConfig, topk: int = 13, iou_factor: float = 3.0
+    ):
         self.num_classes = num_classes
         self.reg_max = reg_max
         self.qfl = QualityFocalLoss(beta=loss_cfg.loss_qfl.beta, loss_weight=loss_cfg.loss_qfl.loss_weight)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import NanoDetHeadConfig, NanoDetPlusHeadConfig, NormConfig, SimpleConvHeadConfig
+from ..config import NanoDetHeadConfig, NanoDetPlusHeadConfig, SimpleConvHeadConfig
 from .box_ops import expected_distances
 from .layers import ConvModule, DepthwiseConvModule, Scale
 
@@ -81,6 +81,19 @@ def _normal_init(conv: nn.Conv2d, std: float, bias: float = 0.0) -> None:
         nn.init.constant_(conv.bias, bias)
 
 
+def _conv_tower(cfg: NanoDetPlusHeadConfig | NanoDetHeadConfig, kernel_size: int) -> nn.ModuleList:
+    """``stacked_convs`` k×k blocks (depthwise-separable or plain, per ``conv_type``), every
+    norm built from ``norm_cfg``."""
+    block = DepthwiseConvModule if cfg.conv_type == "DWConv" else ConvModule
+    return nn.ModuleList(
+        block(
+            cfg.input_channel if i == 0 else cfg.feat_channels, cfg.feat_channels, kernel_size,
+            padding=kernel_size // 2, norm=cfg.norm_cfg, activation=cfg.activation,
+        )
+        for i in range(cfg.stacked_convs)
+    )
+
+
 class NanoDetPlusHead(DetectionHead):
     """Per level: ``stacked_convs`` depthwise-separable k×k blocks, then one 1×1 conv that
     predicts class logits and box distributions together (cls and reg share the tower)."""
@@ -102,15 +115,7 @@ class NanoDetPlusHead(DetectionHead):
 
     @staticmethod
     def _tower(cfg: NanoDetPlusHeadConfig) -> nn.ModuleList:
-        k = cfg.kernel_size
-        blocks = nn.ModuleList()
-        for i in range(cfg.stacked_convs):
-            chn = cfg.input_channel if i == 0 else cfg.feat_channels
-            if cfg.conv_type == "DWConv":
-                blocks.append(DepthwiseConvModule(chn, cfg.feat_channels, k, padding=k // 2, activation=cfg.activation))
-            else:
-                blocks.append(ConvModule(chn, cfg.feat_channels, k, padding=k // 2, norm=cfg.norm_cfg, activation=cfg.activation))
-        return blocks
+        return _conv_tower(cfg, cfg.kernel_size)
 
     def forward_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         outputs = []
@@ -151,14 +156,7 @@ class NanoDetHead(DetectionHead):
 
     @staticmethod
     def _tower(cfg: NanoDetHeadConfig) -> nn.ModuleList:
-        blocks = nn.ModuleList()
-        for i in range(cfg.stacked_convs):
-            chn = cfg.input_channel if i == 0 else cfg.feat_channels
-            if cfg.conv_type == "DWConv":
-                blocks.append(DepthwiseConvModule(chn, cfg.feat_channels, 3, padding=1, activation=cfg.activation))
-            else:
-                blocks.append(ConvModule(chn, cfg.feat_channels, 3, padding=1, norm=cfg.norm_cfg, activation=cfg.activation))
-        return blocks
+        return _conv_tower(cfg, 3)
 
     def forward_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         outputs = []
@@ -179,16 +177,17 @@ class NanoDetHead(DetectionHead):
 
 
 class SimpleConvHead(DetectionHead):
-    """The auxiliary head of NanoDet-Plus (training only): separate 3×3 conv + GroupNorm towers
+    """The auxiliary head of NanoDet-Plus (training only): separate 3×3 conv + norm towers
     for classes and boxes, shared over levels, with a learnable scale per level. Being much
-    larger than the real head, its predictions guide label assignment early in training."""
+    larger than the real head, its predictions guide label assignment early in training.
+    The norms are those ``norm_cfg`` names (official default: GroupNorm, 32 groups)."""
 
     def __init__(self, cfg: SimpleConvHeadConfig) -> None:
         super().__init__()
         self.num_classes = cfg.num_classes
         self.reg_max = cfg.reg_max
         self.strides = list(cfg.strides)
-        norm = cfg.norm_cfg if cfg.norm_cfg.type == "GN" else NormConfig(type="GN", num_groups=32)
+        norm = cfg.norm_cfg
 
         def tower() -> nn.ModuleList:
             return nn.ModuleList(

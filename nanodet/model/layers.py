@@ -32,13 +32,22 @@ def activation_layer(name: str | None) -> nn.Module:
 
 
 def norm_layer(cfg: NormConfig, channels: int) -> tuple[str, nn.Module]:
-    """(attribute name, layer) for a norm config: ``bn`` for batch norm, ``gn`` for group norm."""
+    """(attribute name, layer) for a norm config: ``bn`` for batch norm, ``gn`` for group norm.
+
+    ``SyncBN`` gives a ``BatchNorm2d`` named ``bn``: outside distributed training a
+    ``SyncBatchNorm`` computes exactly that, and under DDP the trainer converts the layers
+    (:func:`nanodet.engine.distributed.sync_batchnorm_if_asked`).
+    """
     if cfg.type == "GN":
-        layer: nn.Module = nn.GroupNorm(cfg.num_groups or 32, channels)
+        if cfg.num_groups is None:
+            raise ValueError("group norm needs num_groups")
+        layer: nn.Module = nn.GroupNorm(cfg.num_groups, channels)
         name = "gn"
-    else:
+    elif cfg.type in ("BN", "SyncBN"):
         layer = nn.BatchNorm2d(channels)
         name = "bn"
+    else:
+        raise ValueError(f"unknown norm type {cfg.type!r}")
     for p in layer.parameters():
         p.requires_grad = cfg.requires_grad
     return name, layer
@@ -73,7 +82,10 @@ class ConvModule(nn.Module):
 
 
 class DepthwiseConvModule(nn.Module):
-    """Depthwise-separable conv: depthwise k×k → BN → act → pointwise 1×1 → BN → act."""
+    """Depthwise-separable conv: depthwise k×k → norm → act → pointwise 1×1 → norm → act.
+
+    The norms are ``norm`` layers (batch norm by default) named ``dwnorm``/``pwnorm`` whatever
+    their type, as in the official module."""
 
     def __init__(
         self,
@@ -83,14 +95,15 @@ class DepthwiseConvModule(nn.Module):
         stride: int = 1,
         padding: int = 0,
         activation: str | None = "ReLU",
+        norm: NormConfig = NormConfig(),
     ) -> None:
         super().__init__()
         self.depthwise = nn.Conv2d(
             in_channels, in_channels, kernel_size, stride, padding, groups=in_channels, bias=False
         )
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.dwnorm = nn.BatchNorm2d(in_channels)
-        self.pwnorm = nn.BatchNorm2d(out_channels)
+        self.dwnorm = norm_layer(norm, in_channels)[1]
+        self.pwnorm = norm_layer(norm, out_channels)[1]
         self.act = activation_layer(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
