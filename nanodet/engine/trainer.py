@@ -30,7 +30,7 @@ from .checkpointer import (
     save_training_checkpoint,
     split_state_dict,
 )
-from .distributed import DistContext
+from .distributed import DistContext, sync_batchnorm_if_asked
 from .evaluate import as_coco_detections, predict_loader
 from .lr_schedule import LrSchedule
 
@@ -115,6 +115,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.train_module: nn.Module = _TrainForward(self.model)
         if ctx.distributed:
+            sync_batchnorm_if_asked(self.model, cfg.model.arch, distributed=True)
             self.train_module = DistributedDataParallel(
                 self.train_module,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
