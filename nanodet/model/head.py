@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import NanoDetHeadConfig, NanoDetPlusHeadConfig, SimpleConvHeadConfig
+from ..config import NanoDetHeadConfig, NanoDetPlusHeadConfig, NormConfig, SimpleConvHeadConfig
 from .box_ops import expected_distances
 from .layers import ConvModule, DepthwiseConvModule, Scale
 
@@ -81,17 +81,32 @@ def _normal_init(conv: nn.Conv2d, std: float, bias: float = 0.0) -> None:
         nn.init.constant_(conv.bias, bias)
 
 
-def _conv_tower(cfg: NanoDetPlusHeadConfig | NanoDetHeadConfig, kernel_size: int) -> nn.ModuleList:
-    """``stacked_convs`` k×k blocks (depthwise-separable or plain, per ``conv_type``), every
-    norm built from ``norm_cfg``."""
-    block = DepthwiseConvModule if cfg.conv_type == "DWConv" else ConvModule
+def init_head_weights(towers: nn.Module, class_convs: list[nn.Conv2d], box_convs: list[nn.Conv2d] = ()) -> None:
+    """The official initialisation of every head: N(0, 0.01) convs; class predictors start at
+    the focal-loss prior (every class ~1% likely), box predictors at zero bias."""
+    for m in towers.modules():
+        if isinstance(m, nn.Conv2d):
+            _normal_init(m, std=0.01)
+    for conv in class_convs:
+        _normal_init(conv, std=0.01, bias=CLS_PRIOR_BIAS)
+    for conv in box_convs:
+        _normal_init(conv, std=0.01)
+
+
+def conv_tower(in_channels: int, channels: int, depth: int, kernel_size: int, depthwise: bool, norm: NormConfig,
+               activation: str) -> nn.ModuleList:
+    """``depth`` k×k blocks (depthwise-separable or plain), every norm built from ``norm``."""
+    block = DepthwiseConvModule if depthwise else ConvModule
     return nn.ModuleList(
-        block(
-            cfg.input_channel if i == 0 else cfg.feat_channels, cfg.feat_channels, kernel_size,
-            padding=kernel_size // 2, norm=cfg.norm_cfg, activation=cfg.activation,
-        )
-        for i in range(cfg.stacked_convs)
+        block(in_channels if i == 0 else channels, channels, kernel_size, padding=kernel_size // 2, norm=norm,
+              activation=activation)
+        for i in range(depth)
     )
+
+
+def _gfl_tower(cfg: NanoDetPlusHeadConfig | NanoDetHeadConfig, kernel_size: int) -> nn.ModuleList:
+    return conv_tower(cfg.input_channel, cfg.feat_channels, cfg.stacked_convs, kernel_size, cfg.conv_type == "DWConv",
+                      cfg.norm_cfg, cfg.activation)
 
 
 class NanoDetPlusHead(DetectionHead):
@@ -105,17 +120,9 @@ class NanoDetPlusHead(DetectionHead):
         self.strides = list(cfg.strides)
         self.distribution_project = Integral(cfg.reg_max)
         out_channels = cfg.num_classes + 4 * (cfg.reg_max + 1)
-        self.cls_convs = nn.ModuleList(self._tower(cfg) for _ in self.strides)
+        self.cls_convs = nn.ModuleList(_gfl_tower(cfg, cfg.kernel_size) for _ in self.strides)
         self.gfl_cls = nn.ModuleList(nn.Conv2d(cfg.feat_channels, out_channels, 1) for _ in self.strides)
-        for m in self.cls_convs.modules():
-            if isinstance(m, nn.Conv2d):
-                _normal_init(m, std=0.01)
-        for conv in self.gfl_cls:
-            _normal_init(conv, std=0.01, bias=CLS_PRIOR_BIAS)
-
-    @staticmethod
-    def _tower(cfg: NanoDetPlusHeadConfig) -> nn.ModuleList:
-        return _conv_tower(cfg, cfg.kernel_size)
+        init_head_weights(self.cls_convs, list(self.gfl_cls))
 
     def forward_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         outputs = []
@@ -141,22 +148,13 @@ class NanoDetHead(DetectionHead):
         self.distribution_project = Integral(cfg.reg_max)
         reg_channels = 4 * (cfg.reg_max + 1)
         cls_channels = cfg.num_classes + (reg_channels if cfg.share_cls_reg else 0)
-        self.cls_convs = nn.ModuleList(self._tower(cfg) for _ in self.strides)
+        self.cls_convs = nn.ModuleList(_gfl_tower(cfg, 3) for _ in self.strides)
         self.reg_convs = nn.ModuleList(
-            nn.ModuleList() if cfg.share_cls_reg else self._tower(cfg) for _ in self.strides
+            nn.ModuleList() if cfg.share_cls_reg else _gfl_tower(cfg, 3) for _ in self.strides
         )
         self.gfl_cls = nn.ModuleList(nn.Conv2d(cfg.feat_channels, cls_channels, 1) for _ in self.strides)
         self.gfl_reg = nn.ModuleList(nn.Conv2d(cfg.feat_channels, reg_channels, 1) for _ in self.strides)
-        for m in list(self.cls_convs.modules()) + list(self.reg_convs.modules()):
-            if isinstance(m, nn.Conv2d):
-                _normal_init(m, std=0.01)
-        for cls_conv, reg_conv in zip(self.gfl_cls, self.gfl_reg):
-            _normal_init(cls_conv, std=0.01, bias=CLS_PRIOR_BIAS)
-            _normal_init(reg_conv, std=0.01)
-
-    @staticmethod
-    def _tower(cfg: NanoDetHeadConfig) -> nn.ModuleList:
-        return _conv_tower(cfg, 3)
+        init_head_weights(nn.ModuleList([self.cls_convs, self.reg_convs]), list(self.gfl_cls), list(self.gfl_reg))
 
     def forward_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         outputs = []
@@ -187,27 +185,14 @@ class SimpleConvHead(DetectionHead):
         self.num_classes = cfg.num_classes
         self.reg_max = cfg.reg_max
         self.strides = list(cfg.strides)
-        norm = cfg.norm_cfg
-
-        def tower() -> nn.ModuleList:
-            return nn.ModuleList(
-                ConvModule(
-                    cfg.input_channel if i == 0 else cfg.feat_channels,
-                    cfg.feat_channels, 3, padding=1, norm=norm, activation=cfg.activation,
-                )
-                for i in range(cfg.stacked_convs)
-            )
-
-        self.cls_convs = tower()
-        self.reg_convs = tower()
+        self.cls_convs = conv_tower(cfg.input_channel, cfg.feat_channels, cfg.stacked_convs, 3, False, cfg.norm_cfg,
+                                    cfg.activation)
+        self.reg_convs = conv_tower(cfg.input_channel, cfg.feat_channels, cfg.stacked_convs, 3, False, cfg.norm_cfg,
+                                    cfg.activation)
         self.gfl_cls = nn.Conv2d(cfg.feat_channels, cfg.num_classes, 3, padding=1)
         self.gfl_reg = nn.Conv2d(cfg.feat_channels, 4 * (cfg.reg_max + 1), 3, padding=1)
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
-        for m in list(self.cls_convs.modules()) + list(self.reg_convs.modules()):
-            if isinstance(m, nn.Conv2d):
-                _normal_init(m, std=0.01)
-        _normal_init(self.gfl_cls, std=0.01, bias=CLS_PRIOR_BIAS)
-        _normal_init(self.gfl_reg, std=0.01)
+        init_head_weights(nn.ModuleList([self.cls_convs, self.reg_convs]), [self.gfl_cls], [self.gfl_reg])
 
     def forward_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         outputs = []
