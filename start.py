@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources: nothing is written outside /out and the temp dir
 
 from executor.app import main  # noqa: E402
 

@@ -5,6 +5,10 @@
                               run_infer?  → infer  (0.5→1)
                         neither → warn, exit 0
 
+Output paths of env.yaml outside /out are refused (300001) before anything is written. Tasks
+that need several processes run them under torchrun (``launch.py``); a worker runs this same
+``main`` (mining/infer) or ``train_worker`` (training) and leaves its failure for the launcher.
+
 Every failure ends with monitor.txt in the error state (return code + one-line reason),
 the reason as the last line on stderr, and a non-zero exit code. SIGTERM (the platform
 stopping the task) is a failure like any other: outputs stay consistent, exit non-zero.
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import traceback
@@ -24,8 +27,9 @@ from nanodet.utils.io import remove_stale_temp_files
 
 from .errors import TaskTerminated
 from .failures import classify
+from .launch import is_worker, process_rank, report_failure
 from .monitor import Monitor
-from .paths import PathMapper
+from .paths import MONITOR_NAME, OUT_ROOT, PathMapper, check_output_paths, monitor_path
 from .protocol import EnvConfig, PredictConfig, TrainingConfig, parse_env, parse_task_config, read_yaml
 
 log = logging.getLogger("executor")
@@ -63,14 +67,15 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stdout)
     mapper = PathMapper(Path(args.in_dir), Path(args.out_dir))
     env_file = mapper("/in/env.yaml")
-    monitor = Monitor(mapper("/out/monitor.txt"), "default-task")
+    monitor = Monitor(mapper(f"{OUT_ROOT}/{MONITOR_NAME}"), "default-task")  # until env.yaml says where
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         env = parse_env(read_yaml(env_file, "env.yaml"), str(env_file))
-        monitor = Monitor(mapper(env.output.monitor_file), env.task_id)
-        monitor.enabled = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 reports
+        monitor = Monitor(mapper(monitor_path(env.output)), env.task_id)
+        monitor.enabled = process_rank() == 0  # under torchrun rank 0 reports
+        check_output_paths(env.output, str(env_file))  # nothing is written outside the output root
         mapper(env.output.root_dir).mkdir(parents=True, exist_ok=True)
-        if "RANK" not in os.environ:  # the top-level process, before anything writes: a killed run's leftovers
+        if not is_worker():  # the task process, before anything writes: a killed run's leftovers
             stale = (remove_stale_temp_files(mapper(env.output.root_dir))
                      + remove_stale_temp_files(mapper(env.output.models_dir), recursive=True))
             if stale:
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, SystemExit) and err.code in (0, None):
             raise
         code, message = classify(err)
+        report_failure(code, message)  # in a torchrun worker: for the launcher, which reports it
         try:
             monitor.error(int(code), message, traceback.format_exc())
         except OSError as write_err:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .paths import APP_ROOT
 from .workspace import make_predict_workspace, make_training_workspace
-
-APP_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_task(in_dir: Path, out_dir: Path) -> float:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -30,19 +28,18 @@ from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config
 from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from nanodet.data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
-from nanodet.mining import MINING_ALGORITHMS, uncertainty_scores
+from nanodet.mining import uncertainty_scores
 from nanodet.postprocess import Detections
 from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write_text
 
 from .dataset import is_missing, read_index, warn_missing
 from .devices import select_devices
-from .errors import ConfigError, DatasetError, ExecutorError, ImageFormatError, ReturnCode
-from .launch import run_launcher
-from .monitor import Monitor, read_monitor
-from .paths import PathMapper
+from .errors import ConfigError, DatasetError, ImageFormatError
+from .launch import is_worker, run_workers
+from .monitor import Monitor
+from .paths import APP_ROOT, PathMapper, model_config_path
 from .protocol import EnvConfig, PredictConfig
-from .training import APP_ROOT, model_config_path
 from .weights import choose_inference_weights
 
 log = logging.getLogger("executor.predict")
@@ -156,7 +153,7 @@ def check_some_readable(unreadable: int, total: int, env: EnvConfig, mapper: Pat
 def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
     """Mining and/or infer in one pass over the candidates: each batch's single forward gives
     both its uncertainty scores and its detections; then mining's result, then infer's."""
-    algorithm = mining_algorithm(hp) if env.run_mining else None
+    algorithm = hp.mining_algorithm if env.run_mining else None
     written, paths = candidates(env, mapper)
     predictor = build_predictor(env, hp, mapper, ctx.device)
     if not paths:
@@ -195,14 +192,6 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
 
 
 MODEL_BASED = ("aldd", "entropy")
-
-
-def mining_algorithm(hp: PredictConfig) -> str:
-    algorithm = hp.mining_algorithm.strip().lower()
-    if algorithm not in MINING_ALGORITHMS:
-        raise ConfigError(f"config.yaml: key 'mining_algorithm': {hp.mining_algorithm!r} is not one of "
-                          f"{', '.join(MINING_ALGORITHMS)}")
-    return algorithm
 
 
 def forward(predictor: Predictor, batch: InferenceBatch, uses_levels: bool,
@@ -261,8 +250,9 @@ def run_predict_tasks(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, mon
     device, world = select_devices(hp.gpu_count, hp.gpu_id)
     if device == "cpu":
         world = hp.cpu_processes
-    if world > 1 and "RANK" not in os.environ:
-        launch_workers(mapper, world, monitor)
+    if world > 1 and not is_worker():  # this same task in ``world`` torchrun workers; rank 0 writes every output
+        run_workers(world, [str(APP_ROOT / "start.py"), "--in", str(mapper.in_dir), "--out", str(mapper.out_dir)],
+                    "mining/infer")
         return
     ctx = init_distributed(device)
     try:
@@ -270,17 +260,3 @@ def run_predict_tasks(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, mon
         ctx.barrier()
     finally:
         cleanup_distributed()
-
-
-def launch_workers(mapper: PathMapper, world: int, monitor: Monitor) -> None:
-    """This same task under torchrun, ``world`` processes; rank 0 writes every output."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-               "--nproc_per_node", str(world), str(APP_ROOT / "start.py"),
-               "--in", str(mapper.in_dir), "--out", str(mapper.out_dir)]
-    log.info("launching %d processes with torchrun", world)
-    returncode = run_launcher(command, APP_ROOT)
-    if returncode != 0:
-        fields = read_monitor(monitor.path) if monitor.path.is_file() else []
-        if len(fields) >= 6 and fields[3] == "4":
-            raise ExecutorError(fields[5], ReturnCode(int(fields[4])))
-        raise ExecutorError(f"a prediction process failed (exit code {returncode})", ReturnCode.MODEL)

@@ -10,7 +10,7 @@ value and what was expected.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
@@ -30,6 +30,17 @@ def _loose_bool(value: Any) -> Any:
 
 
 LooseBool = Annotated[bool, BeforeValidator(_loose_bool)]
+
+
+def _any_case(choices: Any) -> BeforeValidator:
+    """A string that is one of the ``Literal`` ``choices`` in any case or with spaces around it
+    becomes that choice; any other value is left as written (the error quotes it)."""
+    names = {str(c).lower(): c for c in get_args(choices)}
+
+    def normalise(value: Any) -> Any:
+        return names.get(value.strip().lower(), value) if isinstance(value, str) else value
+
+    return BeforeValidator(normalise)
 
 
 def _csv_or_list(value: Any) -> Any:
@@ -174,6 +185,9 @@ class TrainingConfig(PlatformKeys):
         return v
 
 
+MiningAlgorithm = Literal["aldd", "entropy", "random"]
+
+
 class PredictConfig(PlatformKeys):
     """Mining and infer templates."""
 
@@ -182,16 +196,19 @@ class PredictConfig(PlatformKeys):
     batch_size_per_gpu: int = Field(16, gt=0)
     workers_per_gpu: int = Field(4, ge=0)
     pin_memory: LooseBool = False
-    mining_algorithm: str = "aldd"
+    mining_algorithm: Annotated[MiningAlgorithm, _any_case(MiningAlgorithm)] = "aldd"  # nanodet/mining.py
     model_params_path: Annotated[list[str], BeforeValidator(_str_list)] = Field(default_factory=list)
     config_file: str = ""
     cpu_processes: int = Field(1, ge=1, le=64)  # CPU only (gpu_count 0): processes to shard the images over
 
 
 def _describe(err: ValidationError, source: str) -> str:
+    """The first error as one line: the file, the key, the value and what was expected."""
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"]) or "<root>"
     value = e.get("input")
+    if e["type"] == "literal_error":
+        return f"{source}: key '{key}': {value!r} is not one of {e['ctx']['expected']}"
     return f"{source}: key '{key}': value {value!r} is invalid: {e['msg']}"
 
 

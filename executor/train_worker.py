@@ -1,17 +1,16 @@
 """One torchrun training process: ``python -m executor.train_worker PLAN.json``.
 
-A failure on rank 0 leaves ``error.json`` beside the plan so the launcher reports the
-right return code."""
+A failure is left for the launcher (``launch.report_failure``), which reports it with its
+return code."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from .failures import classify
+from .launch import report_failure
 from .training import TrainingPlan, train_with_plan
 
 
@@ -21,9 +20,7 @@ def main() -> int:
     try:
         train_with_plan(TrainingPlan.load(plan_file))
     except BaseException as err:  # noqa: BLE001 - reported to the launcher, then re-raised
-        if os.environ.get("RANK", "0") == "0":
-            code, message = classify(err)
-            plan_file.with_name("error.json").write_text(json.dumps({"code": int(code), "message": message}))
+        report_failure(*classify(err))
         raise
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -34,17 +33,15 @@ from nanodet.utils.io import atomic_copy, atomic_write_text
 
 from .dataset import annotation_format_of, convert_split
 from .devices import select_devices
-from .errors import ConfigError, ExecutorError, ReturnCode
-from .launch import run_launcher
+from .errors import ConfigError
+from .launch import process_rank, run_workers
 from .monitor import Monitor
-from .paths import PathMapper
+from .paths import PathMapper, bundled_configs, model_config_path
 from .protocol import EnvConfig, TrainingConfig
 from .result import ResultWriter, Stage, keep_file, stage_name
 from .weights import SAVED_CONFIG, WeightsChoice, choose_training_weights
 
 log = logging.getLogger("executor.training")
-
-APP_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -74,16 +71,6 @@ class TrainingPlan:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def model_config_path(config_file: str) -> Path:
-    """``config_file`` names a file in the image's ``config/`` folder (no other paths)."""
-    name = Path(config_file).name
-    path = APP_ROOT / "config" / name
-    if not path.is_file() or Path(config_file).parent not in (Path("."), Path("config")):
-        available = ", ".join(p.name for p in bundled_configs())
-        raise ConfigError(f"config.yaml: key 'config_file': {config_file!r} is not a bundled model config ({available})")
-    return path
-
-
 def arch_signature(cfg: NanoDetConfig) -> dict:
     """The architecture, whatever the class count, ``detach_epoch`` and ``backbone.pretrain``
     (which are per-project or per-run)."""
@@ -92,10 +79,6 @@ def arch_signature(cfg: NanoDetConfig) -> dict:
         if arch.get(head):
             arch[head].pop("num_classes")
     return arch
-
-
-def bundled_configs() -> list[Path]:
-    return sorted((APP_ROOT / "config").glob("*.yml"))
 
 
 def training_recipe(saved: NanoDetConfig, preferred: Path) -> tuple[NanoDetConfig, Path | None]:
@@ -202,7 +185,8 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
     refuse_untrainable(base)
     anno = annotation_format_of(hp.export_format)
     train_json, val_json = work / "train.json", work / "val.json"
-    train_report = convert_split(mapper(env.input.training_index_file), mapper, hp.class_names, anno, train_json, "training")
+    train_report = convert_split(mapper(env.input.training_index_file), mapper, hp.class_names, anno, train_json,
+                                 "training")
     convert_split(mapper(env.input.val_index_file), mapper, hp.class_names, anno, val_json, "validation")
     if train_report.images < world_size:
         log.warning("%d training images for %d GPUs: training on one GPU", train_report.images, world_size)
@@ -220,7 +204,8 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
     config_path = work / SAVED_CONFIG
     save_config(cfg, config_path)
     plan = TrainingPlan(
-        model_config=str(config_path), models_dir=str(models_dir), tensorboard_dir=str(mapper(env.output.tensorboard_dir)),
+        model_config=str(config_path), models_dir=str(models_dir),
+        tensorboard_dir=str(mapper(env.output.tensorboard_dir)),
         result_file=str(mapper(env.output.training_result_file)), monitor_file=str(mapper(env.output.monitor_file)),
         task_id=env.task_id, model_stages=env.uses_model_stages, saved_file_patterns=hp.ymir_saved_file_patterns,
         iou_thr=hp.evaluate_iou_thr, conf_thr=hp.evaluate_conf_thr, seed=hp.seed, resume=resume, device=device,
@@ -230,15 +215,15 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
 
 
 class MonitorProgress(Callback):
-    """monitor.txt after every batch (throttled): training takes 0→0.99, the rest is packing."""
+    """monitor.txt after every batch (throttled): training takes 0→0.99, the rest is packing.
+    Rank 0 only."""
 
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
 
     def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
-        if trainer.ctx.is_main:
-            total = trainer.steps_per_epoch * trainer.total_epochs
-            self.monitor.progress(0.99 * trainer.state.step / max(total, 1))
+        total = trainer.steps_per_epoch * trainer.total_epochs
+        self.monitor.progress(0.99 * trainer.state.step / max(total, 1))
 
 
 STAGE_WEIGHTS = "nanodet_model.pth"
@@ -247,15 +232,13 @@ STAGE_METRICS = "metrics.json"
 
 class StageRecorder(Callback):
     """After each evaluation: a model stage folder (the whole EMA model, its config and its
-    metrics), counts at evaluate_config, result.yaml."""
+    metrics), counts at evaluate_config, result.yaml. Rank 0 only."""
 
     def __init__(self, writer: ResultWriter, plan: TrainingPlan) -> None:
         self.writer = writer
         self.plan = plan
 
     def on_eval_end(self, trainer: Trainer, result: EvalResult, is_best: bool) -> None:
-        if not trainer.ctx.is_main:
-            return
         name = stage_name(result.epoch)
         folder = Path(self.plan.models_dir) / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -285,20 +268,23 @@ class StageRecorder(Callback):
 
 
 def train_with_plan(plan: TrainingPlan) -> None:
-    """Run training in this process (rank 0 of torchrun, or the only process)."""
+    """Run training in this process (one of torchrun's workers, or the only process). Rank 0
+    reports progress and writes the stages and result.yaml."""
     from nanodet.engine.run import train
 
     cfg = load_config(plan.model_config)
-    monitor = Monitor(Path(plan.monitor_file), plan.task_id)
+    main = process_rank() == 0
     writer = ResultWriter(Path(plan.models_dir), Path(plan.result_file), plan.model_stages,
                           plan.saved_file_patterns, plan.iou_thr, plan.conf_thr)
-    if plan.resume:
-        writer.load_existing()
-    atomic_copy(plan.model_config, Path(plan.models_dir) / SAVED_CONFIG)
+    callbacks: list[Callback] = []
+    if main:
+        if plan.resume:
+            writer.load_existing()
+        atomic_copy(plan.model_config, Path(plan.models_dir) / SAVED_CONFIG)
+        callbacks = [MonitorProgress(Monitor(Path(plan.monitor_file), plan.task_id)), StageRecorder(writer, plan)]
     train(cfg, work_dir=plan.models_dir, seed=plan.seed, resume=plan.resume, tensorboard_dir=plan.tensorboard_dir,
-          callbacks=[MonitorProgress(monitor), StageRecorder(writer, plan)], device=plan.device,
-          progress=sys.stderr.isatty())
-    if int(os.environ.get("RANK", "0")) == 0:
+          callbacks=callbacks, device=plan.device, progress=sys.stderr.isatty())
+    if main:
         writer.publish_best_to_top_level()
         if not plan.model_stages:
             writer.write()
@@ -316,20 +302,9 @@ def run_training_task(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, mo
     monitor.done()
 
 
-def torchrun_command(plan_file: Path, world_size: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc_per_node", str(world_size), "-m", "executor.train_worker", str(plan_file)]
-
-
 def launch_distributed(plan: TrainingPlan, work: Path) -> None:
-    """One process per GPU under torchrun; a worker's failure comes back with its return code."""
+    """One training process per GPU under torchrun (``executor.train_worker``); a worker's
+    failure comes back with its return code."""
     plan_file = work / "plan.json"
     plan.save(plan_file)
-    log.info("launching %d training processes with torchrun", plan.world_size)
-    returncode = run_launcher(torchrun_command(plan_file, plan.world_size), APP_ROOT)
-    if returncode != 0:
-        error_file = plan_file.with_name("error.json")
-        if error_file.is_file():
-            info = json.loads(error_file.read_text(encoding="utf-8"))
-            raise ExecutorError(info["message"], ReturnCode(info["code"]))
-        raise ExecutorError(f"distributed training failed (exit code {returncode})", ReturnCode.MODEL)
+    run_workers(plan.world_size, ["-m", "executor.train_worker", str(plan_file)], "training")

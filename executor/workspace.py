@@ -28,8 +28,8 @@ def _write_asset(in_dir: Path, image: np.ndarray, boxes: np.ndarray, labels: np.
     asset.parent.mkdir(parents=True, exist_ok=True)
     ann.parent.mkdir(parents=True, exist_ok=True)
     asset.write_bytes(data)
-    lines = [f"{int(l)}, {int(b[0])}, {int(b[1])}, {int(b[2]) - 1}, {int(b[3]) - 1}, -1.0, 0.0"
-             for b, l in zip(boxes, labels)]
+    lines = [f"{int(label)}, {int(b[0])}, {int(b[1])}, {int(b[2]) - 1}, {int(b[3]) - 1}, -1.0, 0.0"
+             for b, label in zip(boxes, labels)]
     ann.write_text("\n".join(lines) + ("\n" if lines else ""))
     return f"/in/assets/{sub}/{digest}.jpg", f"/in/annotations/{sub}/{digest}.txt"
 

@@ -357,7 +357,6 @@ NON_ATOMIC_WRITES_ALLOWED = {
     "nanodet/detect.py": "the detect CLI streams JSON lines and videos to the user's files",
     "executor/workspace.py": "generates /in workspaces for the demo and the tests",
     "executor/training.py": "plan.json in the task's temp folder, read by torchrun workers",
-    "executor/train_worker.py": "error.json in the task's temp folder, read by the launcher",
 }
 
 

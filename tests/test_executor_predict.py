@@ -137,7 +137,21 @@ def test_combined_outputs_equal_the_separate_tasks(models, tmp_path, algorithm):
 def test_unknown_mining_algorithm_names_the_choices(models, tmp_path):
     in_dir = make_predict_workspace(tmp_path / "in", models, candidates=2, mining_algorithm="coreset")
     fields = assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300001)
-    assert "'coreset' is not one of aldd, entropy, random" in fields[5]
+    assert "key 'mining_algorithm': 'coreset' is not one of 'aldd', 'entropy' or 'random'" in fields[5]
+
+
+def test_mining_algorithm_is_any_case_and_one_the_library_has():
+    from typing import get_args
+
+    from executor.errors import ConfigError
+    from executor.protocol import MiningAlgorithm, PredictConfig, parse_task_config
+    from nanodet.mining import MINING_ALGORITHMS
+
+    assert get_args(MiningAlgorithm) == MINING_ALGORITHMS
+    assert parse_task_config(PredictConfig, {"mining_algorithm": " Entropy "}).mining_algorithm == "entropy"
+    assert parse_task_config(PredictConfig, {}).mining_algorithm == "aldd"
+    with pytest.raises(ConfigError, match="key 'mining_algorithm': 'CoreSet' is not one of 'aldd', 'entropy' or"):
+        parse_task_config(PredictConfig, {"mining_algorithm": "CoreSet"})
 
 
 def test_mining_scores_batch_invariant(models):

@@ -8,6 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+
+from executor.paths import is_under
 
 from ..executor_helpers import assert_success, check_training_outputs, infer_result, run_start
 from .checks import assert_fails_with, assert_outputs_consistent
@@ -153,3 +156,63 @@ def test_candidates_missing_or_undecodable_is_an_image_format_error(tmp_path, mo
     assert fields[5].endswith("; 2 of them missing)"), fields[5]
     assert not (out / "result.tsv").exists()
 
+
+def _set_output(in_dir: Path, key: str, value: str) -> None:
+    path = in_dir / "env.yaml"
+    env = yaml.safe_load(path.read_text())
+    env["output"][key] = value
+    path.write_text(yaml.safe_dump(env, sort_keys=False))
+
+
+OUTSIDE_ETC = f"/etc/nanodet-test-output-{os.getpid()}"  # as root, a real path outside the workspace
+
+OUTPUT_CASES = [
+    # (id, task, key, value, text the monitor message must contain)
+    ("models-in-input", "training", "models_dir", "/in/models",
+     "key 'output.models_dir': '/in/models' is not under the output root /out"),
+    ("models-in-etc", "training", "models_dir", OUTSIDE_ETC,
+     f"key 'output.models_dir': '{OUTSIDE_ETC}' is not under the output root /out"),
+    ("models-dotdot", "training", "models_dir", "/out/../elsewhere",
+     "key 'output.models_dir': '/out/../elsewhere' is not under the output root /out"),
+    ("tensorboard-dotdot", "training", "tensorboard_dir", "/out/tensorboard/../../tb",
+     "key 'output.tensorboard_dir': '/out/tensorboard/../../tb' is not under the output root /out"),
+    ("result-relative", "training", "training_result_file", "out/models/result.yaml",
+     "key 'output.training_result_file': 'out/models/result.yaml' is not under the output root /out"),
+    ("prefix-is-not-a-folder", "training", "models_dir", "/outside/models",
+     "key 'output.models_dir': '/outside/models' is not under the output root /out"),
+    ("root-elsewhere", "training", "root_dir", "/in", "key 'output.root_dir': '/in' is not /out or a folder under it"),
+    ("mining-result-in-input", "predict", "mining_result_file", "/in/result.tsv",
+     "key 'output.mining_result_file': '/in/result.tsv' is not under the output root /out"),
+    ("infer-result-dotdot", "predict", "infer_result_file", "/out/../infer-result.json",
+     "key 'output.infer_result_file': '/out/../infer-result.json' is not under the output root /out"),
+    ("monitor-in-input", "predict", "monitor_file", "/in/monitor.txt",
+     "key 'output.monitor_file': '/in/monitor.txt' is not under the output root /out; this failure is recorded in "
+     "/out/monitor.txt instead"),
+]
+
+
+@pytest.mark.parametrize("task, key, value, message", [c[1:] for c in OUTPUT_CASES], ids=[c[0] for c in OUTPUT_CASES])
+def test_output_paths_outside_the_output_root_are_refused(tmp_path, models, task, key, value, message):
+    """env.yaml output paths that resolve outside /out: a config error naming the key and the path,
+    before anything is written (the failure record goes to /out/monitor.txt when the monitor
+    file itself is outside)."""
+    in_dir = tiny_training(tmp_path / "in") if task == "training" else tiny_predict(tmp_path / "in", models)
+    _set_output(in_dir, key, value)
+    try:
+        proc, out = _run_confined(tmp_path, in_dir)
+        assert not Path(OUTSIDE_ETC).exists()
+    finally:
+        shutil.rmtree(OUTSIDE_ETC, ignore_errors=True)
+    fields = assert_fails_with(proc, out, 300001, message)
+    assert fields[0] == "t0000001demo" and fields[2] == "0.0000"  # the task's record, written before anything ran
+    assert sorted(p.name for p in out.iterdir()) == ["monitor.txt"]
+
+
+@pytest.mark.parametrize("path, root, inside", [
+    ("/out", "/out", True), ("/out/models", "/out/", True), ("/out/./a/../models", "/out", True),
+    ("//out/models", "/out", True), ("/out/../out/models", "/out", True), ("/out/..", "/out", False),
+    ("/outside", "/out", False), ("out/models", "/out", False), ("", "/out", False), ("/in/models", "/out", False),
+    ("/out/sub/x", "/out/sub", True), ("/out/subway", "/out/sub", False),
+])
+def test_is_under_compares_paths_as_written(path, root, inside):
+    assert is_under(path, root) is inside
