@@ -92,7 +92,9 @@ def random_detector(cfg: NanoDetConfig, seed: int = 0, candidate_rate: float = 0
     for conv in model.head.gfl_cls:
         conv.bias[:num_classes] = 0.0
     logits = model(calib)[..., :num_classes].flatten()
-    quantile = torch.quantile(logits[torch.randperm(len(logits), generator=gen)[:2_000_000]].float(), 1.0 - candidate_rate)
+    quantile = torch.quantile(
+        logits[torch.randperm(len(logits), generator=gen)[:2_000_000]].float(), 1.0 - candidate_rate
+    )
     class_bias = SCORE_THR_LOGIT - float(quantile)
     for conv in model.head.gfl_cls:
         conv.bias[:num_classes] = class_bias

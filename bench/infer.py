@@ -56,10 +56,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import _common  # noqa: E402  (also puts the repository on sys.path)
-from _common import CpuNoise, current_rss_mib, log, peak_rss_mib, summarize  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import CpuNoise, current_rss_mib, log, peak_rss_mib, summarize  # noqa: E402
 
 CONFIGS = {320: "config/nanodet-plus-m_320.yml", 416: "config/nanodet-plus-m_416.yml"}
 BASE_VARIANTS = ("eager", "fused", "fused_cl", "jit", "jit_cl", "compile", "compile_cl")
@@ -93,8 +92,11 @@ def build_predictor(variant: str, size: int, weights: Path, device: str, example
     base, _, _ = parse_variant(variant)
     start = time.perf_counter()
     pred = Predictor(
-        REPO / CONFIGS[size], weights, device,
-        optimize=base != "eager", channels_last=base.endswith("_cl"),
+        REPO / CONFIGS[size],
+        weights,
+        device,
+        optimize=base != "eager",
+        channels_last=base.endswith("_cl"),
     )
     if on_loaded is not None:
         on_loaded(pred)
@@ -108,6 +110,7 @@ def build_predictor(variant: str, size: int, weights: Path, device: str, example
         pred.model = torch.compile(pred.model, dynamic=False)
 
     if base == "eager":  # the baseline: plain module call, no_grad, no memory-format change
+
         def forward(batch: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return pred.model(batch.to(pred.device))
@@ -174,8 +177,13 @@ def worker_timing(args: argparse.Namespace) -> dict:
         rounds += 1
     log(f"  size {args.size}: {rounds} rounds in {time.perf_counter() - start:.0f} s")
     set_threads(default_threads)
-    return {"times": times, "setup": setup, "foreign_cpu_share": noise.foreign_share(),
-            "threads_default": default_threads, "rounds": rounds}
+    return {
+        "times": times,
+        "setup": setup,
+        "foreign_cpu_share": noise.foreign_share(),
+        "threads_default": default_threads,
+        "rounds": rounds,
+    }
 
 
 def worker_memory(args: argparse.Namespace) -> dict:
@@ -204,12 +212,13 @@ def worker_memory(args: argparse.Namespace) -> dict:
         "rss_model_loaded_mib": round(loaded["rss"], 1),
         "peak_rss_growth_mib": round(peak_rss_mib() - loaded["rss"], 1),
         "note": "peak = VmHWM of this fresh process; growth = peak minus RSS once the model is loaded "
-                "(before tracing/compiling and any forward)",
+        "(before tracing/compiling and any forward)",
     }
     if device.type == "cuda":
         out["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         out["cuda_max_allocated_over_weights_mib"] = round(
-            (torch.cuda.max_memory_allocated(device) - loaded["cuda"]) / 2**20, 1)
+            (torch.cuda.max_memory_allocated(device) - loaded["cuda"]) / 2**20, 1
+        )
     return out
 
 
@@ -278,11 +287,18 @@ def worker_e2e(args: argparse.Namespace) -> dict:
     else:
         dataset = ImageFileDataset(files, pred.input_wh, pred.keep_ratio, pred.mean, pred.std)
         if args.worker_init:
-            loader = iter(DataLoader(
-                dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
-                collate_fn=collate_inference, prefetch_factor=4, persistent_workers=False,
-                worker_init_fn=WorkerInit(args.worker_init),
-            ))
+            loader = iter(
+                DataLoader(
+                    dataset,
+                    batch_size=args.batch,
+                    shuffle=False,
+                    num_workers=args.workers,
+                    collate_fn=collate_inference,
+                    prefetch_factor=4,
+                    persistent_workers=False,
+                    worker_init_fn=WorkerInit(args.worker_init),
+                )
+            )
         else:
             loader = inference_batches(dataset, args.batch, args.workers)
         while True:
@@ -321,8 +337,8 @@ def worker_profile(args: argparse.Namespace) -> dict:
     """Where the time of one image goes: decode, pre-process, forward, post-process."""
     from nanodet.data.image_io import read_image
     from nanodet.data.transforms import stack_batch
-    from nanodet.postprocess import decode, postprocess
     from nanodet.ops.nms import multiclass_nms
+    from nanodet.postprocess import decode, postprocess
 
     files = sorted(Path(args.images_dir).glob("*.jpg"))[: args.profile_images]
     example = torch.load(args.inputs)
@@ -332,8 +348,9 @@ def worker_profile(args: argparse.Namespace) -> dict:
     sync = _common.sync(pred.device)
     for b in (1, 16, 1, 16):
         fwd(example[:b])
-    stages: dict[str, list[float]] = {k: [] for k in ("decode", "preprocess", "forward_b1", "postprocess_b1",
-                                                      "decode_boxes_b1", "nms_b1")}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("decode", "preprocess", "forward_b1", "postprocess_b1", "decode_boxes_b1", "nms_b1")
+    }
     images, inputs, mats = [], [], []
     candidates = []
     for path in files:
@@ -348,8 +365,18 @@ def worker_profile(args: argparse.Namespace) -> dict:
         t3 = time.perf_counter()
         hw = (batch.shape[2], batch.shape[3])
         with torch.inference_mode():
-            postprocess(raw, pred.priors(hw), pred.head.num_classes, pred.head.reg_max, hw, [matrix],
-                        [(image.shape[1], image.shape[0])], pred.score_thr, pred.iou_thr, pred.max_det)
+            postprocess(
+                raw,
+                pred.priors(hw),
+                pred.head.num_classes,
+                pred.head.reg_max,
+                hw,
+                [matrix],
+                [(image.shape[1], image.shape[0])],
+                pred.score_thr,
+                pred.iou_thr,
+                pred.max_det,
+            )
             t4 = time.perf_counter()
             scores, boxes = decode(raw, pred.priors(hw), pred.head.num_classes, pred.head.reg_max, hw)
             sync()
@@ -358,8 +385,14 @@ def worker_profile(args: argparse.Namespace) -> dict:
             sync()
             t6 = time.perf_counter()
             candidates.append(int((scores[0] > pred.score_thr).sum()))
-        for k, a, b in (("decode", t0, t1), ("preprocess", t1, t2), ("forward_b1", t2, t3),
-                        ("postprocess_b1", t3, t4), ("decode_boxes_b1", t4, t5), ("nms_b1", t5, t6)):
+        for k, a, b in (
+            ("decode", t0, t1),
+            ("preprocess", t1, t2),
+            ("forward_b1", t2, t3),
+            ("postprocess_b1", t3, t4),
+            ("decode_boxes_b1", t4, t5),
+            ("nms_b1", t5, t6),
+        ):
             stages[k].append(b - a)
         images.append(image)
         inputs.append(torch.from_numpy(chw))
@@ -367,16 +400,25 @@ def worker_profile(args: argparse.Namespace) -> dict:
     # batch of 16: forward and post-process per image
     fwd16, post16 = [], []
     for start in range(0, len(inputs) - 15, 16):
-        batch = stack_batch(inputs[start:start + 16])
+        batch = stack_batch(inputs[start : start + 16])
         t0 = time.perf_counter()
         raw = fwd(batch)
         sync()
         t1 = time.perf_counter()
         with torch.inference_mode():
             hw = (batch.shape[2], batch.shape[3])
-            postprocess(raw, pred.priors(hw), pred.head.num_classes, pred.head.reg_max, hw, mats[start:start + 16],
-                        [(im.shape[1], im.shape[0]) for im in images[start:start + 16]],
-                        pred.score_thr, pred.iou_thr, pred.max_det)
+            postprocess(
+                raw,
+                pred.priors(hw),
+                pred.head.num_classes,
+                pred.head.reg_max,
+                hw,
+                mats[start : start + 16],
+                [(im.shape[1], im.shape[0]) for im in images[start : start + 16]],
+                pred.score_thr,
+                pred.iou_thr,
+                pred.max_det,
+            )
         t2 = time.perf_counter()
         fwd16.append((t1 - t0) / 16)
         post16.append((t2 - t1) / 16)
@@ -399,8 +441,13 @@ def worker_profile(args: argparse.Namespace) -> dict:
     if fwd16_1t:
         ms["forward_b16_per_image_1thread"] = round(1000 * min(fwd16_1t), 2)
     mp = [im.shape[0] * im.shape[1] / 1e6 for im in images]
-    return {"ms_per_image_median": ms, "images": len(files), "megapixels_mean": round(float(np.mean(mp)), 3),
-            "nms_candidates_per_image_median": int(np.median(candidates)), "threads": torch.get_num_threads()}
+    return {
+        "ms_per_image_median": ms,
+        "images": len(files),
+        "megapixels_mean": round(float(np.mean(mp)), 3),
+        "nms_candidates_per_image_median": int(np.median(candidates)),
+        "threads": torch.get_num_threads(),
+    }
 
 
 WORKERS = {"timing": worker_timing, "memory": worker_memory, "e2e": worker_e2e, "profile": worker_profile}
@@ -426,8 +473,12 @@ def run_worker(kind: str, argv: list[str], env: dict | None = None, timeout: flo
 def run_workers(kind: str, argvs: list[list[str]], env: dict | None = None, timeout: float = 600) -> list[dict]:
     """Several ``--_worker`` subprocesses at once (concurrent shards); one result each."""
     full_env = {**os.environ, **(env or {})}
-    procs = [subprocess.Popen(_worker_cmd(kind, a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=full_env, cwd=REPO) for a in argvs]
+    procs = [
+        subprocess.Popen(
+            _worker_cmd(kind, a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO
+        )
+        for a in argvs
+    ]
     deadline = time.monotonic() + timeout
     results = []
     for proc in procs:
@@ -460,8 +511,9 @@ def make_assets(tmp: Path, sizes: list[int], n_images: int) -> dict:
     save_pth(model, weights)
     log(f"random weights ready ({time.perf_counter() - t:.1f} s, class bias {model.class_bias:.3f})")
     t = time.perf_counter()
-    make_synthetic_coco(tmp / "folder", n_images, image_size=((480, 360), (1280, 960)), seed=0,
-                        max_objects=6, min_size=24, max_size=256)
+    make_synthetic_coco(
+        tmp / "folder", n_images, image_size=((480, 360), (1280, 960)), seed=0, max_objects=6, min_size=24, max_size=256
+    )
     files = sorted((tmp / "folder" / "images").glob("*.jpg"))
     log(f"{len(files)} JPEGs written ({time.perf_counter() - t:.1f} s)")
     inputs = {}
@@ -470,13 +522,18 @@ def make_assets(tmp: Path, sizes: list[int], n_images: int) -> dict:
         mean, std = c.data.val.pipeline.normalize
         chws = []
         for i in range(16):
-            chw, _ = preprocess(read_image(files[i % len(files)]), tuple(c.data.val.input_size),
-                                c.data.val.keep_ratio, mean, std)
+            chw, _ = preprocess(
+                read_image(files[i % len(files)]), tuple(c.data.val.input_size), c.data.val.keep_ratio, mean, std
+            )
             chws.append(torch.from_numpy(chw))
         inputs[size] = tmp / f"inputs_{size}.pt"
         torch.save(torch.stack(chws), inputs[size])
-    return {"weights": weights, "images": tmp / "folder" / "images", "inputs": inputs,
-            "class_bias": round(model.class_bias, 4)}
+    return {
+        "weights": weights,
+        "images": tmp / "folder" / "images",
+        "inputs": inputs,
+        "class_bias": round(model.class_bias, 4),
+    }
 
 
 def check_correctness(variants: list[str], size: int, assets: dict, device: str, n_images: int = 8) -> dict:
@@ -494,7 +551,7 @@ def check_correctness(variants: list[str], size: int, assets: dict, device: str,
     sizes = [(im.shape[1], im.shape[0]) for im in images]
     with torch.no_grad():
         ref = ref_fwd(batch).float().cpu()
-        ref_single = torch.cat([ref_fwd(batch[i:i + 1]).float().cpu() for i in range(len(batch))])
+        ref_single = torch.cat([ref_fwd(batch[i : i + 1]).float().cpu() for i in range(len(batch))])
         # float32 rounding of the eager model itself: the same model in float64
         ref64 = copy.deepcopy(ref_pred.model).double()(batch.double().to(ref_pred.device)).float().cpu()
     ref_dets = ref_pred.predict_batch(batch, mats, sizes)
@@ -514,7 +571,7 @@ def check_correctness(variants: list[str], size: int, assets: dict, device: str,
         try:
             pred, fwd, _ = build_predictor(v, size, assets["weights"], device, example)
             raw = fwd(batch).float().cpu()
-            raw1 = torch.cat([fwd(batch[i:i + 1]).float().cpu() for i in range(2)])  # other batch size
+            raw1 = torch.cat([fwd(batch[i : i + 1]).float().cpu() for i in range(2)])  # other batch size
             dets = pred.predict_batch(batch, mats, sizes)
         except Exception as err:
             out["paths"][v] = {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
@@ -522,7 +579,9 @@ def check_correctness(variants: list[str], size: int, assets: dict, device: str,
         out["paths"][v] = compare_detections(ref_dets, dets) | {
             "raw_max_abs_diff": float(f"{float((raw - ref).abs().max()):.3g}"),
             "raw_b1_max_abs_diff": float(f"{float((raw1 - ref[:2]).abs().max()):.3g}"),
-            "score_max_abs_diff_raw": float(f"{float((raw[..., :80].sigmoid() - ref[..., :80].sigmoid()).abs().max()):.3g}"),
+            "score_max_abs_diff_raw": float(
+                f"{float((raw[..., :80].sigmoid() - ref[..., :80].sigmoid()).abs().max()):.3g}"
+            ),
         }
     return out
 
@@ -566,28 +625,56 @@ def geomean(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="short run (~1 min): input 320 only, fewer candidates, 32 images, one round")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run (~1 min): input 320 only, fewer candidates, 32 images, one round",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--sizes", default=None, help="input sizes (default 320,416; quick 320)")
     parser.add_argument("--images", type=int, default=None, help="folder size for end to end (default 96, quick 32)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="least timing rounds (default 2, quick 1); more run while the time budget lasts")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds of interleaved timing per size (default 30, quick 5)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also try torch.compile (CPU: ~40 s of compilation per shape and size)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="least timing rounds (default 2, quick 1); more run while the time budget lasts",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=None, help="seconds of interleaved timing per size (default 30, quick 5)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also try torch.compile (CPU: ~40 s of compilation per shape and size)"
+    )
     parser.add_argument("--variants", default=None, help="comma list of forward candidates (advanced)")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                        help="before each timing process, wait up to S seconds for the other processes on this "
-                             "machine to use < 25%% of the CPUs (shared machines)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each timing process, wait up to S seconds for the other processes on this "
+        "machine to use < 25%% of the CPUs (shared machines)",
+    )
     # subprocess workers (internal)
     parser.add_argument("--_worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    for name, kind in (("size", int), ("batch", int), ("weights", str), ("inputs", str), ("images_dir", str),
-                       ("variant", str), ("mode", str), ("workers", int), ("main_threads", int),
-                       ("calls_b1", int), ("calls_b16", int), ("profile_images", int), ("budget_s", float),
-                       ("shard", str), ("barrier", str), ("worker_init", str)):
+    for name, kind in (
+        ("size", int),
+        ("batch", int),
+        ("weights", str),
+        ("inputs", str),
+        ("images_dir", str),
+        ("variant", str),
+        ("mode", str),
+        ("workers", int),
+        ("main_threads", int),
+        ("calls_b1", int),
+        ("calls_b16", int),
+        ("profile_images", int),
+        ("budget_s", float),
+        ("shard", str),
+        ("barrier", str),
+        ("worker_init", str),
+    ):
         parser.add_argument(f"--{name}", type=kind, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -639,11 +726,27 @@ def main() -> None:
                     log(f"waited {waited['waited_s']} s for a quiet CPU (busy share {waited['busy_share']})")
                     quiet_waits.append(waited)
                 log(f"timing {size} ({env_name} OpenMP wait policy): {', '.join(variants)}")
-                res = run_worker("timing", [*common, "--size", str(size), "--weights", str(assets["weights"]),
-                                            "--inputs", str(assets["inputs"][size]), "--variants", ",".join(variants),
-                                            "--rounds", str(rounds), *calls,
-                                            "--budget_s", str(budget if env_name == "default" else budget / 3)],
-                                 env=env, timeout=900)
+                res = run_worker(
+                    "timing",
+                    [
+                        *common,
+                        "--size",
+                        str(size),
+                        "--weights",
+                        str(assets["weights"]),
+                        "--inputs",
+                        str(assets["inputs"][size]),
+                        "--variants",
+                        ",".join(variants),
+                        "--rounds",
+                        str(rounds),
+                        *calls,
+                        "--budget_s",
+                        str(budget if env_name == "default" else budget / 3),
+                    ],
+                    env=env,
+                    timeout=900,
+                )
                 entry = forward.setdefault(str(size), {})
                 for key in ("b1", "b16", "setup"):
                     entry.setdefault(key, {})
@@ -673,17 +776,35 @@ def main() -> None:
         best_median = max(medians, key=medians.get) if medians else None
 
         # peak memory: a fresh process per (size, batch, path)
-        mem_plan = [(b, v) for b in (1, 16) for v in ("eager", best) if v] if not quick else \
-            [(16, v) for v in ("eager", best) if v]
+        mem_plan = (
+            [(b, v) for b in (1, 16) for v in ("eager", best) if v]
+            if not quick
+            else [(16, v) for v in ("eager", best) if v]
+        )
         if not quick:
             mem_plan += [(16, v) for v in ("fused", "fused_cl", "jit_cl") if v != best and v in candidates]
         log(f"memory: {len(mem_plan) * len(sizes)} fresh processes")
         for size in sizes:
             for b, v in mem_plan:
                 env = PASSIVE_ENV if parse_variant(v)[2] else None
-                res = run_worker("memory", [*common, "--size", str(size), "--batch", str(b), "--variant", v,
-                                            "--weights", str(assets["weights"]),
-                                            "--inputs", str(assets["inputs"][size])], env=env, timeout=300)
+                res = run_worker(
+                    "memory",
+                    [
+                        *common,
+                        "--size",
+                        str(size),
+                        "--batch",
+                        str(b),
+                        "--variant",
+                        v,
+                        "--weights",
+                        str(assets["weights"]),
+                        "--inputs",
+                        str(assets["inputs"][size]),
+                    ],
+                    env=env,
+                    timeout=300,
+                )
                 forward.setdefault(str(size), {}).setdefault(f"b{b}", {}).setdefault(v, {})["memory"] = res
 
         speedup = {}
@@ -693,7 +814,8 @@ def main() -> None:
                 if best and "eager" in f.get(b, {}) and "images_per_s" in f[b].get(best, {}):
                     speedup[f"{x}/{b}"] = round(f[b][best]["images_per_s"] / f[b]["eager"]["images_per_s"], 3)
                     speedup[f"{x}/{b}_median"] = round(
-                        f[b][best]["images_per_s_median"] / f[b]["eager"]["images_per_s_median"], 3)
+                        f[b][best]["images_per_s_median"] / f[b]["eager"]["images_per_s_median"], 3
+                    )
         b16 = [speedup[f"{x}/b16"] for x in sizes if f"{x}/b16" in speedup]
 
         # 2. correctness ------------------------------------------------------------------
@@ -724,11 +846,20 @@ def main() -> None:
         e2e_size = sizes[0]
         e2e_variant = best or "fused_cl"
         e2e_env = PASSIVE_ENV if parse_variant(e2e_variant)[2] else None
-        worker_argv = [*common, "--size", str(e2e_size), "--weights", str(assets["weights"]),
-                       "--inputs", str(assets["inputs"][e2e_size]), "--images_dir", str(assets["images"])]
+        worker_argv = [
+            *common,
+            "--size",
+            str(e2e_size),
+            "--weights",
+            str(assets["weights"]),
+            "--inputs",
+            str(assets["inputs"][e2e_size]),
+            "--images_dir",
+            str(assets["images"]),
+        ]
         base_argv = worker_argv + ["--variant", e2e_variant]
         modes: dict[str, list[list[str]]] = {"sequential": [base_argv + ["--mode", "sequential"]]}
-        for w in ([2] if quick else [1, 2]):
+        for w in [2] if quick else [1, 2]:
             modes[f"pipeline_w{w}"] = [base_argv + ["--mode", "pipeline", "--workers", str(w), "--batch", "16"]]
         if cpu and not quick:
             # one intra-op thread for OpenCV too in the workers (torch already uses one there)
@@ -737,8 +868,8 @@ def main() -> None:
             cores = os.cpu_count() or 1
             t1 = parse_variant(e2e_variant)[0] + "@t1"
             modes[f"sequential_{cores}proc_x_1thread"] = [
-                worker_argv + ["--variant", t1, "--mode", "sequential", "--shard", f"{k}/{cores}"]
-                for k in range(cores)]
+                worker_argv + ["--variant", t1, "--mode", "sequential", "--shard", f"{k}/{cores}"] for k in range(cores)
+            ]
         e2e_runs: dict[str, list[dict]] = {m: [] for m in modes}
         for r in range(1 if quick else 2):
             if r and time.perf_counter() > soft_deadline - 45:
@@ -754,34 +885,49 @@ def main() -> None:
                         e2e_runs[m].append(next(x for x in parts if "error" in x))
                         continue
                     wall = max(x["wall_s"] for x in parts)
-                    e2e_runs[m].append({
-                        "wall_s": wall, "images": sum(x["images"] for x in parts),
-                        "images_per_s": round(sum(x["images"] for x in parts) / wall, 2),
-                        "processes": len(parts), "model_ms_per_image": max(x["model_ms_per_image"] for x in parts),
-                        "detections": sum(x["detections"] for x in parts)})
+                    e2e_runs[m].append(
+                        {
+                            "wall_s": wall,
+                            "images": sum(x["images"] for x in parts),
+                            "images_per_s": round(sum(x["images"] for x in parts) / wall, 2),
+                            "processes": len(parts),
+                            "model_ms_per_image": max(x["model_ms_per_image"] for x in parts),
+                            "detections": sum(x["detections"] for x in parts),
+                        }
+                    )
                 else:
                     e2e_runs[m].append(run_worker("e2e", argvs[0], env=e2e_env, timeout=600))
-        end_to_end: dict = {"images": n_images, "image_sizes": "480x360 .. 1280x960 (uniform)",
-                            "input_size": e2e_size, "model_path": e2e_variant, "batch": 16, "runs": {}}
+        end_to_end: dict = {
+            "images": n_images,
+            "image_sizes": "480x360 .. 1280x960 (uniform)",
+            "input_size": e2e_size,
+            "model_path": e2e_variant,
+            "batch": 16,
+            "runs": {},
+        }
         for m, runs in e2e_runs.items():
             good = [x for x in runs if "error" not in x]
             if not good:
                 end_to_end["runs"][m] = runs[0] if runs else {"error": "not run"}
                 continue
             end_to_end["runs"][m] = max(good, key=lambda x: x["images_per_s"]) | {
-                "images_per_s_all_rounds": [x["images_per_s"] for x in good]}
+                "images_per_s_all_rounds": [x["images_per_s"] for x in good]
+            }
         seq = end_to_end["runs"].get("sequential", {}).get("images_per_s")
         if seq:
             end_to_end["speedup_vs_sequential"] = {
-                m: round(x["images_per_s"] / seq, 3) for m, x in end_to_end["runs"].items()
-                if m != "sequential" and "images_per_s" in x}
+                m: round(x["images_per_s"] / seq, 3)
+                for m, x in end_to_end["runs"].items()
+                if m != "sequential" and "images_per_s" in x
+            }
             lib = [v for m, v in end_to_end["speedup_vs_sequential"].items() if m in ("pipeline_w1", "pipeline_w2")]
             end_to_end["pipeline_speedup"] = max(lib) if lib else None
             end_to_end["target"] = 2.0
             end_to_end["target_met"] = bool(lib) and max(lib) >= 2.0
         log("per-stage profile")
-        prof = run_worker("profile", base_argv + ["--profile_images", "16" if quick else "32"], env=e2e_env,
-                          timeout=300)
+        prof = run_worker(
+            "profile", base_argv + ["--profile_images", "16" if quick else "32"], env=e2e_env, timeout=300
+        )
         end_to_end["stage_profile"] = prof
         if "ms_per_image_median" in prof:
             ms = prof["ms_per_image_median"]
@@ -789,15 +935,19 @@ def main() -> None:
             main_ms = ms.get("forward_b16_per_image", ms["forward_b1"]) + ms.get("postprocess_b16_per_image", 0)
             worker_ms = ms["decode"] + ms["preprocess"]
             cores = os.cpu_count() or 1
-            model = {"sequential_ms_per_image": round(seq_ms, 2),
-                     "pipeline_main_process_ms_per_image": round(main_ms, 2),
-                     "pipeline_workers_cpu_ms_per_image": round(worker_ms, 2)}
+            model = {
+                "sequential_ms_per_image": round(seq_ms, 2),
+                "pipeline_main_process_ms_per_image": round(main_ms, 2),
+                "pipeline_workers_cpu_ms_per_image": round(worker_ms, 2),
+            }
             if cpu and "forward_b16_per_image_1thread" in ms:
                 cpu_ms = worker_ms + ms["forward_b16_per_image_1thread"] + ms.get("postprocess_b16_per_image", 0)
                 model["pipeline_total_cpu_ms_per_image"] = round(cpu_ms, 2)
                 model["ideal_pipeline_speedup"] = round(seq_ms / max(main_ms, cpu_ms / cores), 2)
-                model["note"] = (f"ideal = perfect overlap on {cores} cores that scale perfectly, no contention: "
-                                 "sequential time / max(main-process time, total CPU time / cores)")
+                model["note"] = (
+                    f"ideal = perfect overlap on {cores} cores that scale perfectly, no contention: "
+                    "sequential time / max(main-process time, total CPU time / cores)"
+                )
             else:
                 model["ideal_pipeline_speedup"] = round(seq_ms / max(main_ms, worker_ms / 2), 2)
             end_to_end["model_from_profile"] = model
@@ -810,9 +960,11 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "threads_default": torch.get_num_threads(),
         "quick": quick,
-        "weights": {"kind": "random, seeded: He-normal convs, random BN affine, BN statistics calibrated on "
-                            "synthetic images, class bias set for ~0.2% candidate (prior, class) pairs",
-                    "class_bias": assets["class_bias"]},
+        "weights": {
+            "kind": "random, seeded: He-normal convs, random BN affine, BN statistics calibrated on "
+            "synthetic images, class bias set for ~0.2% candidate (prior, class) pairs",
+            "class_bias": assets["class_bias"],
+        },
         "forward": forward,
         "optimized": {
             "path": best,
@@ -831,7 +983,7 @@ def main() -> None:
             "foreign_cpu_share_timing_processes": foreign,
             "quiet_waits": quiet_waits,
             "note": "share of all cores used by other processes while this ran (0 = quiet); images_per_s is "
-                    "best-of-N, *_median the median, noise_median_over_best their ratio",
+            "best-of-N, *_median the median, noise_median_over_best their ratio",
         },
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }

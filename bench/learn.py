@@ -51,9 +51,11 @@ def _history_callback():
 
         def on_train_start(self, trainer) -> None:
             self._t_epoch = time.perf_counter()
-            log(f"training: {trainer.steps_per_epoch} steps/epoch x {trainer.total_epochs} epochs, "
+            log(
+                f"training: {trainer.steps_per_epoch} steps/epoch x {trainer.total_epochs} epochs, "
                 f"batch {trainer.cfg.device.batchsize_per_gpu}, {len(trainer.train_set)} train / "
-                f"{len(trainer.val_set)} val images")
+                f"{len(trainer.val_set)} val images"
+            )
 
         def on_step_end(self, trainer, losses) -> None:
             for k, v in losses.items():
@@ -74,12 +76,15 @@ def _history_callback():
                 "aux_detached": result.epoch - 1 >= trainer.model.detach_epoch,
                 "train_s": round(train_s, 1),
                 "eval_s": round(now - self._t_steps_end, 1),
-                "ms_per_image": round(1e3 * train_s / max(1, len(self._losses.get("loss", [])) *
-                                                         trainer.cfg.device.batchsize_per_gpu), 1),
+                "ms_per_image": round(
+                    1e3 * train_s / max(1, len(self._losses.get("loss", [])) * trainer.cfg.device.batchsize_per_gpu), 1
+                ),
             }
             self.epochs.append(row)
-            log(f"epoch {row['epoch']}: loss {row['loss']:.3f} mAP {row['mAP']:.4f} AP50 {row['AP_50']:.4f}"
-                f" ({row['train_s']:.0f}s train, {row['eval_s']:.0f}s eval){' best' if is_best else ''}")
+            log(
+                f"epoch {row['epoch']}: loss {row['loss']:.3f} mAP {row['mAP']:.4f} AP50 {row['AP_50']:.4f}"
+                f" ({row['train_s']:.0f}s train, {row['eval_s']:.0f}s eval){' best' if is_best else ''}"
+            )
 
         def on_epoch_end(self, trainer) -> None:
             self._losses = {}
@@ -103,7 +108,9 @@ def main() -> None:
     parser.add_argument("--detach-epoch", type=int, default=None, help="default: half the epochs")
     parser.add_argument("--min-size", type=int, default=32, help="smallest object extent in pixels")
     parser.add_argument("--max-size", type=int, default=80, help="largest object extent in pixels")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS, else the idle cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS, else the idle cores)"
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="keep the generated data here (default: temp dir)")
     args = parser.parse_args()
 
@@ -137,11 +144,14 @@ def main() -> None:
                 "val_intervals": 1,
             },
         }
-        cfg = synthetic_config(CONFIG, train_set, val_set, size, args.batch, args.workers, Path(tmp) / "work", overrides)
+        cfg = synthetic_config(
+            CONFIG, train_set, val_set, size, args.batch, args.workers, Path(tmp) / "work", overrides
+        )
         history = _history_callback()
         t0 = time.perf_counter()
-        state = train(cfg, work_dir=Path(tmp) / "work", seed=args.seed, callbacks=[history], device="cpu",
-                      progress=False)
+        state = train(
+            cfg, work_dir=Path(tmp) / "work", seed=args.seed, callbacks=[history], device="cpu", progress=False
+        )
         train_wall = time.perf_counter() - t0
 
     rows = history.epochs
@@ -152,16 +162,33 @@ def main() -> None:
         "model": "nanodet-plus-m (config/nanodet-plus-m_320.yml, 3 classes), random init",
         "quick": args.quick,
         "settings": {
-            "epochs": epochs, "train_images": n_train, "val_images": n_val, "input_size": args.input_size,
-            "batch": args.batch, "steps": state.step, "lr": args.lr, "optimizer": cfg.schedule.optimizer.name,
-            "weight_decay": cfg.schedule.optimizer.weight_decay, "warmup_steps": args.warmup_steps,
-            "eta_min": args.lr / 20, "detach_epoch": detach_epoch, "ema_decay": cfg.model.weight_averager.decay,
-            "seed": args.seed, "workers": args.workers, "threads": threads, "threads_from": threads_why,
+            "epochs": epochs,
+            "train_images": n_train,
+            "val_images": n_val,
+            "input_size": args.input_size,
+            "batch": args.batch,
+            "steps": state.step,
+            "lr": args.lr,
+            "optimizer": cfg.schedule.optimizer.name,
+            "weight_decay": cfg.schedule.optimizer.weight_decay,
+            "warmup_steps": args.warmup_steps,
+            "eta_min": args.lr / 20,
+            "detach_epoch": detach_epoch,
+            "ema_decay": cfg.model.weight_averager.decay,
+            "seed": args.seed,
+            "workers": args.workers,
+            "threads": threads,
+            "threads_from": threads_why,
             "dataset": data,
         },
         "per_epoch": rows,
-        "final": {"epoch": final.epoch, **{k: round(final.metrics[k], 4) for k in METRICS},
-                  "per_class_AP": {k: round(v, 4) for k, v in final.per_class_AP.items()}} if final else None,
+        "final": {
+            "epoch": final.epoch,
+            **{k: round(final.metrics[k], 4) for k in METRICS},
+            "per_class_AP": {k: round(v, 4) for k, v in final.per_class_AP.items()},
+        }
+        if final
+        else None,
         "best": {"epoch": best["epoch"], "mAP": best["mAP"], "AP_50": best["AP_50"]} if best else None,
         "best_by_trainer": {"epoch": state.best_epoch, "mAP": round(state.best_metric, 4)},
         "loss_first_last_epoch": [rows[0]["loss"], rows[-1]["loss"]] if rows else None,

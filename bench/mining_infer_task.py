@@ -20,5 +20,9 @@ if __name__ == "__main__":
     parser.add_argument("--algorithm", default="aldd")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    print(json.dumps(measure_combined(args.candidates, args.input_size, args.batch, args.workers, args.algorithm,
-                                      args.repeats), indent=1))
+    print(
+        json.dumps(
+            measure_combined(args.candidates, args.input_size, args.batch, args.workers, args.algorithm, args.repeats),
+            indent=1,
+        )
+    )

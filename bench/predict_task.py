@@ -39,18 +39,33 @@ def trained_models(root: Path, input_size: int) -> Path:
 
 def measure(task: str, candidates: int, input_size: int, processes: list[int], batch: int, workers: int) -> dict:
     import torch
-    from executor.workspace import make_predict_workspace
     import yaml
 
+    from executor.workspace import make_predict_workspace
+
     gpus = torch.cuda.device_count()
-    results = {"task": task, "candidates": candidates, "input_size": input_size, "batch_size_per_gpu": batch,
-               "workers_per_gpu": workers, "device": "cuda" if gpus else "cpu", "runs": []}
+    results = {
+        "task": task,
+        "candidates": candidates,
+        "input_size": input_size,
+        "batch_size_per_gpu": batch,
+        "workers_per_gpu": workers,
+        "device": "cuda" if gpus else "cpu",
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         models = trained_models(root, input_size)
-        in_dir = make_predict_workspace(root / "in", models, candidates=candidates, mining=task == "mining",
-                                        infer=task == "infer", batch_size_per_gpu=batch, workers_per_gpu=workers,
-                                        size=((640, 480), (1280, 960)))
+        in_dir = make_predict_workspace(
+            root / "in",
+            models,
+            candidates=candidates,
+            mining=task == "mining",
+            infer=task == "infer",
+            batch_size_per_gpu=batch,
+            workers_per_gpu=workers,
+            size=((640, 480), (1280, 960)),
+        )
         for n in processes:
             cfg = yaml.safe_load((in_dir / "config.yaml").read_text())
             if gpus:
@@ -63,25 +78,33 @@ def measure(task: str, candidates: int, input_size: int, processes: list[int], b
             out = root / f"out{n}"
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // n))}
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out)],
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             wall = time.perf_counter() - start
             if proc.returncode != 0:
                 raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
             ranks = [m.groups() for m in RATE.finditer(proc.stdout + proc.stderr)]
             loop = max(float(r[2]) for r in ranks)
-            results["runs"].append({
-                "processes": n,
-                "wall_s": round(wall, 2),
-                "images_per_s_end_to_end": round(candidates / wall, 2),
-                "images_per_s_loop": round(candidates / loop, 2),
-                "data_wait_share": round(sum(int(r[4]) for r in ranks) / len(ranks) / 100, 3),
-            })
+            results["runs"].append(
+                {
+                    "processes": n,
+                    "wall_s": round(wall, 2),
+                    "images_per_s_end_to_end": round(candidates / wall, 2),
+                    "images_per_s_loop": round(candidates / loop, 2),
+                    "data_wait_share": round(sum(int(r[4]) for r in ranks) / len(ranks) / 100, 3),
+                }
+            )
     base = results["runs"][0]["images_per_s_loop"]
     for r in results["runs"]:
         r["speedup_vs_1_process"] = round(r["images_per_s_loop"] / base, 2)
-    results["note"] = ("wall_s includes process start-up and model loading (~5 s per process set); "
-                       "images_per_s_loop is the steady-state batch loop, files read and decoded included")
+    results["note"] = (
+        "wall_s includes process start-up and model loading (~5 s per process set); "
+        "images_per_s_loop is the steady-state batch loop, files read and decoded included"
+    )
     return results
 
 
@@ -96,24 +119,29 @@ def run_task(in_dir: Path, out: Path, mining: bool, infer: bool, algorithm: str)
     cfg.update(run_mining=mining, run_infer=infer, mining_algorithm=algorithm)
     (in_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out)], capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
     return wall, sum(float(m.group(3)) for m in RATE.finditer(proc.stdout + proc.stderr))
 
 
-def measure_combined(candidates: int, input_size: int, batch: int, workers: int, algorithm: str,
-                     repeats: int) -> dict:
+def measure_combined(candidates: int, input_size: int, batch: int, workers: int, algorithm: str, repeats: int) -> dict:
     """Mining alone, infer alone, and both in one task, on the same candidates; best of ``repeats``."""
     from executor.workspace import make_predict_workspace
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        in_dir = make_predict_workspace(root / "in", trained_models(root, input_size), candidates=candidates,
-                                        batch_size_per_gpu=batch, workers_per_gpu=workers,
-                                        size=((640, 480), (1280, 960)))
+        in_dir = make_predict_workspace(
+            root / "in",
+            trained_models(root, input_size),
+            candidates=candidates,
+            batch_size_per_gpu=batch,
+            workers_per_gpu=workers,
+            size=((640, 480), (1280, 960)),
+        )
         runs: dict[str, list[tuple[float, float]]] = {"mining": [], "infer": [], "mining+infer": []}
         for r in range(repeats):
             for name, mining, infer in (("mining", True, False), ("infer", False, True), ("mining+infer", True, True)):
@@ -122,8 +150,12 @@ def measure_combined(candidates: int, input_size: int, batch: int, workers: int,
     separate_wall = best["mining"][0] + best["infer"][0]
     separate_loop = best["mining"][1] + best["infer"][1]
     return {
-        "candidates": candidates, "input_size": input_size, "batch_size_per_gpu": batch, "workers_per_gpu": workers,
-        "mining_algorithm": algorithm, "repeats": repeats,
+        "candidates": candidates,
+        "input_size": input_size,
+        "batch_size_per_gpu": batch,
+        "workers_per_gpu": workers,
+        "mining_algorithm": algorithm,
+        "repeats": repeats,
         "wall_s": {name: round(b[0], 2) for name, b in best.items()},
         "loop_s": {name: round(b[1], 2) for name, b in best.items()},
         "baseline_wall_s (mining alone + infer alone)": round(separate_wall, 2),
@@ -143,5 +175,11 @@ def main(task: str) -> None:
     parser.add_argument("--quick", action="store_true", help="32 candidates")
     args = parser.parse_args()
     candidates = 32 if args.quick else args.candidates
-    print(json.dumps(measure(task, candidates, args.input_size, [int(p) for p in args.processes.split(",")],
-                             args.batch, args.workers), indent=1))
+    print(
+        json.dumps(
+            measure(
+                task, candidates, args.input_size, [int(p) for p in args.processes.split(",")], args.batch, args.workers
+            ),
+            indent=1,
+        )
+    )

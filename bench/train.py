@@ -201,9 +201,11 @@ def measure(spec: dict) -> dict:
             computes.append(t2 - t1)
             walls.append(t2 - t0)
         losses.append(out["loss"])
-        log(f"  [{spec['device']} b{batch_size}] step {i + 1}/{warmup + steps}"
+        log(
+            f"  [{spec['device']} b{batch_size}] step {i + 1}/{warmup + steps}"
             f"{' (warm-up)' if i < warmup else ''}: data {1e3 * (t1 - t0):.0f} ms, step {1e3 * (t2 - t1):.0f} ms,"
-            f" loss {out['loss']:.3f}")
+            f" loss {out['loss']:.3f}"
+        )
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     sys1 = _system_busy_s()
@@ -235,8 +237,11 @@ def measure(spec: dict) -> dict:
         "data_wait_share": round(sum(waits) / wall, 4),
         # CPU use during the measured steps, in cores: the training process, its loader workers,
         # and every other process of the machine (what this run competed with).
-        "cpu_cores_used": {"main": round(cpu / wall, 2), "loader_workers": round(worker_cpu / wall, 2),
-                           "other_processes": round(max(others, 0.0), 2) if others is not None else None},
+        "cpu_cores_used": {
+            "main": round(cpu / wall, 2),
+            "loader_workers": round(worker_cpu / wall, 2),
+            "other_processes": round(max(others, 0.0), 2) if others is not None else None,
+        },
         "loss_first_last": [round(losses[0], 3), round(losses[-1], 3)],
         "trainer_build_s": round(build_s, 2),
     }
@@ -270,8 +275,13 @@ def measure(spec: dict) -> dict:
 def run_child(spec: dict, timeout: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child"], input=json.dumps(spec),
-        stdout=subprocess.PIPE, stderr=None, text=True, env=env, timeout=timeout,
+        [sys.executable, str(Path(__file__).resolve()), "--child"],
+        input=json.dumps(spec),
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
     if proc.returncode != 0:
         return {"device": spec["device"], "batch": spec["batch"], "error": f"subprocess exit {proc.returncode}"}
@@ -285,7 +295,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="device.workers_per_gpu (loader worker processes)")
     parser.add_argument("--warmup", type=int, default=None, help="unmeasured steps first (default 3, quick 1)")
     parser.add_argument("--steps", type=int, default=None, help="measured steps (default 12, quick 2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS, else the idle cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS, else the idle cores)"
+    )
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--data-dir", type=Path, default=None, help="keep the synthetic data here (default: temp dir)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -315,48 +327,100 @@ def main() -> None:
         # Enough images that no measured step repeats an epoch; COCO-like 480x360..640x480 JPEGs.
         num_train = max(args.batches) * (warmup + steps)
         data_spec = {"image_size": [[480, 360], [640, 480]], "min_size": 24, "max_size": 200, "max_objects": 6}
-        train = make_dataset(root, "train", num_train, data_spec["image_size"], seed=0,
-                             min_size=data_spec["min_size"], max_size=data_spec["max_size"],
-                             max_objects=data_spec["max_objects"])
-        val = make_dataset(root, "val", 8, data_spec["image_size"], seed=1000, min_size=data_spec["min_size"],
-                           max_size=data_spec["max_size"], max_objects=data_spec["max_objects"])
+        train = make_dataset(
+            root,
+            "train",
+            num_train,
+            data_spec["image_size"],
+            seed=0,
+            min_size=data_spec["min_size"],
+            max_size=data_spec["max_size"],
+            max_objects=data_spec["max_objects"],
+        )
+        val = make_dataset(
+            root,
+            "val",
+            8,
+            data_spec["image_size"],
+            seed=1000,
+            min_size=data_spec["min_size"],
+            max_size=data_spec["max_size"],
+            max_objects=data_spec["max_objects"],
+        )
         results = []
         for device in devices:
             for batch in args.batches:
                 precision = 16 if device.startswith("cuda") else 32
-                cfg = synthetic_config(CONFIG, train, val, INPUT, batch, args.workers, Path(tmp) / "work",
-                                       {"device": {"precision": precision}})
-                spec = {"device": device, "batch": batch, "warmup": warmup, "steps": steps, "threads": threads,
-                        "work_dir": str(Path(tmp) / "work"), "config": cfg.model_dump(mode="json")}
+                cfg = synthetic_config(
+                    CONFIG,
+                    train,
+                    val,
+                    INPUT,
+                    batch,
+                    args.workers,
+                    Path(tmp) / "work",
+                    {"device": {"precision": precision}},
+                )
+                spec = {
+                    "device": device,
+                    "batch": batch,
+                    "warmup": warmup,
+                    "steps": steps,
+                    "threads": threads,
+                    "work_dir": str(Path(tmp) / "work"),
+                    "config": cfg.model_dump(mode="json"),
+                }
                 log(f"measuring {device} batch {batch} ({warmup} warm-up + {steps} steps, {args.workers} workers)")
                 t0 = time.perf_counter()
                 res = run_child(spec, timeout=3600)
                 res["subprocess_s"] = round(time.perf_counter() - t0, 1)
                 results.append(res)
                 if "error" not in res:
-                    log(f"  -> {res['images_per_s']} img/s, {res['ms_per_step']} ms/step "
+                    log(
+                        f"  -> {res['images_per_s']} img/s, {res['ms_per_step']} ms/step "
                         f"(compute {res['compute_ms_per_step']}), data wait {100 * res['data_wait_share']:.1f}%,"
-                        f" peak {res.get('peak_mem_mb')} MB")
+                        f" peak {res.get('peak_mem_mb')} MB"
+                    )
 
     ours = next((r for r in results if r.get("device") == "cpu" and r.get("batch") == 8 and "error" not in r), None)
     comparison = dict(OFFICIAL)
     if ours:
-        comparison.update({
-            "ours_ms_per_step": ours["ms_per_step"],
-            "ours_compute_ms_per_step": ours["compute_ms_per_step"],
-            "ours_forward_loss_ms": round(ours["compute_split_ms"]["forward_ms"] + ours["compute_split_ms"]["loss_ms"], 1),
-            "ours_threads": ours["threads"],
-            "ratio_compute_vs_official": round(ours["compute_ms_per_step"] / OFFICIAL["ms_per_step"], 3),
-            "ratio_wall_vs_official": round(ours["ms_per_step"] / OFFICIAL["ms_per_step"], 3),
-        })
+        comparison.update(
+            {
+                "ours_ms_per_step": ours["ms_per_step"],
+                "ours_compute_ms_per_step": ours["compute_ms_per_step"],
+                "ours_forward_loss_ms": round(
+                    ours["compute_split_ms"]["forward_ms"] + ours["compute_split_ms"]["loss_ms"], 1
+                ),
+                "ours_threads": ours["threads"],
+                "ratio_compute_vs_official": round(ours["compute_ms_per_step"] / OFFICIAL["ms_per_step"], 3),
+                "ratio_wall_vs_official": round(ours["ms_per_step"] / OFFICIAL["ms_per_step"], 3),
+            }
+        )
     ok = [r for r in results if "error" not in r]
-    summary = [{k: r[k] for k in ("device", "batch", "images_per_s", "ms_per_step", "compute_ms_per_step",
-                                  "data_wait_share", "peak_mem_mb") if k in r} for r in ok]
+    summary = [
+        {
+            k: r[k]
+            for k in (
+                "device",
+                "batch",
+                "images_per_s",
+                "ms_per_step",
+                "compute_ms_per_step",
+                "data_wait_share",
+                "peak_mem_mb",
+            )
+            if k in r
+        }
+        for r in ok
+    ]
     others = [r["cpu_cores_used"]["other_processes"] for r in ok if r["cpu_cores_used"]["other_processes"] is not None]
     noise = {
         "other_processes_cores_max": max(others) if others else None,
-        "step_time_cv_max": max((round(r["ms_per_step_stdev"] / r["ms_per_step"], 3) for r in ok
-                                 if r["ms_per_step_stdev"] is not None), default=None),
+        "step_time_cv_max": max(
+            (round(r["ms_per_step_stdev"] / r["ms_per_step"], 3) for r in ok if r["ms_per_step_stdev"] is not None),
+            default=None,
+        ),
         "note": "other_processes = cores used by other jobs while measuring; cv = stdev/mean of step times",
     }
     report = {
@@ -366,10 +430,16 @@ def main() -> None:
         "input_size": list(INPUT),
         "aux_branch": "active, not detached (run_step epoch 0 < detach_epoch 10)",
         "quick": args.quick,
-        "settings": {"workers_per_gpu": args.workers, "threads": threads, "threads_from": threads_why,
-                     "warmup_steps": warmup,
-                     "measured_steps": steps, "batches": args.batches, "devices": devices,
-                     "dataset": {"train_images": num_train, **data_spec, "classes": 3, "format": "COCO json + JPEG"}},
+        "settings": {
+            "workers_per_gpu": args.workers,
+            "threads": threads,
+            "threads_from": threads_why,
+            "warmup_steps": warmup,
+            "measured_steps": steps,
+            "batches": args.batches,
+            "devices": devices,
+            "dataset": {"train_images": num_train, **data_spec, "classes": 3, "format": "COCO json + JPEG"},
+        },
         "summary": summary,
         "baseline_official_cpu_b8": comparison,
         "noise": noise,

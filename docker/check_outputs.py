@@ -42,8 +42,8 @@ def check_training(out: Path) -> None:
 
 def check_predict(in_dir: Path, out: Path) -> None:
     monitor_done(out)
-    candidates = [l for l in (in_dir / "candidate-index.tsv").read_text().splitlines() if l]
-    rows = [l.split() for l in (out / "result.tsv").read_text().splitlines()]
+    candidates = [row for row in (in_dir / "candidate-index.tsv").read_text().splitlines() if row]
+    rows = [row.split() for row in (out / "result.tsv").read_text().splitlines()]
     if sorted(r[0] for r in rows) != sorted(candidates) or any(len(r) != 2 for r in rows):
         fail("result.tsv does not list every candidate once")
     scores = [float(r[1]) for r in rows]

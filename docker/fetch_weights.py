@@ -89,12 +89,28 @@ def default_manifest() -> list[Entry]:
     """ImageNet backbones (as ``nanodet.model.pretrained`` names them) and the COCO checkpoints."""
     from nanodet.model.pretrained import IMAGENET_BACKBONES
 
-    entries = [Entry(name=f"shufflenetv2-{size}", url=w.url, file_name=w.file_name, kind="imagenet-backbone",
-                     sha256=w.sha256_prefix, model_size=size) for size, w in IMAGENET_BACKBONES.items()]
+    entries = [
+        Entry(
+            name=f"shufflenetv2-{size}",
+            url=w.url,
+            file_name=w.file_name,
+            kind="imagenet-backbone",
+            sha256=w.sha256_prefix,
+            model_size=size,
+        )
+        for size, w in IMAGENET_BACKBONES.items()
+    ]
     for file_name in COCO_CHECKPOINTS:
         stem = file_name.removesuffix(CKPT_SUFFIX)
-        entries.append(Entry(name=stem, url=COCO_RELEASE_URL + file_name, file_name=file_name,
-                             kind="coco-checkpoint", config=f"config/{stem}.yml"))
+        entries.append(
+            Entry(
+                name=stem,
+                url=COCO_RELEASE_URL + file_name,
+                file_name=file_name,
+                kind="coco-checkpoint",
+                config=f"config/{stem}.yml",
+            )
+        )
     return entries
 
 
@@ -149,8 +165,9 @@ def check_manifest(entries: list[Entry]) -> None:
     problems = [f"{e.name}: {p}" for e in entries for p in entry_problems(e)]
     for attr in ("name", "file_name"):
         values = [getattr(e, attr) for e in entries]
-        problems += [f"{attr} {v!r} appears {values.count(v)} times" for v in sorted(set(values), key=str)
-                     if values.count(v) > 1]
+        problems += [
+            f"{attr} {v!r} appears {values.count(v)} times" for v in sorted(set(values), key=str) if values.count(v) > 1
+        ]
     if problems:
         raise ManifestError("\n".join(f"manifest: {p}" for p in problems))
 
@@ -345,8 +362,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dest", type=Path, required=True, help="directory the weights are installed in")
     parser.add_argument("--manifest", type=Path, help="JSON list of entries to use instead of the built-in one")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="fetch only these entries (by name)")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds a download may stall (connect or wait for data) before it fails (default 120)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds a download may stall (connect or wait for data) before it fails (default 120)",
+    )
     return parser.parse_args(argv)
 
 

@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in", dest="in_dir", default="/in", help="folder standing for /in (local runs)")
     parser.add_argument("--out", dest="out_dir", default="/out", help="folder standing for /out (local runs)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     mapper = PathMapper(Path(args.in_dir), Path(args.out_dir))
     env_file = mapper("/in/env.yaml")
     monitor = Monitor(mapper(f"{OUT_ROOT}/{MONITOR_NAME}"), "default-task")  # until env.yaml says where
@@ -76,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         check_output_paths(env.output, str(env_file))  # nothing is written outside the output root
         mapper(env.output.root_dir).mkdir(parents=True, exist_ok=True)
         if not is_worker():  # the task process, before anything writes: a killed run's leftovers
-            stale = (remove_stale_temp_files(mapper(env.output.root_dir))
-                     + remove_stale_temp_files(mapper(env.output.models_dir), recursive=True))
+            stale = remove_stale_temp_files(mapper(env.output.root_dir)) + remove_stale_temp_files(
+                mapper(env.output.models_dir), recursive=True
+            )
             if stale:
                 log.info("removed %d temp files left by an interrupted run", len(stale))
         run(env, mapper, monitor)

@@ -137,8 +137,13 @@ def clean_boxes(boxes: list[Box], width: int, height: int, report: ConversionRep
         if not all(np.isfinite([b.x1, b.y1, b.x2, b.y2])) or b.x2 <= b.x1 or b.y2 <= b.y1:
             report.problems["degenerate boxes (dropped)"] += 1
             continue
-        c = Box(b.label, min(max(b.x1, 0), width), min(max(b.y1, 0), height),
-                min(max(b.x2, 0), width), min(max(b.y2, 0), height))
+        c = Box(
+            b.label,
+            min(max(b.x1, 0), width),
+            min(max(b.y1, 0), height),
+            min(max(b.x2, 0), width),
+            min(max(b.y2, 0), height),
+        )
         if c.x2 - c.x1 < 1 or c.y2 - c.y1 < 1:
             report.problems["boxes outside the image (dropped)"] += 1
             continue
@@ -209,8 +214,16 @@ def convert_split(
         images.append({"id": image_id, "file_name": str(image_path.resolve()), "width": width, "height": height})
         for b in boxes:
             w, h = b.x2 - b.x1, b.y2 - b.y1
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": b.label + 1,
-                                "bbox": [b.x1, b.y1, w, h], "area": w * h, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": b.label + 1,
+                    "bbox": [b.x1, b.y1, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     report.images, report.boxes = len(images), len(annotations)
     report.log(split)
     check_split(index_file, split, len(rows), report, first_missing, first_unreadable)
@@ -223,19 +236,23 @@ def convert_split(
     return report
 
 
-def check_split(index_file: Path, split: str, rows: int, report: ConversionReport, first_missing: str,
-                first_unreadable: str) -> None:
+def check_split(
+    index_file: Path, split: str, rows: int, report: ConversionReport, first_missing: str, first_unreadable: str
+) -> None:
     """A split without images or boxes cannot be trained on; the error says why it is empty:
     no file exists (the dataset, 300002), the files exist but none decodes (image format,
     300003), nothing listed or nothing left after skipping (the dataset, 300002)."""
     missing = report.problems[MISSING]
     if rows and missing == rows:
-        raise DatasetError(f"{index_file}: none of the {rows} images of the {split} set exists "
-                           f"(first: {first_missing})")
+        raise DatasetError(
+            f"{index_file}: none of the {rows} images of the {split} set exists (first: {first_missing})"
+        )
     if rows and not report.images:
         also = f"; {missing} of them missing" if missing else ""
-        raise ImageFormatError(f"{index_file}: none of the {rows} images of the {split} set can be decoded "
-                               f"(first: {first_unreadable}{also})")
+        raise ImageFormatError(
+            f"{index_file}: none of the {rows} images of the {split} set can be decoded "
+            f"(first: {first_unreadable}{also})"
+        )
     if not report.images:
         raise DatasetError(f"{index_file}: the {split} set has no usable image")
     if not report.boxes:
@@ -247,4 +264,3 @@ def annotation_format_of(export_format: str) -> str:
     if anno not in {"ark", "det-ark", "voc", "det-voc"}:
         raise DatasetError(f"export_format {export_format!r}: this executor reads ark or voc annotations")
     return anno
-

@@ -36,8 +36,9 @@ def main() -> int:
     root = Path(args.dir).resolve()
     shutil.rmtree(root, ignore_errors=True)
     train_in, train_out = root / "training" / "in", root / "training" / "out"
-    make_training_workspace(train_in, train_images=128, val_images=16, epochs=args.epochs, input_size=160,
-                            val_intervals=5)
+    make_training_workspace(
+        train_in, train_images=128, val_images=16, epochs=args.epochs, input_size=160, val_intervals=5
+    )
     print(f"[demo] training workspace: {train_in}", flush=True)
     t_train = run_task(train_in, train_out)
     result = yaml.safe_load((train_out / "models" / "result.yaml").read_text())
@@ -47,15 +48,15 @@ def main() -> int:
     infer = json.loads((predict_out / "infer-result.json").read_text())["detection"]
     top = (predict_out / "result.tsv").read_text().splitlines()[:3]
     print(f"""
-[demo] training ({t_train:.0f} s): best stage {result['best_stage_name']}, mAP {result['mAP']:.3f}
-       result.yaml   {train_out / 'models' / 'result.yaml'}
-       weights       {train_out / 'models' / 'nanodet_model_best.pth'}
-       tensorboard   {train_out / 'tensorboard'}   (tensorboard --logdir {train_out / 'tensorboard'})
-       monitor       {train_out / 'monitor.txt'}
+[demo] training ({t_train:.0f} s): best stage {result["best_stage_name"]}, mAP {result["mAP"]:.3f}
+       result.yaml   {train_out / "models" / "result.yaml"}
+       weights       {train_out / "models" / "nanodet_model_best.pth"}
+       tensorboard   {train_out / "tensorboard"}   (tensorboard --logdir {train_out / "tensorboard"})
+       monitor       {train_out / "monitor.txt"}
 [demo] mining + infer ({t_predict:.0f} s) on {len(infer)} candidates:
-       result.tsv    {predict_out / 'result.tsv'}   (top: {top[0].split(chr(9))[1] if top else '-'})
-       infer json    {predict_out / 'infer-result.json'}   ({sum(len(v['boxes']) for v in infer.values())} boxes)
-       monitor       {predict_out / 'monitor.txt'}
+       result.tsv    {predict_out / "result.tsv"}   (top: {top[0].split(chr(9))[1] if top else "-"})
+       infer json    {predict_out / "infer-result.json"}   ({sum(len(v["boxes"]) for v in infer.values())} boxes)
+       monitor       {predict_out / "monitor.txt"}
 """)
     return 0
 

@@ -18,6 +18,7 @@ def select_devices(gpu_count: int, gpu_id: str) -> tuple[str, int]:
         raise NoGpuError(f"config.yaml asks for {gpu_count} GPU(s) (gpu_id {gpu_id!r}) but no GPU is visible")
     wanted = min(gpu_count, len(ids))
     if wanted > visible:
-        raise ExecutorError(f"config.yaml asks for {wanted} GPUs (gpu_id {gpu_id!r}) but {visible} are visible",
-                            ReturnCode.GPU_MISMATCH)
+        raise ExecutorError(
+            f"config.yaml asks for {wanted} GPUs (gpu_id {gpu_id!r}) but {visible} are visible", ReturnCode.GPU_MISMATCH
+        )
     return "cuda", wanted

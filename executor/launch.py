@@ -48,8 +48,17 @@ def is_worker() -> bool:
 
 def torchrun_command(nproc: int, target: list[str]) -> list[str]:
     """``target`` (``["-m", module, *args]`` or ``[script, *args]``) in ``nproc`` processes on this machine."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc_per_node", str(nproc), *target]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(nproc),
+        *target,
+    ]
 
 
 def run_workers(nproc: int, target: list[str], what: str) -> None:
@@ -87,8 +96,9 @@ def worker_failure(error_file: Path, returncode: int, what: str) -> ExecutorErro
         record = json.loads(error_file.read_text(encoding="utf-8"))
         return ExecutorError(str(record["message"]), ReturnCode(int(record["code"])))
     except (OSError, ValueError, KeyError, TypeError):
-        return ExecutorError(f"{what}: a worker process failed without reporting why (torchrun exit code "
-                             f"{returncode})", ReturnCode.MODEL)
+        return ExecutorError(
+            f"{what}: a worker process failed without reporting why (torchrun exit code {returncode})", ReturnCode.MODEL
+        )
 
 
 def report_failure(code: int, message: str) -> None:
@@ -103,7 +113,7 @@ def report_failure(code: int, message: str) -> None:
         try:
             view = memoryview(record)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.close(fd)
             fd = -1
             os.link(tmp, path)  # atomic, and never replaces an earlier record

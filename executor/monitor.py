@@ -25,7 +25,7 @@ class Monitor:
         self.percent = 0.0
         self.enabled = True
 
-    def stage(self, start: float, end: float) -> "Monitor":
+    def stage(self, start: float, end: float) -> Monitor:
         """Map the following 0→1 progress into [start, end] of the whole task."""
         self.start, self.end = start, end
         return self

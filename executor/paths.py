@@ -27,8 +27,14 @@ APP_ROOT = Path(__file__).resolve().parent.parent  # /app in the image
 OUT_ROOT = "/out"
 MONITOR_NAME = "monitor.txt"
 # env.yaml ``output`` keys the executor writes to (``executor_log_file`` belongs to the platform)
-WRITTEN_OUTPUTS = ("monitor_file", "models_dir", "tensorboard_dir", "training_result_file", "mining_result_file",
-                   "infer_result_file")
+WRITTEN_OUTPUTS = (
+    "monitor_file",
+    "models_dir",
+    "tensorboard_dir",
+    "training_result_file",
+    "mining_result_file",
+    "infer_result_file",
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class PathMapper:
         text = str(path)
         for prefix, target in (("/in", self.in_dir), ("/out", self.out_dir)):
             if text == prefix or text.startswith(prefix + "/"):
-                return target / text[len(prefix):].lstrip("/")
+                return target / text[len(prefix) :].lstrip("/")
         return Path(text)
 
 
@@ -74,8 +80,9 @@ def check_output_paths(output: OutputPaths, source: str = "env.yaml") -> None:
     monitor = monitor_path(output)
     note = f"; this failure is recorded in {monitor} instead" if monitor != output.monitor_file else ""
     if not is_under(output.root_dir, OUT_ROOT):
-        raise ConfigError(f"{source}: key 'output.root_dir': {output.root_dir!r} is not {OUT_ROOT} or a folder "
-                          f"under it{note}")
+        raise ConfigError(
+            f"{source}: key 'output.root_dir': {output.root_dir!r} is not {OUT_ROOT} or a folder under it{note}"
+        )
     root = output_root(output)
     for key in WRITTEN_OUTPUTS:
         value = getattr(output, key)
@@ -94,6 +101,7 @@ def model_config_path(config_file: str) -> Path:
     path = APP_ROOT / "config" / name
     if not path.is_file() or Path(config_file).parent not in (Path("."), Path("config")):
         available = ", ".join(p.name for p in bundled_configs())
-        raise ConfigError(f"config.yaml: key 'config_file': {config_file!r} is not a bundled model config "
-                          f"({available})")
+        raise ConfigError(
+            f"config.yaml: key 'config_file': {config_file!r} is not a bundled model config ({available})"
+        )
     return path

@@ -26,8 +26,8 @@ import numpy as np
 
 from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config
-from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from nanodet.data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
+from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from nanodet.mining import uncertainty_scores
 from nanodet.postprocess import Detections
 from nanodet.predictor import Predictor
@@ -54,15 +54,18 @@ def candidates(env: EnvConfig, mapper: PathMapper) -> tuple[list[str], list[Path
     return written, [mapper(w) for w in written]
 
 
-def present_candidates(written: list[str], paths: list[Path], env: EnvConfig, mapper: PathMapper,
-                       ctx: DistContext) -> list[int]:
+def present_candidates(
+    written: list[str], paths: list[Path], env: EnvConfig, mapper: PathMapper, ctx: DistContext
+) -> list[int]:
     """Positions of the candidates whose file exists. Rank 0 looks and tells the others, so
     every rank shards the same list. Missing files are warnings; when no file exists at all
     the task has no input (300002)."""
     missing = ctx.broadcast_object([i for i, p in enumerate(paths) if is_missing(p)] if ctx.is_main else None)
     if paths and len(missing) == len(paths):
-        raise DatasetError(f"{mapper(env.input.candidate_index_file)}: none of the {len(paths)} candidate images "
-                           f"exists (first: {written[0]})")
+        raise DatasetError(
+            f"{mapper(env.input.candidate_index_file)}: none of the {len(paths)} candidate images "
+            f"exists (first: {written[0]})"
+        )
     if ctx.is_main:
         for count, i in enumerate(missing, start=1):
             warn_missing("candidates", written[i], count)
@@ -91,11 +94,13 @@ def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, devic
     except ModelConfigError as err:
         raise ConfigError(str(err).replace("\n", "; ")) from None
     if hp.class_names and list(hp.class_names) != list(cfg.class_names):
-        log.warning("config.yaml class_names %s differ from the model's %s: using the model's",
-                    hp.class_names, cfg.class_names)
+        log.warning(
+            "config.yaml class_names %s differ from the model's %s: using the model's", hp.class_names, cfg.class_names
+        )
     predictor = Predictor(cfg, choice.path, device=device, iou_thr=hp.nms_thres)
-    log.info("model %s (%s), %d classes, input %s", choice.path, _model_name(cfg), len(cfg.class_names),
-             predictor.input_wh)
+    log.info(
+        "model %s (%s), %d classes, input %s", choice.path, _model_name(cfg), len(cfg.class_names), predictor.input_wh
+    )
     return predictor
 
 
@@ -109,16 +114,23 @@ def batches(predictor: Predictor, paths: list[Path], hp: PredictConfig) -> Itera
     position = {p: i for i, p in enumerate(paths)}
     pin = hp.pin_memory and predictor.device.type == "cuda"
     for batch in inference_batches(dataset, hp.batch_size_per_gpu, hp.workers_per_gpu, pin_memory=pin):
-        for path, reason in batch.failed:
+        for _path, reason in batch.failed:
             log.warning("unreadable candidate: %s", reason)
         yield [position[p] for p in batch.paths], batch
 
 
-def _run(predictor: Predictor, paths: list[Path], present: list[int], hp: PredictConfig, monitor: Monitor,
-         ctx: DistContext, on_batch: Callable[[list[int], InferenceBatch], None]) -> None:
+def _run(
+    predictor: Predictor,
+    paths: list[Path],
+    present: list[int],
+    hp: PredictConfig,
+    monitor: Monitor,
+    ctx: DistContext,
+    on_batch: Callable[[list[int], InferenceBatch], None],
+) -> None:
     """Feed this rank's shard of the present candidates (``present[rank::world]``, possibly
     empty) through ``on_batch`` with global positions."""
-    mine = present[ctx.rank::ctx.world_size]
+    mine = present[ctx.rank :: ctx.world_size]
     done, waited = 0, 0.0
     start = tick = time.perf_counter()
     for local, batch in batches(predictor, [paths[i] for i in mine], hp):
@@ -129,8 +141,14 @@ def _run(predictor: Predictor, paths: list[Path], present: list[int], hp: Predic
         monitor.progress(done / max(len(mine), 1))
         tick = time.perf_counter()
     elapsed = time.perf_counter() - start
-    log.info("rank %d: %d images in %.2f s (%.1f images/s), %.0f%% of it waiting for data",
-             ctx.rank, len(mine), elapsed, len(mine) / max(elapsed, 1e-9), 100 * waited / max(elapsed, 1e-9))
+    log.info(
+        "rank %d: %d images in %.2f s (%.1f images/s), %.0f%% of it waiting for data",
+        ctx.rank,
+        len(mine),
+        elapsed,
+        len(mine) / max(elapsed, 1e-9),
+        100 * waited / max(elapsed, 1e-9),
+    )
 
 
 def _merge(ctx: DistContext, part: dict[int, object]) -> dict[int, object]:
@@ -146,8 +164,10 @@ def check_some_readable(unreadable: int, total: int, env: EnvConfig, mapper: Pat
     ``unreadable`` counts the ``missing`` files too (a task where every file is missing stopped earlier)."""
     if total and unreadable == total:
         also = f"; {missing} of them missing" if missing else ""
-        raise ImageFormatError(f"{mapper(env.input.candidate_index_file)}: none of the {total} candidate images "
-                               f"can be decoded (see the warnings above{also})")
+        raise ImageFormatError(
+            f"{mapper(env.input.candidate_index_file)}: none of the {total} candidate images "
+            f"can be decoded (see the warnings above{also})"
+        )
 
 
 def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor, ctx: DistContext) -> None:
@@ -160,8 +180,9 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
         if algorithm:
             write_no_candidates("mining", mapper(env.output.mining_result_file), "", monitor, ctx)
         if env.run_infer:
-            write_no_candidates("infer", mapper(env.output.infer_result_file), json.dumps({"detection": {}}),
-                                monitor, ctx)
+            write_no_candidates(
+                "infer", mapper(env.output.infer_result_file), json.dumps({"detection": {}}), monitor, ctx
+            )
         return
     present = present_candidates(written, paths, env, mapper, ctx)
     scores: dict[int, float] = {}
@@ -194,8 +215,9 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
 MODEL_BASED = ("aldd", "entropy")
 
 
-def forward(predictor: Predictor, batch: InferenceBatch, uses_levels: bool,
-            detects: bool) -> tuple[list | None, list[Detections] | None]:
+def forward(
+    predictor: Predictor, batch: InferenceBatch, uses_levels: bool, detects: bool
+) -> tuple[list | None, list[Detections] | None]:
     """What a batch needs, from at most one forward: per-level maps and/or detections."""
     if uses_levels and detects:
         return predictor.predict_batch_with_levels(batch.images, batch.warp_matrices, batch.sizes)
@@ -206,19 +228,31 @@ def forward(predictor: Predictor, batch: InferenceBatch, uses_levels: bool,
     return None, None
 
 
-def write_mining_result(env: EnvConfig, mapper: PathMapper, algorithm: str, written: list[str],
-                        merged: dict[int, float], missing: int) -> None:
+def write_mining_result(
+    env: EnvConfig, mapper: PathMapper, algorithm: str, written: list[str], merged: dict[int, float], missing: int
+) -> None:
     """``result.tsv``: every candidate as written in the index, highest score first."""
     scores = np.array([merged.get(i, UNREADABLE_SCORE) for i in range(len(written))], dtype=np.float64)
     order = sorted(range(len(written)), key=lambda i: -scores[i])  # stable: ties keep index order
     lines = [f"{written[i]}\t{scores[i]:.8g}" for i in order]
     atomic_write_text(mapper(env.output.mining_result_file), "\n".join(lines) + "\n")
-    log.info("mining (%s): %d images ranked, %d unreadable, %d missing", algorithm, len(written),
-             len(written) - len(merged) - missing, missing)
+    log.info(
+        "mining (%s): %d images ranked, %d unreadable, %d missing",
+        algorithm,
+        len(written),
+        len(written) - len(merged) - missing,
+        missing,
+    )
 
 
-def write_infer_result(env: EnvConfig, mapper: PathMapper, predictor: Predictor, written: list[str],
-                       merged: dict[int, Detections], missing: int) -> None:
+def write_infer_result(
+    env: EnvConfig,
+    mapper: PathMapper,
+    predictor: Predictor,
+    written: list[str],
+    merged: dict[int, Detections],
+    missing: int,
+) -> None:
     """``infer-result.json``: an entry for every candidate by basename."""
     key = "boxes" if env.uses_model_stages else "annotations"
     detection: dict[str, dict] = {}
@@ -229,8 +263,13 @@ def write_infer_result(env: EnvConfig, mapper: PathMapper, predictor: Predictor,
             continue
         detection[name] = {key: _boxes(merged[i], predictor.class_names) if i in merged else []}
     atomic_write_text(mapper(env.output.infer_result_file), json.dumps({"detection": detection}))
-    log.info("infer: %d images, %d boxes, %d unreadable, %d missing", len(written),
-             sum(len(v[key]) for v in detection.values()), len(written) - len(merged) - missing, missing)
+    log.info(
+        "infer: %d images, %d boxes, %d unreadable, %d missing",
+        len(written),
+        sum(len(v[key]) for v in detection.values()),
+        len(written) - len(merged) - missing,
+        missing,
+    )
 
 
 def _boxes(dets: Detections, class_names: list[str]) -> list[dict]:
@@ -240,8 +279,9 @@ def _boxes(dets: Detections, class_names: list[str]) -> list[dict]:
         w, h = int(round(float(x2))) - x, int(round(float(y2))) - y
         if w <= 0 or h <= 0:
             continue
-        out.append({"class_name": class_names[label], "score": round(float(score), 6),
-                    "box": {"x": x, "y": y, "w": w, "h": h}})
+        out.append(
+            {"class_name": class_names[label], "score": round(float(score), 6), "box": {"x": x, "y": y, "w": w, "h": h}}
+        )
     return out
 
 
@@ -251,8 +291,11 @@ def run_predict_tasks(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, mon
     if device == "cpu":
         world = hp.cpu_processes
     if world > 1 and not is_worker():  # this same task in ``world`` torchrun workers; rank 0 writes every output
-        run_workers(world, [str(APP_ROOT / "start.py"), "--in", str(mapper.in_dir), "--out", str(mapper.out_dir)],
-                    "mining/infer")
+        run_workers(
+            world,
+            [str(APP_ROOT / "start.py"), "--in", str(mapper.in_dir), "--out", str(mapper.out_dir)],
+            "mining/infer",
+        )
         return
     ctx = init_distributed(device)
     try:

@@ -35,9 +35,16 @@ class Stage:
     timestamp: int = field(default_factory=lambda: int(time.time()))
 
     def as_yaml(self) -> dict:
-        return {"stage_name": self.name, "files": list(self.files), "timestamp": self.timestamp,
-                "mAP": _unit(self.mAP), "mAR": _unit(self.mAR), "tp": int(self.tp), "fp": int(self.fp),
-                "fn": int(self.fn)}
+        return {
+            "stage_name": self.name,
+            "files": list(self.files),
+            "timestamp": self.timestamp,
+            "mAP": _unit(self.mAP),
+            "mAR": _unit(self.mAR),
+            "tp": int(self.tp),
+            "fp": int(self.fp),
+            "fn": int(self.fn),
+        }
 
 
 def _unit(x: float) -> float:
@@ -54,8 +61,15 @@ def keep_file(name: str, patterns: list[str]) -> bool:
 
 
 class ResultWriter:
-    def __init__(self, models_dir: Path, result_file: Path, model_stages: bool, patterns: list[str],
-                 iou_thr: float, conf_thr: float) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        result_file: Path,
+        model_stages: bool,
+        patterns: list[str],
+        iou_thr: float,
+        conf_thr: float,
+    ) -> None:
         self.models_dir = models_dir
         self.result_file = result_file
         self.model_stages = model_stages
@@ -72,8 +86,17 @@ class ResultWriter:
         for name, s in (data.get("model_stages") or {}).items():
             if (self.models_dir / name).is_dir():
                 epoch = int(name.split("_")[-1]) if name.split("_")[-1].isdigit() else 0
-                self.stages[name] = Stage(name, epoch, list(s["files"]), s["mAP"], s.get("mAR", 0.0),
-                                          s.get("tp", 0), s.get("fp", 0), s.get("fn", 0), s["timestamp"])
+                self.stages[name] = Stage(
+                    name,
+                    epoch,
+                    list(s["files"]),
+                    s["mAP"],
+                    s.get("mAR", 0.0),
+                    s.get("tp", 0),
+                    s.get("fp", 0),
+                    s.get("fn", 0),
+                    s["timestamp"],
+                )
         self.best = data.get("best_stage_name") if data.get("best_stage_name") in self.stages else None
 
     def add_stage(self, stage: Stage, is_best: bool) -> None:

@@ -67,7 +67,7 @@ class TrainingPlan:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "TrainingPlan":
+    def load(cls, path: Path) -> TrainingPlan:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -91,15 +91,19 @@ def training_recipe(saved: NanoDetConfig, preferred: Path) -> tuple[NanoDetConfi
     same_arch = [(p, c) for p, c in ((p, load_config(p)) for p in candidates) if arch_signature(c) == signature]
     if not same_arch:
         return saved, None
-    path, recipe = next(((p, c) for p, c in same_arch if p == preferred or c.input_size == saved.input_size),
-                        same_arch[0])
-    sizes = {"train": {"input_size": list(saved.data.train.input_size)},
-             "val": {"input_size": list(saved.data.val.input_size)}}
+    path, recipe = next(
+        ((p, c) for p, c in same_arch if p == preferred or c.input_size == saved.input_size), same_arch[0]
+    )
+    sizes = {
+        "train": {"input_size": list(saved.data.train.input_size)},
+        "val": {"input_size": list(saved.data.val.input_size)},
+    }
     return recipe.merged({"data": sizes}), path
 
 
-def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path, val_json: Path,
-                       train_images: int, world_size: int) -> NanoDetConfig:
+def build_model_config(
+    hp: TrainingConfig, base: NanoDetConfig, train_json: Path, val_json: Path, train_images: int, world_size: int
+) -> NanoDetConfig:
     """The engine's config: classes, data, and every hyper-parameter applied to the recipe
     ``base``. The short-run caps below are computed from the recipe's own values."""
     cfg = base.with_classes(hp.class_names)
@@ -107,8 +111,9 @@ def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path
     per_rank = max(1, train_images // world_size)
     batch = min(hp.batch_size_per_gpu, per_rank)
     if batch < hp.batch_size_per_gpu:
-        log.warning("batch_size_per_gpu %d > %d training images per process: using %d",
-                    hp.batch_size_per_gpu, per_rank, batch)
+        log.warning(
+            "batch_size_per_gpu %d > %d training images per process: using %d", hp.batch_size_per_gpu, per_rank, batch
+        )
     lr = hp.learning_rate if hp.learning_rate != -1 else cfg.schedule.optimizer.lr
     val_intervals = hp.val_intervals if hp.val_intervals > 0 else min(cfg.schedule.val_intervals, hp.epochs)
     # warmup never takes more than a tenth of the run: the official 500 steps would keep a
@@ -116,8 +121,12 @@ def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path
     total_steps = hp.epochs * max(per_rank // batch, 1)
     warmup = min(cfg.schedule.warmup.steps, max(total_steps // 10, 1))
     if warmup < cfg.schedule.warmup.steps:
-        log.info("warmup: %d steps instead of the recipe's %d (a tenth of the %d-step run)", warmup,
-                 cfg.schedule.warmup.steps, total_steps)
+        log.info(
+            "warmup: %d steps instead of the recipe's %d (a tenth of the %d-step run)",
+            warmup,
+            cfg.schedule.warmup.steps,
+            total_steps,
+        )
     overrides = {
         "data": {
             "train": {"img_path": "", "ann_path": str(train_json), "input_size": size},
@@ -137,8 +146,12 @@ def build_model_config(hp: TrainingConfig, base: NanoDetConfig, train_json: Path
     detach = cfg.model.arch.detach_epoch
     if detach >= hp.epochs:
         detach = max(hp.epochs // 2, 1)
-        log.info("detach_epoch: %d instead of the recipe's %d (half the %d epochs)", detach,
-                 cfg.model.arch.detach_epoch, hp.epochs)
+        log.info(
+            "detach_epoch: %d instead of the recipe's %d (half the %d epochs)",
+            detach,
+            cfg.model.arch.detach_epoch,
+            hp.epochs,
+        )
     overrides["model"] = {"arch": {"detach_epoch": detach}}
     # the best stage is the one with the best platform mAP: AP at evaluate_config.iou_thr
     overrides["evaluator"] = {"save_key": ap_key(hp.evaluate_iou_thr)}
@@ -153,8 +166,15 @@ def starting_point(hp: TrainingConfig, models_dir: Path, mapper: PathMapper) -> 
     except ModelConfigError as err:
         raise ConfigError(str(err)) from None
     backbone = bundled.model.arch.backbone
-    choice = choose_training_weights(hp.load_from, hp.pretrained_model_params, models_dir, mapper, base_path.stem,
-                                     backbone.model_size, backbone.pretrain)
+    choice = choose_training_weights(
+        hp.load_from,
+        hp.pretrained_model_params,
+        models_dir,
+        mapper,
+        base_path.stem,
+        backbone.model_size,
+        backbone.pretrain,
+    )
     if choice.saved_config is None:
         return choice, bundled
     try:
@@ -162,8 +182,11 @@ def starting_point(hp: TrainingConfig, models_dir: Path, mapper: PathMapper) -> 
     except ModelConfigError as err:
         raise ConfigError(str(err)) from None
     recipe, recipe_path = training_recipe(saved, base_path)
-    log.info("model config saved with the starting model: %s (training recipe: %s)", choice.saved_config,
-             recipe_path.name if recipe_path else "as saved, no bundled config has this architecture")
+    log.info(
+        "model config saved with the starting model: %s (training recipe: %s)",
+        choice.saved_config,
+        recipe_path.name if recipe_path else "as saved, no bundled config has this architecture",
+    )
     return choice, recipe
 
 
@@ -172,7 +195,8 @@ def refuse_untrainable(cfg: NanoDetConfig) -> None:
         raise ConfigError(
             "config.yaml: key 'config_file': legacy NanoDet-m (NanoDetHead) is inference-only in this image: its "
             "official recipe trains with the ATSS assigner, which is not implemented here; train a NanoDet-Plus "
-            f"config instead ({', '.join(p.name for p in bundled_configs() if 'plus' in p.name)})")
+            f"config instead ({', '.join(p.name for p in bundled_configs() if 'plus' in p.name)})"
+        )
 
 
 def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, work: Path) -> TrainingPlan:
@@ -185,8 +209,9 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
     refuse_untrainable(base)
     anno = annotation_format_of(hp.export_format)
     train_json, val_json = work / "train.json", work / "val.json"
-    train_report = convert_split(mapper(env.input.training_index_file), mapper, hp.class_names, anno, train_json,
-                                 "training")
+    train_report = convert_split(
+        mapper(env.input.training_index_file), mapper, hp.class_names, anno, train_json, "training"
+    )
     convert_split(mapper(env.input.val_index_file), mapper, hp.class_names, anno, val_json, "validation")
     if train_report.images < world_size:
         log.warning("%d training images for %d GPUs: training on one GPU", train_report.images, world_size)
@@ -196,19 +221,31 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
         log.warning("starting weights: %s", choice.source)
     else:
         log.info("starting weights: %s", choice.source)
-    cfg = cfg.merged({"schedule": {"load_model": str(choice.path) if choice.path else None},
-                      "model": {"arch": {"backbone": {"pretrain": choice.kind == "imagenet"}}}})
+    cfg = cfg.merged(
+        {
+            "schedule": {"load_model": str(choice.path) if choice.path else None},
+            "model": {"arch": {"backbone": {"pretrain": choice.kind == "imagenet"}}},
+        }
+    )
     resume = hp.resume and (models_dir / "model_last.ckpt").is_file()
     if hp.resume and not resume:
         log.warning("resume: no %s yet, training from the start", models_dir / "model_last.ckpt")
     config_path = work / SAVED_CONFIG
     save_config(cfg, config_path)
     plan = TrainingPlan(
-        model_config=str(config_path), models_dir=str(models_dir),
+        model_config=str(config_path),
+        models_dir=str(models_dir),
         tensorboard_dir=str(mapper(env.output.tensorboard_dir)),
-        result_file=str(mapper(env.output.training_result_file)), monitor_file=str(mapper(env.output.monitor_file)),
-        task_id=env.task_id, model_stages=env.uses_model_stages, saved_file_patterns=hp.ymir_saved_file_patterns,
-        iou_thr=hp.evaluate_iou_thr, conf_thr=hp.evaluate_conf_thr, seed=hp.seed, resume=resume, device=device,
+        result_file=str(mapper(env.output.training_result_file)),
+        monitor_file=str(mapper(env.output.monitor_file)),
+        task_id=env.task_id,
+        model_stages=env.uses_model_stages,
+        saved_file_patterns=hp.ymir_saved_file_patterns,
+        iou_thr=hp.evaluate_iou_thr,
+        conf_thr=hp.evaluate_conf_thr,
+        seed=hp.seed,
+        resume=resume,
+        device=device,
     )
     plan.world_size = world_size
     return plan
@@ -245,8 +282,9 @@ class StageRecorder(Callback):
         save_pth(trainer.eval_model, folder / STAGE_WEIGHTS)  # aux branch included: the next round keeps it
         atomic_copy(self.plan.model_config, folder / SAVED_CONFIG)
         val = trainer.val_set
-        counts = count_matches(result.detections, {i: val.annotations(i) for i in val.img_ids},
-                               self.plan.iou_thr, self.plan.conf_thr)
+        counts = count_matches(
+            result.detections, {i: val.annotations(i) for i in val.img_ids}, self.plan.iou_thr, self.plan.conf_thr
+        )
         platform_map = result.metrics.get(ap_key(self.plan.iou_thr), 0.0)
         metrics = {
             "epoch": result.epoch,
@@ -262,9 +300,15 @@ class StageRecorder(Callback):
         files = essential + [f for f in (STAGE_METRICS,) if keep_file(f, self.plan.saved_file_patterns)]
         stage = Stage(name, result.epoch, files, platform_map, result.metrics.get("AR_100", 0.0), **counts)
         self.writer.add_stage(stage, is_best)
-        log.info("epoch %d stage %s: mAP %.4f (AP@%.2f), COCO mAP %.4f; per-class AP: %s", result.epoch, name,
-                 platform_map, self.plan.iou_thr, result.metrics.get("mAP", 0.0),
-                 ", ".join(f"{k} {v:.3f}" for k, v in result.per_class_AP.items()))
+        log.info(
+            "epoch %d stage %s: mAP %.4f (AP@%.2f), COCO mAP %.4f; per-class AP: %s",
+            result.epoch,
+            name,
+            platform_map,
+            self.plan.iou_thr,
+            result.metrics.get("mAP", 0.0),
+            ", ".join(f"{k} {v:.3f}" for k, v in result.per_class_AP.items()),
+        )
 
 
 def train_with_plan(plan: TrainingPlan) -> None:
@@ -274,16 +318,30 @@ def train_with_plan(plan: TrainingPlan) -> None:
 
     cfg = load_config(plan.model_config)
     main = process_rank() == 0
-    writer = ResultWriter(Path(plan.models_dir), Path(plan.result_file), plan.model_stages,
-                          plan.saved_file_patterns, plan.iou_thr, plan.conf_thr)
+    writer = ResultWriter(
+        Path(plan.models_dir),
+        Path(plan.result_file),
+        plan.model_stages,
+        plan.saved_file_patterns,
+        plan.iou_thr,
+        plan.conf_thr,
+    )
     callbacks: list[Callback] = []
     if main:
         if plan.resume:
             writer.load_existing()
         atomic_copy(plan.model_config, Path(plan.models_dir) / SAVED_CONFIG)
         callbacks = [MonitorProgress(Monitor(Path(plan.monitor_file), plan.task_id)), StageRecorder(writer, plan)]
-    train(cfg, work_dir=plan.models_dir, seed=plan.seed, resume=plan.resume, tensorboard_dir=plan.tensorboard_dir,
-          callbacks=callbacks, device=plan.device, progress=sys.stderr.isatty())
+    train(
+        cfg,
+        work_dir=plan.models_dir,
+        seed=plan.seed,
+        resume=plan.resume,
+        tensorboard_dir=plan.tensorboard_dir,
+        callbacks=callbacks,
+        device=plan.device,
+        progress=sys.stderr.isatty(),
+    )
     if main:
         writer.publish_best_to_top_level()
         if not plan.model_stages:

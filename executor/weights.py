@@ -65,8 +65,13 @@ def saved_config_for(weights: Path, models_dir: Path) -> Path | None:
 
 
 def choose_training_weights(
-    load_from: str, pretrained: list[str], models_dir: Path, mapper: PathMapper, model_name: str,
-    backbone_size: str, backbone_pretrain: bool,
+    load_from: str,
+    pretrained: list[str],
+    models_dir: Path,
+    mapper: PathMapper,
+    model_name: str,
+    backbone_size: str,
+    backbone_pretrain: bool,
 ) -> WeightsChoice:
     """The starting weights in the order of the module docstring."""
     if load_from:
@@ -78,8 +83,9 @@ def choose_training_weights(
     if pretrained and not ranked:
         raise ModelError(f"pretrained_model_params: none of {pretrained} is a weights file under {models_dir}")
     if ranked:
-        return WeightsChoice(ranked[0], saved_config_for(ranked[0], models_dir), f"pretrained model {ranked[0]}",
-                             "pretrained")
+        return WeightsChoice(
+            ranked[0], saved_config_for(ranked[0], models_dir), f"pretrained model {ranked[0]}", "pretrained"
+        )
     baked = rank_weights(sorted(weights_dir().glob(f"{model_name}*")))
     if baked:
         return WeightsChoice(baked[0], None, f"COCO checkpoint {baked[0]}", "coco")
@@ -88,8 +94,9 @@ def choose_training_weights(
         return WeightsChoice(None, None, f"random init ({missing}; backbone.pretrain is false)", "random")
     imagenet = find_imagenet_weights(backbone_size)
     if imagenet is not None:
-        return WeightsChoice(None, None, f"ImageNet backbone {imagenet} ({missing}; neck and heads at random init)",
-                             "imagenet")
+        return WeightsChoice(
+            None, None, f"ImageNet backbone {imagenet} ({missing}; neck and heads at random init)", "imagenet"
+        )
     return WeightsChoice(None, None, f"random init ({missing}; {missing_imagenet_message(backbone_size)})", "random")
 
 

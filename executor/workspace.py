@@ -28,8 +28,10 @@ def _write_asset(in_dir: Path, image: np.ndarray, boxes: np.ndarray, labels: np.
     asset.parent.mkdir(parents=True, exist_ok=True)
     ann.parent.mkdir(parents=True, exist_ok=True)
     asset.write_bytes(data)
-    lines = [f"{int(label)}, {int(b[0])}, {int(b[1])}, {int(b[2]) - 1}, {int(b[3]) - 1}, -1.0, 0.0"
-             for b, label in zip(boxes, labels)]
+    lines = [
+        f"{int(label)}, {int(b[0])}, {int(b[1])}, {int(b[2]) - 1}, {int(b[3]) - 1}, -1.0, 0.0"
+        for b, label in zip(boxes, labels)
+    ]
     ann.write_text("\n".join(lines) + ("\n" if lines else ""))
     return f"/in/assets/{sub}/{digest}.jpg", f"/in/annotations/{sub}/{digest}.txt"
 
@@ -45,8 +47,15 @@ def make_dataset(in_dir: Path, num_images: int, seed: int = 0, size=((192, 160),
     return rows
 
 
-def write_env(in_dir: Path, *, training: bool = False, mining: bool = False, infer: bool = False,
-              protocol_version: str = "1.1.0", task_id: str = "t0000001demo") -> None:
+def write_env(
+    in_dir: Path,
+    *,
+    training: bool = False,
+    mining: bool = False,
+    infer: bool = False,
+    protocol_version: str = "1.1.0",
+    task_id: str = "t0000001demo",
+) -> None:
     env = {
         "protocol_version": protocol_version,
         "task_id": task_id,
@@ -54,24 +63,32 @@ def write_env(in_dir: Path, *, training: bool = False, mining: bool = False, inf
         "run_mining": mining,
         "run_infer": infer,
         "input": {
-            "root_dir": "/in", "assets_dir": "/in/assets", "annotations_dir": "/in/annotations",
-            "models_dir": "/in/models", "config_file": "/in/config.yaml",
+            "root_dir": "/in",
+            "assets_dir": "/in/assets",
+            "annotations_dir": "/in/annotations",
+            "models_dir": "/in/models",
+            "config_file": "/in/config.yaml",
             "training_index_file": "/in/train-index.tsv" if training else "",
             "val_index_file": "/in/val-index.tsv" if training else "",
             "candidate_index_file": "" if training else "/in/candidate-index.tsv",
         },
         "output": {
-            "root_dir": "/out", "models_dir": "/out/models", "tensorboard_dir": "/out/tensorboard",
-            "training_result_file": "/out/models/result.yaml", "mining_result_file": "/out/result.tsv",
-            "infer_result_file": "/out/infer-result.json", "monitor_file": "/out/monitor.txt",
+            "root_dir": "/out",
+            "models_dir": "/out/models",
+            "tensorboard_dir": "/out/tensorboard",
+            "training_result_file": "/out/models/result.yaml",
+            "mining_result_file": "/out/result.tsv",
+            "infer_result_file": "/out/infer-result.json",
+            "monitor_file": "/out/monitor.txt",
             "executor_log_file": "/out/ymir-executor-out.log",
         },
     }
     (in_dir / "env.yaml").write_text(yaml.safe_dump(env, sort_keys=False))
 
 
-def make_training_workspace(in_dir: Path, train_images: int = 48, val_images: int = 16, seed: int = 0,
-                            protocol_version: str = "1.1.0", **hyper) -> Path:
+def make_training_workspace(
+    in_dir: Path, train_images: int = 48, val_images: int = 16, seed: int = 0, protocol_version: str = "1.1.0", **hyper
+) -> Path:
     in_dir.mkdir(parents=True, exist_ok=True)
     train = make_dataset(in_dir, train_images, seed)
     val = make_dataset(in_dir, val_images, seed + 1)
@@ -79,20 +96,40 @@ def make_training_workspace(in_dir: Path, train_images: int = 48, val_images: in
     (in_dir / "val-index.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in val))
     write_env(in_dir, training=True, protocol_version=protocol_version)
     config = {
-        "config_file": "config/nanodet-plus-m_320.yml", "epochs": 10, "input_size": 192, "learning_rate": 0.003,
-        "batch_size_per_gpu": 16, "workers_per_gpu": 2, "resume": False, "load_from": "", "shm_size": "16G",
-        "export_format": "ark:raw", "ymir_saved_file_patterns": "", "seed": 2345,
+        "config_file": "config/nanodet-plus-m_320.yml",
+        "epochs": 10,
+        "input_size": 192,
+        "learning_rate": 0.003,
+        "batch_size_per_gpu": 16,
+        "workers_per_gpu": 2,
+        "resume": False,
+        "load_from": "",
+        "shm_size": "16G",
+        "export_format": "ark:raw",
+        "ymir_saved_file_patterns": "",
+        "seed": 2345,
         # reserved keys, written by the platform
-        "task_id": "t0000001demo", "class_names": CLASSES, "gpu_id": "", "gpu_count": 0,
+        "task_id": "t0000001demo",
+        "class_names": CLASSES,
+        "gpu_id": "",
+        "gpu_count": 0,
         **hyper,
     }
     (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return in_dir
 
 
-def make_predict_workspace(in_dir: Path, models_from: Path, candidates: int = 24, seed: int = 7,
-                           mining: bool = True, infer: bool = True, protocol_version: str = "1.1.0",
-                           size=((192, 160), (320, 256)), **hyper) -> Path:
+def make_predict_workspace(
+    in_dir: Path,
+    models_from: Path,
+    candidates: int = 24,
+    seed: int = 7,
+    mining: bool = True,
+    infer: bool = True,
+    protocol_version: str = "1.1.0",
+    size=((192, 160), (320, 256)),
+    **hyper,
+) -> Path:
     """Candidates plus the models of a finished training (its /out/models becomes /in/models)."""
     import shutil
 
@@ -106,9 +143,17 @@ def make_predict_workspace(in_dir: Path, models_from: Path, candidates: int = 24
     write_env(in_dir, mining=mining, infer=infer, protocol_version=protocol_version)
     top_level = sorted(p.name for p in models.iterdir() if p.is_file() and p.suffix in (".pth", ".ckpt", ".yml"))
     config = {
-        "conf_thres": 0.35, "batch_size_per_gpu": 8, "workers_per_gpu": 2, "pin_memory": False,
-        "task_id": "t0000001demo", "class_names": CLASSES, "gpu_id": "", "gpu_count": 0,
-        "model_params_path": top_level, "run_mining": mining, "run_infer": infer,
+        "conf_thres": 0.35,
+        "batch_size_per_gpu": 8,
+        "workers_per_gpu": 2,
+        "pin_memory": False,
+        "task_id": "t0000001demo",
+        "class_names": CLASSES,
+        "gpu_id": "",
+        "gpu_count": 0,
+        "model_params_path": top_level,
+        "run_mining": mining,
+        "run_infer": infer,
         **hyper,
     }
     (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -66,8 +66,9 @@ def _load_failure(err: Exception) -> str:
     if text.startswith("Weights only load failed"):
         lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
         advice = ("(1)", "(2)", "Please file an issue", "Check the documentation")
-        unpickler = [line.removeprefix("WeightsUnpickler error: ") for line in lines
-                     if line.startswith("WeightsUnpickler error")]
+        unpickler = [
+            line.removeprefix("WeightsUnpickler error: ") for line in lines if line.startswith("WeightsUnpickler error")
+        ]
         detail = next(iter(unpickler), next((line for line in lines if not line.startswith(advice)), ""))
         detail = detail.split(". Please use")[0]  # torch's advice on allow-listing the global
         if "GLOBAL" in detail:  # a pickle naming a function or class: loading it could run code
@@ -83,12 +84,12 @@ def extract_state_dict(ckpt: dict, source: str = "<checkpoint>") -> tuple[dict[s
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{source}: not a NanoDet checkpoint (no state_dict of tensors)")
     if any(k.startswith("avg_model.") for k in sd):
-        return {k[len("avg_model."):]: v for k, v in sd.items() if k.startswith("avg_model.")}, "ckpt (EMA weights)"
+        return {k[len("avg_model.") :]: v for k, v in sd.items() if k.startswith("avg_model.")}, "ckpt (EMA weights)"
     if any(k.startswith("model.") for k in sd):
-        return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}, "ckpt (raw weights)"
+        return {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}, "ckpt (raw weights)"
     out = {}
     for k, v in sd.items():
-        out[k[len("module."):] if k.startswith("module.") else k] = v
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
     return out, "pth" if "state_dict" in ckpt else "bare state dict"
 
 
@@ -130,9 +131,13 @@ def load_weights(model: nn.Module, path: str | Path, logger: logging.Logger = lo
     for key, theirs, ours in report.shape_mismatch:
         logger.warning("skip %s: checkpoint shape %s, model shape %s", key, list(theirs), list(ours))
     if report.missing:
-        logger.warning("%d model tensors not in %s (kept at init), e.g. %s", len(report.missing), path, report.missing[:3])
+        logger.warning(
+            "%d model tensors not in %s (kept at init), e.g. %s", len(report.missing), path, report.missing[:3]
+        )
     if report.unexpected:
-        logger.warning("%d tensors in %s unknown to the model, e.g. %s", len(report.unexpected), path, report.unexpected[:3])
+        logger.warning(
+            "%d tensors in %s unknown to the model, e.g. %s", len(report.unexpected), path, report.unexpected[:3]
+        )
     logger.info("loaded %s: %s", path, report.summary())
     return report
 
@@ -144,12 +149,16 @@ def misfit_message(path: str | Path, model: nn.Module, report: LoadReport) -> st
     cls_shapes = [(theirs, ours) for key, theirs, ours in report.shape_mismatch if key.startswith("head.gfl_cls")]
     if cls_shapes and hasattr(head, "num_classes"):
         theirs, ours = cls_shapes[0]
-        parts.append(f"the weights are for {head.num_classes + theirs[0] - ours[0]} classes, "
-                     f"the model config has {head.num_classes}")
+        parts.append(
+            f"the weights are for {head.num_classes + theirs[0] - ours[0]} classes, "
+            f"the model config has {head.num_classes}"
+        )
     if report.shape_mismatch:
         key, theirs, ours = report.shape_mismatch[0]
-        parts.append(f"{len(report.shape_mismatch)} tensors of another shape (e.g. {key}: "
-                     f"{list(theirs)} in the file, {list(ours)} in the model)")
+        parts.append(
+            f"{len(report.shape_mismatch)} tensors of another shape (e.g. {key}: "
+            f"{list(theirs)} in the file, {list(ours)} in the model)"
+        )
     if report.missing:
         parts.append(f"{len(report.missing)} model tensors missing from the file (e.g. {report.missing[0]})")
     reasons = "; ".join(parts)

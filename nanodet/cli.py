@@ -32,8 +32,14 @@ def _train(args: argparse.Namespace) -> int:
     from .engine.run import train
 
     cfg = load_config(args.config)
-    train(cfg, work_dir=args.work_dir, seed=args.seed, resume=args.resume, device=args.device,
-          progress=not args.no_progress)
+    train(
+        cfg,
+        work_dir=args.work_dir,
+        seed=args.seed,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     return 0
 
 

@@ -67,7 +67,7 @@ class NormConfig(Strict):
     requires_grad: bool = True
 
     @model_validator(mode="after")
-    def _groups_match_type(self) -> "NormConfig":
+    def _groups_match_type(self) -> NormConfig:
         if self.type == "GN" and self.num_groups is None:
             raise ValueError("type GN needs num_groups")
         if self.type != "GN" and self.num_groups is not None:
@@ -141,9 +141,12 @@ class HeadLossConfig(Strict):
     loss_bbox: LossTerm = LossTerm(name="GIoULoss", loss_weight=2.0)
 
     @model_validator(mode="after")
-    def _implemented(self) -> "HeadLossConfig":
-        for key, name in (("loss_qfl", "QualityFocalLoss"), ("loss_dfl", "DistributionFocalLoss"),
-                          ("loss_bbox", "GIoULoss")):
+    def _implemented(self) -> HeadLossConfig:
+        for key, name in (
+            ("loss_qfl", "QualityFocalLoss"),
+            ("loss_dfl", "DistributionFocalLoss"),
+            ("loss_bbox", "GIoULoss"),
+        ):
             term: LossTerm = getattr(self, key)
             if term.name != name:
                 raise Unsupported(f"{key}.name", term.name)
@@ -174,7 +177,7 @@ class GFLHeadConfig(Strict):
     loss: HeadLossConfig = HeadLossConfig()
 
     @model_validator(mode="after")
-    def _groups_divide(self) -> "GFLHeadConfig":
+    def _groups_divide(self) -> GFLHeadConfig:
         if self.conv_type == "DWConv":  # the depthwise norm sees the tower's input channels
             self.norm_cfg.check_divides(self.input_channel, "input_channel")
         self.norm_cfg.check_divides(self.feat_channels, "feat_channels")
@@ -229,7 +232,7 @@ class SimpleConvHeadConfig(Strict):
     norm_cfg: NormConfig = NormConfig(type="GN", num_groups=32)
 
     @model_validator(mode="after")
-    def _groups_divide(self) -> "SimpleConvHeadConfig":
+    def _groups_divide(self) -> SimpleConvHeadConfig:
         self.norm_cfg.check_divides(self.feat_channels, "feat_channels")
         return self
 
@@ -243,7 +246,7 @@ class ArchConfig(Strict):
     aux_head: SimpleConvHeadConfig | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ArchConfig":
+    def _consistent(self) -> ArchConfig:
         if self.name == "NanoDetPlus" and self.aux_head is None:
             raise ValueError("NanoDetPlus needs an aux_head section")
         if self.aux_head is not None and self.aux_head.num_classes != self.head.num_classes:
@@ -315,7 +318,7 @@ class DataConfig(Strict):
     val: DatasetConfig
 
     @model_validator(mode="after")
-    def _fixed_validation_size(self) -> "DataConfig":
+    def _fixed_validation_size(self) -> DataConfig:
         if self.val.multi_scale is not None:  # evaluation is deterministic: always at input_size
             raise Unsupported("val.multi_scale", self.val.multi_scale)
         return self
@@ -426,7 +429,7 @@ class NanoDetConfig(Strict):
         return f"{self._source} (with overrides)" if self._source else "<overrides>"
 
     @model_validator(mode="after")
-    def _class_count_matches(self) -> "NanoDetConfig":
+    def _class_count_matches(self) -> NanoDetConfig:
         n = self.model.arch.head.num_classes
         if len(self.class_names) != n:
             raise ValueError(f"class_names has {len(self.class_names)} names but model.arch.head.num_classes is {n}")
@@ -437,7 +440,7 @@ class NanoDetConfig(Strict):
         """Inference input size as (w, h)."""
         return self.data.val.input_size
 
-    def merged(self, overrides: dict, source: str | None = None) -> "NanoDetConfig":
+    def merged(self, overrides: dict, source: str | None = None) -> NanoDetConfig:
         """A validated copy with ``overrides`` (nested dicts, official key names) merged in.
 
         Errors name ``source`` if given, else ``<file> (with overrides)`` for a config loaded
@@ -445,7 +448,7 @@ class NanoDetConfig(Strict):
         """
         return self._revalidated(_deep_merge(self.model_dump(), overrides), source)
 
-    def with_classes(self, class_names: list[str]) -> "NanoDetConfig":
+    def with_classes(self, class_names: list[str]) -> NanoDetConfig:
         """A copy of this config for another class list (heads resized to match)."""
         data = self.model_dump()
         data["class_names"] = list(class_names)
@@ -455,7 +458,7 @@ class NanoDetConfig(Strict):
             arch["aux_head"]["num_classes"] = len(class_names)
         return self._revalidated(data, None)
 
-    def _revalidated(self, data: dict, source: str | None) -> "NanoDetConfig":
+    def _revalidated(self, data: dict, source: str | None) -> NanoDetConfig:
         cfg = parse_config(data, source or self._derived_source())
         cfg._source = self._source
         return cfg

@@ -77,10 +77,12 @@ class Detector:
 
     def images(self, paths: list[Path], progress: bool) -> Iterator[dict]:
         p = self.predictor
-        dataset = ImageFileDataset(paths, p.input_wh, p.keep_ratio, p.mean, p.std, keep_original=self.save_dir is not None)
+        dataset = ImageFileDataset(
+            paths, p.input_wh, p.keep_ratio, p.mean, p.std, keep_original=self.save_dir is not None
+        )
         bar = tqdm(total=len(paths), desc="detect", unit="img", disable=not progress, file=sys.stderr)
         for batch in inference_batches(dataset, self.batch_size, self.workers):
-            for path, reason in batch.failed:
+            for _path, reason in batch.failed:
                 self.failures += 1
                 log.warning("skipped %s", reason)
             if batch.images is not None:
@@ -122,7 +124,9 @@ class Detector:
                     if self.save_dir is not None:
                         if writer is None:
                             name = f"camera{source}.mp4" if source.isdigit() else Path(source).stem + ".mp4"
-                            writer = cv2.VideoWriter(str(self.save_dir / name), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                            writer = cv2.VideoWriter(
+                                str(self.save_dir / name), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)
+                            )
                         writer.write(draw_detections(frame, dets, p.class_names))
                     yield detection_record(source, w, h, dets, p.class_names, frame=frame_index)
                     frame_index += 1

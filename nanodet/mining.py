@@ -27,8 +27,9 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
 def class_probabilities(levels: list[torch.Tensor], num_classes: int, input_hw: tuple[int, int]) -> torch.Tensor:
     """Sigmoid class maps of all levels at 1/8 of the input size, concatenated on channels."""
     size = (input_hw[0] // 8, input_hw[1] // 8)
-    maps = [F.interpolate(lvl[:, :num_classes].float(), size=size, mode="bilinear", align_corners=False)
-            for lvl in levels]
+    maps = [
+        F.interpolate(lvl[:, :num_classes].float(), size=size, mode="bilinear", align_corners=False) for lvl in levels
+    ]
     return torch.cat(maps, dim=1).sigmoid()
 
 
@@ -68,8 +69,9 @@ def entropy_scores(levels: list[torch.Tensor], num_classes: int, top_k: int = EN
 MINING_ALGORITHMS = ("aldd", "entropy", "random")
 
 
-def uncertainty_scores(algorithm: str, levels: list[torch.Tensor], num_classes: int,
-                       input_hw: tuple[int, int]) -> torch.Tensor:
+def uncertainty_scores(
+    algorithm: str, levels: list[torch.Tensor], num_classes: int, input_hw: tuple[int, int]
+) -> torch.Tensor:
     """The scores of a model-based algorithm (``aldd`` or ``entropy``) for a batch."""
     if algorithm == "aldd":
         return aldd_scores(levels, num_classes, input_hw)

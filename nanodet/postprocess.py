@@ -29,7 +29,7 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def above(self, threshold: float) -> "Detections":
+    def above(self, threshold: float) -> Detections:
         keep = self.scores >= threshold
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
 

@@ -96,13 +96,24 @@ class Predictor:
         return levels, self.detections(self.head.flatten_levels(levels), input_hw, warp_matrices, image_sizes)
 
     def detections(
-        self, preds: torch.Tensor, input_hw: tuple[int, int], warp_matrices: list[np.ndarray],
+        self,
+        preds: torch.Tensor,
+        input_hw: tuple[int, int],
+        warp_matrices: list[np.ndarray],
         image_sizes: list[tuple[int, int]],
     ) -> list[Detections]:
         """Raw head output ``[N, P, C + 4(R+1)]`` → detections per image, in original pixels."""
         return postprocess(
-            preds, self.priors(input_hw), self.head.num_classes, self.head.reg_max, input_hw,
-            warp_matrices, image_sizes, self.score_thr, self.iou_thr, self.max_det,
+            preds,
+            self.priors(input_hw),
+            self.head.num_classes,
+            self.head.reg_max,
+            input_hw,
+            warp_matrices,
+            image_sizes,
+            self.score_thr,
+            self.iou_thr,
+            self.max_det,
         )
 
     def predict(self, images: list[np.ndarray]) -> list[Detections]:

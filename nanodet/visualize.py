@@ -26,7 +26,9 @@ def draw_detections(
         for x1, y1, x2, y2 in np.asarray(gt_boxes).reshape(-1, 4).round().astype(int):
             cv2.rectangle(out, (x1, y1), (x2, y2), (255, 255, 255), thickness, cv2.LINE_AA)
     order = np.argsort(dets.scores, kind="stable")  # lowest first: the best label ends on top
-    for (x1, y1, x2, y2), score, label in zip(dets.boxes[order].round().astype(int), dets.scores[order], dets.labels[order]):
+    for (x1, y1, x2, y2), score, label in zip(
+        dets.boxes[order].round().astype(int), dets.scores[order], dets.labels[order]
+    ):
         color = class_color(int(label))
         name = class_names[label] if 0 <= label < len(class_names) else str(label)
         text = f"{name} {score:.2f}"

@@ -71,8 +71,16 @@ def sample_images(tmp_path_factory) -> list[Path]:
     return sorted((write_sample(tmp_path_factory.mktemp("sample")) / "assets").glob("*.jpg"))
 
 
-def synthetic_training_config(root: Path, train_images: int = 48, val_images: int = 12, input_size=(128, 128),
-                              epochs: int = 2, batch_size: int = 8, seed: int = 0, **overrides):
+def synthetic_training_config(
+    root: Path,
+    train_images: int = 48,
+    val_images: int = 12,
+    input_size=(128, 128),
+    epochs: int = 2,
+    batch_size: int = 8,
+    seed: int = 0,
+    **overrides,
+):
     """nanodet-plus-m on a generated 3-class shapes dataset, sized for CPU tests."""
     from nanodet.data.synthetic import make_synthetic_coco
 
@@ -81,14 +89,24 @@ def synthetic_training_config(root: Path, train_images: int = 48, val_images: in
         make_synthetic_coco(root / "train", train_images, image_size=(160, 160), seed=seed, min_size=32, max_size=80)
         make_synthetic_coco(root / "val", val_images, image_size=(160, 160), seed=seed + 1000, min_size=32, max_size=80)
     cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml").with_classes(["circle", "square", "triangle"])
-    split = lambda name: {"img_path": str(root / name / "images"), "ann_path": str(root / name / "annotations.json"),
-                          "input_size": list(input_size)}
+
+    def split(name: str) -> dict:
+        return {
+            "img_path": str(root / name / "images"),
+            "ann_path": str(root / name / "annotations.json"),
+            "input_size": list(input_size),
+        }
+
     base = {
         "save_dir": str(root / "work"),
         "data": {"train": split("train"), "val": split("val")},
         "device": {"batchsize_per_gpu": batch_size, "workers_per_gpu": 0},
-        "schedule": {"total_epochs": epochs, "val_intervals": 1, "warmup": {"steps": 5},
-                     "lr_schedule": {"T_max": epochs}},
+        "schedule": {
+            "total_epochs": epochs,
+            "val_intervals": 1,
+            "warmup": {"steps": 5},
+            "lr_schedule": {"T_max": epochs},
+        },
         "model": {"arch": {"detach_epoch": 1}},
         "log": {"interval": 1000},
     }

@@ -22,9 +22,16 @@ def run_start(in_dir: Path, out_dir: Path, timeout: int = 600, env: dict | None 
     folder (``NANODET_WEIGHTS_DIR``): the image's /weights and the user's torch cache stay out."""
     return subprocess.run(
         [sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out_dir)],
-        capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "NANODET_WEIGHTS_DIR": str(NO_WEIGHTS),
-             "TORCH_HOME": str(NO_WEIGHTS), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "NANODET_WEIGHTS_DIR": str(NO_WEIGHTS),
+            "TORCH_HOME": str(NO_WEIGHTS),
+            **(env or {}),
+        },
     )
 
 
@@ -89,8 +96,11 @@ def sample_workspace(root: Path, training: bool, protocol_version: str = "1.1.0"
 
     in_dir = write_sample(root / "in")
     write_env(in_dir, training=training, mining=not training, infer=not training, protocol_version=protocol_version)
-    (in_dir / "config.yaml").write_text(yaml.safe_dump({
-        "task_id": "t0000001sample", "class_names": SAMPLE_CLASSES, "gpu_id": "", "gpu_count": 0, **config}))
+    (in_dir / "config.yaml").write_text(
+        yaml.safe_dump(
+            {"task_id": "t0000001sample", "class_names": SAMPLE_CLASSES, "gpu_id": "", "gpu_count": 0, **config}
+        )
+    )
     return in_dir
 
 

@@ -14,12 +14,15 @@ from executor.paths import PathMapper
 CLASSES = ["cat", "dog"]
 
 
-@pytest.mark.parametrize("text", [
-    "1, 10, 20, 49, 59, -1.0, 0.0\n",  # 7 columns, ", "
-    "1,10,20,49,59\n",  # 5 columns, ","
-    "1, 10, 20, 49, 59\r\n\r\n",  # CRLF and a blank line
-    "  1 ,10 , 20,49 , 59 , 0.9, 0.0, extra, more \n",  # spaces and extra columns
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1, 10, 20, 49, 59, -1.0, 0.0\n",  # 7 columns, ", "
+        "1,10,20,49,59\n",  # 5 columns, ","
+        "1, 10, 20, 49, 59\r\n\r\n",  # CRLF and a blank line
+        "  1 ,10 , 20,49 , 59 , 0.9, 0.0, extra, more \n",  # spaces and extra columns
+    ],
+)
 def test_ark_forms(tmp_path: Path, text: str):
     path = tmp_path / "a.txt"
     path.write_text(text)
@@ -59,8 +62,11 @@ def test_clean_boxes_clips_and_drops():
     report = ConversionReport()
     kept = clean_boxes([Box(0, -5, 10, 30, 40), Box(0, 10, 10, 10, 20), Box(0, 200, 200, 300, 300)], 100, 80, report)
     assert [(b.x1, b.y1, b.x2, b.y2) for b in kept] == [(0, 10, 30, 40)]
-    assert report.problems == {"boxes clipped to the image": 1, "degenerate boxes (dropped)": 1,
-                               "boxes outside the image (dropped)": 1}
+    assert report.problems == {
+        "boxes clipped to the image": 1,
+        "degenerate boxes (dropped)": 1,
+        "boxes outside the image (dropped)": 1,
+    }
 
 
 def test_convert_split_with_utf8_names_and_bad_image(tmp_path: Path):
@@ -71,8 +77,9 @@ def test_convert_split_with_utf8_names_and_bad_image(tmp_path: Path):
     (in_dir / "annotations" / "a 1.txt").write_text("0, 1, 2, 30, 40\n")
     (in_dir / "assets" / "broken").write_bytes(b"nope")
     (in_dir / "annotations" / "b.txt").write_text("")
-    (in_dir / "index.tsv").write_text("/in/assets/ünï code 1.jpg\t/in/annotations/a 1.txt\r\n"
-                                      "/in/assets/broken\t/in/annotations/b.txt\n\n")
+    (in_dir / "index.tsv").write_text(
+        "/in/assets/ünï code 1.jpg\t/in/annotations/a 1.txt\r\n/in/assets/broken\t/in/annotations/b.txt\n\n"
+    )
     mapper = PathMapper(in_dir, tmp_path / "out")
     report = convert_split(in_dir / "index.tsv", mapper, CLASSES, "ark", tmp_path / "c.json", "training")
     assert report.images == 1 and report.boxes == 1
@@ -117,8 +124,7 @@ def test_missing_images_are_counted_and_named_up_to_a_limit(tmp_path: Path, capl
     with caplog.at_level("WARNING", logger="executor.dataset"):
         report = _convert(tmp_path, in_dir)
     assert report.images == 1 and report.boxes == 1
-    assert report.problems == {"missing image files (skipped)": MISSING_WARNINGS + 3,
-                               "unreadable images (skipped)": 1}
+    assert report.problems == {"missing image files (skipped)": MISSING_WARNINGS + 3, "unreadable images (skipped)": 1}
     named = [r.getMessage() for r in caplog.records if "image file not found" in r.getMessage()]
     assert len(named) == MISSING_WARNINGS
     assert named[0] == f"training set: {in_dir}/assets/gone-0.jpg: image file not found"
@@ -128,8 +134,11 @@ def test_missing_images_are_counted_and_named_up_to_a_limit(tmp_path: Path, capl
 def test_every_image_missing_is_a_dataset_error(tmp_path: Path):
     in_dir = _index_with_missing_images(tmp_path, 3, [])
     first = re.escape(f"{in_dir}/assets/gone-0.jpg")
-    with pytest.raises(DatasetError, match=rf"index\.tsv: none of the 3 images of the training set exists "
-                                           rf"\(first: {first}\)$"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"index\.tsv: none of the 3 images of the training set exists "
+        rf"\(first: {first}\)$",
+    ):
         _convert(tmp_path, in_dir)
 
 
@@ -137,8 +146,11 @@ def test_missing_or_undecodable_images_are_an_image_format_error(tmp_path: Path)
     from executor.errors import ImageFormatError
 
     in_dir = _index_with_missing_images(tmp_path, 2, [b"not an image"])
-    with pytest.raises(ImageFormatError, match=r"none of the 3 images of the training set can be decoded "
-                                               r"\(first: .*here-0\.jpg: not a decodable image; 2 of them missing\)"):
+    with pytest.raises(
+        ImageFormatError,
+        match=r"none of the 3 images of the training set can be decoded "
+        r"\(first: .*here-0\.jpg: not a decodable image; 2 of them missing\)",
+    ):
         _convert(tmp_path, in_dir)
 
 

@@ -25,9 +25,7 @@ def _random_scene(seed: int, num_classes: int = 4):
     gen = torch.Generator().manual_seed(seed)
     priors = _grid_priors(128, 96, 8)
     n = priors.size(0)
-    gt_bboxes = torch.tensor(
-        [[10.0, 12.0, 60.0, 70.0], [40.0, 30.0, 110.0, 90.0], [70.0, 5.0, 100.0, 40.0]]
-    )
+    gt_bboxes = torch.tensor([[10.0, 12.0, 60.0, 70.0], [40.0, 30.0, 110.0, 90.0], [70.0, 5.0, 100.0, 40.0]])
     gt_labels = torch.tensor([0, 2, 2])
     # Predictions: boxes around each prior with random extents, random class scores.
     extents = torch.rand(n, 4, generator=gen) * 40 + 2

@@ -36,8 +36,10 @@ def test_lightning_ckpt_prefers_averaged_weights(tmp_path: Path, cfg):
     state = {f"model.{k}": v for k, v in raw.state_dict().items()}
     state |= {f"avg_model.{k}": v for k, v in ema.state_dict().items()}
     assert len(state) == 1774  # as the official Plus checkpoints
-    torch.save({"epoch": 299, "global_step": 1000, "state_dict": state, "pytorch-lightning_version": "1.9.0"},
-               tmp_path / "model_best.ckpt")
+    torch.save(
+        {"epoch": 299, "global_step": 1000, "state_dict": state, "pytorch-lightning_version": "1.9.0"},
+        tmp_path / "model_best.ckpt",
+    )
     dst = build_model(cfg.model.arch)
     report = load_weights(dst, tmp_path / "model_best.ckpt")
     assert report.source_format == "ckpt (EMA weights)"
@@ -61,7 +63,9 @@ def test_other_class_count_skips_only_mismatched_tensors(tmp_path: Path, cfg, ca
     skipped = {k for k, _, _ in report.shape_mismatch}
     # 4 head 1×1 convs (weight + bias) and the aux head's class conv (weight + bias)
     assert skipped == {f"head.gfl_cls.{i}.{p}" for i in range(4) for p in ("weight", "bias")} | {
-        "aux_head.gfl_cls.weight", "aux_head.gfl_cls.bias"}
+        "aux_head.gfl_cls.weight",
+        "aux_head.gfl_cls.bias",
+    }
     assert "skip head.gfl_cls.0.weight: checkpoint shape [112, 96, 1, 1], model shape [35, 96, 1, 1]" in caplog.text
     state = three.state_dict()
     for k in state:

@@ -145,10 +145,15 @@ def test_empty_detections_give_zeros() -> None:
 def _two_box_gt() -> COCO:
     """One image, two 100×100 "cat" boxes (area 10000: COCO's large range only)."""
     coco = COCO()
-    anns = [{"id": i + 1, "image_id": 1, "category_id": 3, "bbox": [x, 0, 100, 100], "area": 10000.0, "iscrowd": 0}
-            for i, x in enumerate((0, 200))]
-    coco.dataset = {"images": [{"id": 1, "file_name": "1.jpg", "width": 400, "height": 200}], "annotations": anns,
-                    "categories": [{"id": cid, "name": name} for cid, name in zip((3, 7, 9), CLASS_NAMES)]}
+    anns = [
+        {"id": i + 1, "image_id": 1, "category_id": 3, "bbox": [x, 0, 100, 100], "area": 10000.0, "iscrowd": 0}
+        for i, x in enumerate((0, 200))
+    ]
+    coco.dataset = {
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 400, "height": 200}],
+        "annotations": anns,
+        "categories": [{"id": cid, "name": name} for cid, name in zip((3, 7, 9), CLASS_NAMES)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco

@@ -14,8 +14,11 @@ CONFIGS = sorted(CONFIG_DIR.glob("*.yml"))
 def test_all_bundled_configs_load():
     names = {p.name for p in CONFIGS}
     assert {
-        "nanodet-plus-m_320.yml", "nanodet-plus-m_416.yml", "nanodet-plus-m-1.5x_320.yml",
-        "nanodet-plus-m-1.5x_416.yml", "nanodet-m.yml",
+        "nanodet-plus-m_320.yml",
+        "nanodet-plus-m_416.yml",
+        "nanodet-plus-m-1.5x_320.yml",
+        "nanodet-plus-m-1.5x_416.yml",
+        "nanodet-m.yml",
     } <= names
     for path in CONFIGS:
         cfg = load_config(path)
@@ -29,8 +32,9 @@ def test_unknown_key_is_rejected_with_its_path(tmp_path: Path):
     bad.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError) as err:
         load_config(bad)
-    assert "model.arch.head.NanoDetPlusHead.reg_maxx: unknown key" in str(err.value) or \
-        "model.arch.head.reg_maxx" in str(err.value).replace(".NanoDetPlusHead", "")
+    assert "model.arch.head.NanoDetPlusHead.reg_maxx: unknown key" in str(
+        err.value
+    ) or "model.arch.head.reg_maxx" in str(err.value).replace(".NanoDetPlusHead", "")
     assert str(bad) in str(err.value)
 
 
@@ -97,22 +101,25 @@ def _set(data: dict, path: str, value) -> dict:
     return data
 
 
-@pytest.mark.parametrize("config, path, value, shown", [
-    ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_qfl.name", "FocalLoss", "'FocalLoss'"),
-    ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_dfl.name", "SmoothL1Loss", "'SmoothL1Loss'"),
-    ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_bbox.name", "IoULoss", "'IoULoss'"),
-    ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_qfl.use_sigmoid", False, "False"),
-    ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_bbox.use_sigmoid", False, "False"),
-    ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_dfl.beta", 3.0, "3.0"),
-    ("nanodet-m.yml", "model.arch.head.loss.loss_qfl.name", "QualityFocalLosss", "'QualityFocalLosss'"),
-    ("nanodet-plus-m_320.yml", "data.train.name", "XMLDataset", "'XMLDataset'"),
-    ("nanodet-plus-m_320.yml", "data.val.name", "YoloDataset", "'YoloDataset'"),
-    ("nanodet-plus-m_320.yml", "data.val.multi_scale", [0.6, 1.4], "[0.6, 1.4]"),
-    ("nanodet-m.yml", "model.arch.head.octave_base_scale", 4, "4"),
-    ("nanodet-m.yml", "model.arch.head.scales_per_octave", 3, "3"),
-    ("nanodet-plus-m_320.yml", "model.arch.head.norm_cfg.num_groups", 32, "32"),  # BN takes no groups
-    ("nanodet-plus-m_320.yml", "model.arch.aux_head.norm_cfg", {"type": "SyncBN", "num_groups": 32}, "32"),
-])
+@pytest.mark.parametrize(
+    "config, path, value, shown",
+    [
+        ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_qfl.name", "FocalLoss", "'FocalLoss'"),
+        ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_dfl.name", "SmoothL1Loss", "'SmoothL1Loss'"),
+        ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_bbox.name", "IoULoss", "'IoULoss'"),
+        ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_qfl.use_sigmoid", False, "False"),
+        ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_bbox.use_sigmoid", False, "False"),
+        ("nanodet-plus-m_320.yml", "model.arch.head.loss.loss_dfl.beta", 3.0, "3.0"),
+        ("nanodet-m.yml", "model.arch.head.loss.loss_qfl.name", "QualityFocalLosss", "'QualityFocalLosss'"),
+        ("nanodet-plus-m_320.yml", "data.train.name", "XMLDataset", "'XMLDataset'"),
+        ("nanodet-plus-m_320.yml", "data.val.name", "YoloDataset", "'YoloDataset'"),
+        ("nanodet-plus-m_320.yml", "data.val.multi_scale", [0.6, 1.4], "[0.6, 1.4]"),
+        ("nanodet-m.yml", "model.arch.head.octave_base_scale", 4, "4"),
+        ("nanodet-m.yml", "model.arch.head.scales_per_octave", 3, "3"),
+        ("nanodet-plus-m_320.yml", "model.arch.head.norm_cfg.num_groups", 32, "32"),  # BN takes no groups
+        ("nanodet-plus-m_320.yml", "model.arch.aux_head.norm_cfg", {"type": "SyncBN", "num_groups": 32}, "32"),
+    ],
+)
 def test_unsupported_value_is_refused_with_key_path_and_file(tmp_path: Path, config, path, value, shown):
     _, line = refused_line(_set(official(config), path, value), tmp_path)
     key = path if not isinstance(value, dict) else f"{path}.num_groups"
@@ -149,8 +156,9 @@ def test_group_norm_needs_groups_that_divide_the_channels(tmp_path: Path):
     assert line.startswith("model.arch.head.norm_cfg: Value error, type GN needs num_groups")
     data = _set(official(), "model.arch.aux_head.norm_cfg", {"type": "GN", "num_groups": 10})
     _, line = refused_line(data, tmp_path)
-    assert line.startswith("model.arch.aux_head: Value error, norm_cfg.num_groups (10) does not divide "
-                           "feat_channels (192)")
+    assert line.startswith(
+        "model.arch.aux_head: Value error, norm_cfg.num_groups (10) does not divide feat_channels (192)"
+    )
     data = _set(official(), "model.arch.head.norm_cfg", {"type": "GN", "num_groups": 64})  # 96 channels
     _, line = refused_line(data, tmp_path)
     assert line.startswith("model.arch.head: Value error, norm_cfg.num_groups (64) does not divide input_channel (96)")

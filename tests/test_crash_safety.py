@@ -33,9 +33,13 @@ EPOCHS = 4
 def start(in_dir: Path, out_dir: Path, log: Path) -> subprocess.Popen:
     """start.py in its own process group (so a kill reaches any helper process it started)."""
     with log.open("w") as f:
-        return subprocess.Popen([sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out_dir)],
-                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out_dir)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
 
 
 def read_progress(out_dir: Path) -> tuple[float, float] | None:
@@ -116,9 +120,16 @@ def stale_temp_files(out_dir: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """8 training images at 64 px, 2 per batch (4 steps/epoch), a stage every epoch."""
-    return make_training_workspace(tmp_path_factory.mktemp("crash") / "in", train_images=8, val_images=2,
-                                   epochs=EPOCHS, input_size=64, batch_size_per_gpu=2, workers_per_gpu=0,
-                                   val_intervals=1)
+    return make_training_workspace(
+        tmp_path_factory.mktemp("crash") / "in",
+        train_images=8,
+        val_images=2,
+        epochs=EPOCHS,
+        input_size=64,
+        batch_size_per_gpu=2,
+        workers_per_gpu=0,
+        val_intervals=1,
+    )
 
 
 # Where each repetition is killed. The delays are seeded: a failure reproduces.
@@ -148,8 +159,9 @@ def test_sigkill_then_resume(workspace, tmp_path, where, seed):
             assert watch.wait_until(proc, lambda: (models / "model_last.ckpt").exists())
             watch.sleep(proc, rng.uniform(0.0, 3.0))
         else:
-            assert watch.wait_until(proc, lambda: (models / "model_last.ckpt").exists()
-                                    and any(models.glob(".model_last.ckpt.*.tmp")))  # overwriting epoch 1's
+            assert watch.wait_until(
+                proc, lambda: (models / "model_last.ckpt").exists() and any(models.glob(".model_last.ckpt.*.tmp"))
+            )  # overwriting epoch 1's
             watch.sleep(proc, rng.uniform(0.0, 0.02))
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
@@ -207,7 +219,9 @@ def test_sigterm_stops_promptly_in_the_error_state(workspace, tmp_path, where):
             assert watch.wait_until(proc, lambda: bool(watch.seen) and watch.seen[-1] > 0)
             watch.sleep(proc, rng.uniform(0.0, 2.0))
         else:  # while torch writes the data (not yet at fsync): the temp file is growing
-            assert watch.wait_until(proc, lambda: any(0 < _size(p) < 60e6 for p in (out / "models").glob(".*.ckpt.*.tmp")))
+            assert watch.wait_until(
+                proc, lambda: any(0 < _size(p) < 60e6 for p in (out / "models").glob(".*.ckpt.*.tmp"))
+            )
         sent = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)  # the process only, as docker stop signals PID 1
         proc.wait(timeout=30)
@@ -243,7 +257,9 @@ def test_pruned_stage_folder_outlives_the_result_that_names_it(tmp_path, monkeyp
     for epoch in range(1, 12):
         (models / f"epoch_{epoch}").mkdir(parents=True)
         (models / f"epoch_{epoch}" / "w.pth").write_bytes(b"x")
-        writer.add_stage(Stage(f"epoch_{epoch}", epoch, ["w.pth"], 0.5 if epoch == 1 else 0.1, 0.1, 0, 0, 0), epoch == 1)
+        writer.add_stage(
+            Stage(f"epoch_{epoch}", epoch, ["w.pth"], 0.5 if epoch == 1 else 0.1, 0.1, 0, 0, 0), epoch == 1
+        )
     (models / "epoch_12").mkdir()
     (models / "epoch_12" / "w.pth").write_bytes(b"x")
 
@@ -283,8 +299,14 @@ def test_sigterm_reaches_torchrun_workers(tmp_path):
 
     from .bad_inputs.corpus import tiny_models
 
-    in_dir = make_predict_workspace(tmp_path / "in", tiny_models(tmp_path / "models"), candidates=300,
-                                    batch_size_per_gpu=2, workers_per_gpu=0, cpu_processes=2)
+    in_dir = make_predict_workspace(
+        tmp_path / "in",
+        tiny_models(tmp_path / "models"),
+        candidates=300,
+        batch_size_per_gpu=2,
+        workers_per_gpu=0,
+        cpu_processes=2,
+    )
     out = tmp_path / "out"
     proc = start(in_dir, out, tmp_path / "run.log")
     watch = Watcher(out, time.time())
@@ -343,8 +365,14 @@ def test_checkpoint_save_interrupted_by_a_signal(tmp_path):
     process when it was destroyed)."""
     script = tmp_path / "saves.py"
     script.write_text(INTERRUPTED_SAVES)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 3, proc.stderr[-3000:]
     hits, files = proc.stdout.split(" ", 1)
     assert int(hits) > 0 and files.strip() in ("[]", "['model_last.ckpt']"), proc.stdout

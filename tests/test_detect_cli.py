@@ -18,9 +18,27 @@ CONFIG = str(CONFIG_DIR / "nanodet-plus-m_320.yml")
 
 def run_detect(weights: Path, *args: str) -> tuple[list[dict], subprocess.CompletedProcess]:
     proc = subprocess.run(
-        [sys.executable, "-m", "nanodet", "detect", "--config", CONFIG, "--weights", str(weights),
-         "--conf", "0.05", "--workers", "1", "--batch-size", "3", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "nanodet",
+            "detect",
+            "--config",
+            CONFIG,
+            "--weights",
+            str(weights),
+            "--conf",
+            "0.05",
+            "--workers",
+            "1",
+            "--batch-size",
+            "3",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     return [json.loads(line) for line in proc.stdout.splitlines()], proc
 

@@ -62,11 +62,22 @@ def test_distributed_training_failure_comes_back_from_train_worker(tmp_path):
     """The training launcher (``executor.train_worker``): the workers' failure, classified."""
     from executor.training import TrainingPlan, launch_distributed
 
-    plan = TrainingPlan(model_config=str(tmp_path / "missing.yml"), models_dir=str(tmp_path / "models"),
-                        tensorboard_dir=str(tmp_path / "tb"), result_file=str(tmp_path / "result.yaml"),
-                        monitor_file=str(tmp_path / "monitor.txt"), task_id="t", model_stages=True,
-                        saved_file_patterns=[], iou_thr=0.5, conf_thr=0.35, seed=0, resume=False, device="cpu",
-                        world_size=2)
+    plan = TrainingPlan(
+        model_config=str(tmp_path / "missing.yml"),
+        models_dir=str(tmp_path / "models"),
+        tensorboard_dir=str(tmp_path / "tb"),
+        result_file=str(tmp_path / "result.yaml"),
+        monitor_file=str(tmp_path / "monitor.txt"),
+        task_id="t",
+        model_stages=True,
+        saved_file_patterns=[],
+        iou_thr=0.5,
+        conf_thr=0.35,
+        seed=0,
+        resume=False,
+        device="cpu",
+        world_size=2,
+    )
     with pytest.raises(ExecutorError) as info:
         launch_distributed(plan, tmp_path)
     assert info.value.code == ReturnCode.CONFIG and "missing.yml" in str(info.value)
@@ -85,8 +96,16 @@ def test_two_process_training_on_the_cpu(tmp_path, monkeypatch):
 
     from .executor_helpers import check_training_outputs, monitor_fields
 
-    in_dir = make_training_workspace(tmp_path / "in", train_images=8, val_images=4, epochs=2, input_size=64,
-                                     batch_size_per_gpu=2, workers_per_gpu=0, val_intervals=1)
+    in_dir = make_training_workspace(
+        tmp_path / "in",
+        train_images=8,
+        val_images=4,
+        epochs=2,
+        input_size=64,
+        batch_size_per_gpu=2,
+        workers_per_gpu=0,
+        val_intervals=1,
+    )
     out = tmp_path / "out"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two processes, one thread each
     env = parse_env(read_yaml(in_dir / "env.yaml", "env.yaml"))

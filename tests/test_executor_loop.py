@@ -31,8 +31,15 @@ def write_official_coco_checkpoint(path: Path) -> None:
     ``model.*`` and ``avg_model.*`` (887 keys each), as ``nanodet-plus-m_320_checkpoint.ckpt``."""
     cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml")
     state = randomized_model(cfg, seed=3).state_dict()
-    torch.save({"epoch": 299, "global_step": 370000, "pytorch-lightning_version": "1.9.0",
-                "state_dict": {f"{p}.{k}": v for p in ("model", "avg_model") for k, v in state.items()}}, path)
+    torch.save(
+        {
+            "epoch": 299,
+            "global_step": 370000,
+            "pytorch-lightning_version": "1.9.0",
+            "state_dict": {f"{p}.{k}": v for p in ("model", "avg_model") for k, v in state.items()},
+        },
+        path,
+    )
 
 
 def log_lines(text: str, pattern: str) -> list[str]:
@@ -72,16 +79,23 @@ def loop(tmp_path_factory):
     r1 = run_start(r1_in, root / "r1" / "out", env=env)
     assert_success(r1, root / "r1" / "out")
 
-    mine_in = make_predict_workspace(root / "mine" / "in", root / "r1" / "out" / "models", candidates=8,
-                                     mining=True, infer=False)
+    mine_in = make_predict_workspace(
+        root / "mine" / "in", root / "r1" / "out" / "models", candidates=8, mining=True, infer=False
+    )
     mining = run_start(mine_in, root / "mine" / "out", env=env)
     assert_success(mining, root / "mine" / "out")
 
     result1 = yaml.safe_load((root / "r1" / "out" / "models" / "result.yaml").read_text())
     best = result1["best_stage_name"]
     r2_in = make_training_workspace(
-        root / "r2" / "in", train_images=16, val_images=8, seed=5, ymir_saved_file_patterns=PREVIOUS_IMAGE_PATTERNS,
-        pretrained_model_params=[f"/in/models/{best}/{f}" for f in result1["model_stages"][best]["files"]], **SMALL)
+        root / "r2" / "in",
+        train_images=16,
+        val_images=8,
+        seed=5,
+        ymir_saved_file_patterns=PREVIOUS_IMAGE_PATTERNS,
+        pretrained_model_params=[f"/in/models/{best}/{f}" for f in result1["model_stages"][best]["files"]],
+        **SMALL,
+    )
     shutil.copytree(root / "r1" / "out" / "models", r2_in / "models")
     r2 = run_start(r2_in, root / "r2" / "out", env=env)
     assert_success(r2, root / "r2" / "out")
@@ -108,7 +122,8 @@ def test_mining_ranks_the_candidates_with_round_1s_model(loop):
 def test_round_2_starts_from_round_1_with_its_aux_branch(loop):
     out = loop["r2"].stdout + loop["r2"].stderr
     assert f"starting weights: pretrained model /in/models/{loop['best1']}/nanodet_model.pth" in out.replace(
-        str(loop["root"] / "r2" / "in"), "/in")
+        str(loop["root"] / "r2" / "in"), "/in"
+    )
     assert "training recipe: nanodet-plus-m_320.yml" in out
     assert "887 tensors loaded, 0 skipped (shape), 0 missing" in out
     assert "assign-guidance branch (aux_fpn, aux_head): 242 tensors restored from" in out
@@ -117,8 +132,10 @@ def test_round_2_starts_from_round_1_with_its_aux_branch(loop):
 
 
 def test_short_run_caps_are_the_same_every_round(loop):
-    caps = [log_lines(loop[r].stdout + loop[r].stderr, r"(warmup|detach_epoch): \d+.* instead of the recipe")
-            for r in ("r1", "r2")]
+    caps = [
+        log_lines(loop[r].stdout + loop[r].stderr, r"(warmup|detach_epoch): \d+.* instead of the recipe")
+        for r in ("r1", "r2")
+    ]
     assert caps[0] == caps[1] and len(caps[0]) == 2, caps
     assert "warmup: 1 steps instead of the recipe's 500" in caps[0][0]
     assert "detach_epoch: 1 instead of the recipe's 10 (half the 2 epochs)" in caps[0][1]
@@ -145,8 +162,9 @@ def test_imagenet_backbone_when_no_coco_checkpoint(tmp_path):
     torch.nn.init.constant_(backbone.conv1[0].weight, 0.125)
     state = backbone.state_dict() | {"fc.weight": torch.zeros(1000, 1024), "fc.bias": torch.zeros(1000)}
     torch.save(state, weights / IMAGENET_BACKBONES["1.0x"].file_name)
-    in_dir = make_training_workspace(tmp_path / "in", train_images=8, val_images=4, epochs=1, input_size=128,
-                                     workers_per_gpu=0, learning_rate=1e-9)
+    in_dir = make_training_workspace(
+        tmp_path / "in", train_images=8, val_images=4, epochs=1, input_size=128, workers_per_gpu=0, learning_rate=1e-9
+    )
     proc = run_start(in_dir, tmp_path / "out", env={"NANODET_WEIGHTS_DIR": str(weights)})
     assert_success(proc, tmp_path / "out")
     assert f"starting weights: ImageNet backbone {weights / 'shufflenetv2_x1-5666bf0f80.pth'}" in proc.stdout
@@ -157,8 +175,9 @@ def test_imagenet_backbone_when_no_coco_checkpoint(tmp_path):
 
 
 def test_nothing_to_start_from_names_what_is_missing(tmp_path):
-    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, epochs=1, input_size=128,
-                                     workers_per_gpu=0)
+    in_dir = make_training_workspace(
+        tmp_path / "in", train_images=4, val_images=2, epochs=1, input_size=128, workers_per_gpu=0
+    )
     proc = run_start(in_dir, tmp_path / "out")
     assert_success(proc, tmp_path / "out")
     assert "starting weights: random init (no COCO checkpoint" in proc.stderr + proc.stdout
@@ -167,8 +186,9 @@ def test_nothing_to_start_from_names_what_is_missing(tmp_path):
 
 
 def test_legacy_nanodet_m_training_is_refused(tmp_path):
-    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, epochs=1,
-                                     config_file="config/nanodet-m.yml")
+    in_dir = make_training_workspace(
+        tmp_path / "in", train_images=4, val_images=2, epochs=1, config_file="config/nanodet-m.yml"
+    )
     fields = assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300001)
     assert "legacy NanoDet-m (NanoDetHead) is inference-only" in fields[5] and "ATSS" in fields[5]
 
@@ -180,8 +200,14 @@ def test_weights_that_do_not_fit_are_a_model_error(tmp_path, mining):
     models.mkdir()
     cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml")
     save_pth(build_model(cfg.model.arch), models / "coco80.pth")
-    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=2, mining=mining, infer=not mining,
-                                    config_file="config/nanodet-plus-m_320.yml")
+    in_dir = make_predict_workspace(
+        tmp_path / "in",
+        models,
+        candidates=2,
+        mining=mining,
+        infer=not mining,
+        config_file="config/nanodet-plus-m_320.yml",
+    )
     fields = assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300004)
     assert "coco80.pth: these weights do not fit the model config" in fields[5]
     assert "the weights are for 80 classes, the model config has 3" in fields[5]

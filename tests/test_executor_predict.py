@@ -11,7 +11,13 @@ from nanodet.config import load_config, save_config
 
 from .conftest import CONFIG_DIR, randomized_model
 from .executor_helpers import (
-    SAMPLE_CLASSES, assert_failure, assert_success, edit_yaml, infer_result, run_start, sample_workspace,
+    SAMPLE_CLASSES,
+    assert_failure,
+    assert_success,
+    edit_yaml,
+    infer_result,
+    run_start,
+    sample_workspace,
 )
 
 
@@ -27,7 +33,7 @@ def models(tmp_path_factory) -> Path:
 
 
 def candidates_of(in_dir: Path) -> list[str]:
-    return [l for l in (in_dir / "candidate-index.tsv").read_text().splitlines() if l]
+    return [row for row in (in_dir / "candidate-index.tsv").read_text().splitlines() if row]
 
 
 def test_mining_and_infer_together(models, tmp_path):
@@ -37,7 +43,7 @@ def test_mining_and_infer_together(models, tmp_path):
     assert_success(proc, out)
     cands = candidates_of(in_dir)
     # mining: every candidate once, exactly as written, sorted by score descending
-    rows = [l.split("\t") for l in (out / "result.tsv").read_text().splitlines()]
+    rows = [row.split("\t") for row in (out / "result.tsv").read_text().splitlines()]
     assert sorted(r[0] for r in rows) == sorted(cands) and all(len(r) == 2 for r in rows)
     scores = [float(r[1]) for r in rows]
     assert scores == sorted(scores, reverse=True) and min(scores) >= 0
@@ -53,8 +59,9 @@ def test_mining_and_infer_together(models, tmp_path):
 
 
 def test_old_protocol_uses_annotations_key(models, tmp_path):
-    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=3, mining=False, protocol_version="0.0.1",
-                                    workers_per_gpu=0)
+    in_dir = make_predict_workspace(
+        tmp_path / "in", models, candidates=3, mining=False, protocol_version="0.0.1", workers_per_gpu=0
+    )
     assert_success(run_start(in_dir, tmp_path / "out"), tmp_path / "out")
     assert all(set(v) == {"annotations"} for v in infer_result(tmp_path / "out")["detection"].values())
     assert not (tmp_path / "out" / "result.tsv").exists()
@@ -73,7 +80,7 @@ def test_unreadable_candidate_and_basename_collision(models, tmp_path):
     (in_dir / "candidate-index.tsv").write_text("\n".join(cands + extra) + "\n")
     proc = run_start(in_dir, tmp_path / "out")
     assert_success(proc, tmp_path / "out")
-    rows = [l.split("\t") for l in (tmp_path / "out" / "result.tsv").read_text().splitlines()]
+    rows = [row.split("\t") for row in (tmp_path / "out" / "result.tsv").read_text().splitlines()]
     assert len(rows) == 6 and rows[-1] == ["/in/assets/zz/broken.jpg", "-1"]
     detection = infer_result(tmp_path / "out")["detection"]
     assert detection["broken.jpg"] == {"boxes": []}
@@ -120,13 +127,21 @@ def test_combined_outputs_equal_the_separate_tasks(models, tmp_path, algorithm):
     """The one-pass task writes byte for byte what mining alone and infer alone write."""
     outputs = {}
     for mining, infer in ((True, True), (True, False), (False, True)):
-        in_dir = make_predict_workspace(tmp_path / f"in{mining}{infer}", models, candidates=5, mining=mining,
-                                        infer=infer, batch_size_per_gpu=2, workers_per_gpu=0,
-                                        mining_algorithm=algorithm)
+        in_dir = make_predict_workspace(
+            tmp_path / f"in{mining}{infer}",
+            models,
+            candidates=5,
+            mining=mining,
+            infer=infer,
+            batch_size_per_gpu=2,
+            workers_per_gpu=0,
+            mining_algorithm=algorithm,
+        )
         out = tmp_path / f"out{mining}{infer}"
         assert_success(run_start(in_dir, out), out)
-        outputs[mining, infer] = {name: (out / name).read_bytes() for name in ("result.tsv", "infer-result.json")
-                                  if (out / name).exists()}
+        outputs[mining, infer] = {
+            name: (out / name).read_bytes() for name in ("result.tsv", "infer-result.json") if (out / name).exists()
+        }
     assert outputs[True, True]["result.tsv"] == outputs[True, False]["result.tsv"]
     assert outputs[True, True]["infer-result.json"] == outputs[False, True]["infer-result.json"]
     assert set(outputs[True, False]) == {"result.tsv"} and set(outputs[False, True]) == {"infer-result.json"}
@@ -161,7 +176,7 @@ def test_mining_scores_batch_invariant(models):
     p = Predictor(load_config(models / "train_cfg.yml"), models / "nanodet_model_best.pth")
     x = torch.randn(5, 3, 128, 128)
     together = aldd_scores(p.forward_levels(x), 3, (128, 128))
-    alone = torch.cat([aldd_scores(p.forward_levels(x[i:i + 1]), 3, (128, 128)) for i in range(5)])
+    alone = torch.cat([aldd_scores(p.forward_levels(x[i : i + 1]), 3, (128, 128)) for i in range(5)])
     assert (together - alone).abs().max() < 1e-5
     assert (together >= 0).all() and together.std() > 0
 
@@ -183,8 +198,7 @@ def test_aldd_on_a_known_map():
 def test_sample_data_infer(models, tmp_path):
     """The platform-format sample (tests/sample_data.py) as candidates, with a model of its 5 classes."""
     cfg = load_config(models / "train_cfg.yml").with_classes(SAMPLE_CLASSES)
-    in_dir = sample_workspace(tmp_path, training=False, workers_per_gpu=0,
-                              model_params_path=["nanodet_model_best.pth"])
+    in_dir = sample_workspace(tmp_path, training=False, workers_per_gpu=0, model_params_path=["nanodet_model_best.pth"])
     (in_dir / "models").mkdir()
     save_pth(randomized_model(cfg, cls_bias=-6.0), in_dir / "models" / "nanodet_model_best.pth", inference_only=True)
     save_config(cfg, in_dir / "models" / "train_cfg.yml")
@@ -207,15 +221,17 @@ def test_two_process_shard_equals_one_process(models, tmp_path):
     proc = run_start(in_dir, tmp_path / "two")
     assert_success(proc, tmp_path / "two")
     assert "launching 2 processes with torchrun" in proc.stdout + proc.stderr
-    one = [l.split("\t") for l in (tmp_path / "one" / "result.tsv").read_text().splitlines()]
-    two = [l.split("\t") for l in (tmp_path / "two" / "result.tsv").read_text().splitlines()]
+    one = [row.split("\t") for row in (tmp_path / "one" / "result.tsv").read_text().splitlines()]
+    two = [row.split("\t") for row in (tmp_path / "two" / "result.tsv").read_text().splitlines()]
     assert len(two) == 7 and len({r[0] for r in two}) == 7
     a, b = dict(one), dict(two)
     assert a.keys() == b.keys() and all(abs(float(a[k]) - float(b[k])) < 1e-5 for k in a)
     d1, d2 = infer_result(tmp_path / "one")["detection"], infer_result(tmp_path / "two")["detection"]
     assert d1.keys() == d2.keys()
     for k in d1:
-        assert [(x["class_name"], x["box"]) for x in d1[k]["boxes"]] == [(x["class_name"], x["box"]) for x in d2[k]["boxes"]]
+        assert [(x["class_name"], x["box"]) for x in d1[k]["boxes"]] == [
+            (x["class_name"], x["box"]) for x in d2[k]["boxes"]
+        ]
 
 
 def _only_lines(in_dir: Path, lines: list[str]) -> None:

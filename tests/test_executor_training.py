@@ -8,7 +8,13 @@ import yaml
 from executor.workspace import make_training_workspace
 
 from .executor_helpers import (
-    assert_failure, assert_success, check_training_outputs, edit_yaml, monitor_fields, run_start, sample_workspace,
+    assert_failure,
+    assert_success,
+    check_training_outputs,
+    edit_yaml,
+    monitor_fields,
+    run_start,
+    sample_workspace,
 )
 
 
@@ -16,8 +22,16 @@ from .executor_helpers import (
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """One training task shared by several checks (protocol 1.1.0, 3 epochs, stage every epoch)."""
     root = tmp_path_factory.mktemp("train")
-    in_dir = make_training_workspace(root / "in", train_images=24, val_images=8, epochs=3, input_size=128,
-                                     val_intervals=1, batch_size_per_gpu=8, workers_per_gpu=0)
+    in_dir = make_training_workspace(
+        root / "in",
+        train_images=24,
+        val_images=8,
+        epochs=3,
+        input_size=128,
+        val_intervals=1,
+        batch_size_per_gpu=8,
+        workers_per_gpu=0,
+    )
     proc = run_start(in_dir, root / "out")
     assert_success(proc, root / "out")
     return root / "out", proc
@@ -36,8 +50,15 @@ def test_training_outputs(trained):
 
 
 def test_protocol_0_result_is_flat(tmp_path):
-    in_dir = make_training_workspace(tmp_path / "in", train_images=8, val_images=4, epochs=1, input_size=128,
-                                     protocol_version="0.0.1", workers_per_gpu=0)
+    in_dir = make_training_workspace(
+        tmp_path / "in",
+        train_images=8,
+        val_images=4,
+        epochs=1,
+        input_size=128,
+        protocol_version="0.0.1",
+        workers_per_gpu=0,
+    )
     env = yaml.safe_load((in_dir / "env.yaml").read_text())
     del env["protocol_version"]  # ymir 1.0/1.1 write none
     (in_dir / "env.yaml").write_text(yaml.safe_dump(env))
@@ -48,8 +69,16 @@ def test_protocol_0_result_is_flat(tmp_path):
 
 def test_sample_data_small_dataset(tmp_path):
     """4 real photos, batch 16 → the batch shrinks to the set; the 6-column line parses."""
-    in_dir = sample_workspace(tmp_path, training=True, config_file="config/nanodet-plus-m_320.yml", epochs=1,
-                              input_size=128, batch_size_per_gpu=16, workers_per_gpu=0, resume="False")
+    in_dir = sample_workspace(
+        tmp_path,
+        training=True,
+        config_file="config/nanodet-plus-m_320.yml",
+        epochs=1,
+        input_size=128,
+        batch_size_per_gpu=16,
+        workers_per_gpu=0,
+        resume="False",
+    )
     proc = run_start(in_dir, tmp_path / "out")
     assert_success(proc, tmp_path / "out")
     assert "batch_size_per_gpu 16 > 4 training images per process: using 4" in proc.stdout
@@ -74,8 +103,15 @@ def test_resume_continues_and_keeps_stages(trained, tmp_path):
 
 def test_load_from_and_pretrained(trained, tmp_path):
     out_dir, _ = trained
-    in_dir = make_training_workspace(tmp_path / "in", train_images=8, val_images=4, epochs=1, input_size=128,
-                                     workers_per_gpu=0, load_from="prev/nanodet_model_best.pth")
+    in_dir = make_training_workspace(
+        tmp_path / "in",
+        train_images=8,
+        val_images=4,
+        epochs=1,
+        input_size=128,
+        workers_per_gpu=0,
+        load_from="prev/nanodet_model_best.pth",
+    )
     import shutil
 
     shutil.copytree(out_dir / "models", in_dir / "models" / "prev")
@@ -87,8 +123,9 @@ def test_load_from_and_pretrained(trained, tmp_path):
 
 
 def test_missing_load_from_is_a_model_error(tmp_path):
-    in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, epochs=1, input_size=128,
-                                     load_from="nope.pth")
+    in_dir = make_training_workspace(
+        tmp_path / "in", train_images=4, val_images=2, epochs=1, input_size=128, load_from="nope.pth"
+    )
     assert_failure(run_start(in_dir, tmp_path / "out"), tmp_path / "out", 300004)
 
 
@@ -98,13 +135,20 @@ def test_gpu_asked_but_none_visible(tmp_path):
     assert_failure(proc, tmp_path / "out", 300102)
 
 
-@pytest.mark.parametrize("key, value, expect", [
-    ("epochs", "many", "key 'epochs': value 'many' is invalid"),
-    ("input_size", 100, "key 'input_size': value 100 is invalid"),
-    ("resume", "perhaps", "key 'resume': value 'perhaps' is invalid"),
-    ("config_file", "config/yolo.yml", "key 'config_file': 'config/yolo.yml' is not a bundled model config"),
-    ("evaluate_iou_thr", 0.555, "key 'evaluate_iou_thr': value 0.555 is invalid: Value error, must be a multiple of 0.01"),
-])
+@pytest.mark.parametrize(
+    "key, value, expect",
+    [
+        ("epochs", "many", "key 'epochs': value 'many' is invalid"),
+        ("input_size", 100, "key 'input_size': value 100 is invalid"),
+        ("resume", "perhaps", "key 'resume': value 'perhaps' is invalid"),
+        ("config_file", "config/yolo.yml", "key 'config_file': 'config/yolo.yml' is not a bundled model config"),
+        (
+            "evaluate_iou_thr",
+            0.555,
+            "key 'evaluate_iou_thr': value 0.555 is invalid: Value error, must be a multiple of 0.01",
+        ),
+    ],
+)
 def test_bad_hyper_parameter_names_key_value(tmp_path, key, value, expect):
     in_dir = make_training_workspace(tmp_path / "in", train_images=4, val_images=2, **{"epochs": 1, key: value})
     proc = run_start(in_dir, tmp_path / "out")

@@ -78,15 +78,22 @@ def sha256(path: Path) -> str:
 def torchvision_like(model_size: str) -> dict[str, torch.Tensor]:
     """A ShuffleNetV2 state dict with the classifier keys torchvision's files also hold."""
     state = ShuffleNetV2(BackboneConfig(model_size=model_size, pretrain=False)).state_dict()
-    state.update({"conv5.0.weight": torch.zeros(1024, 192, 1, 1), "conv5.1.weight": torch.ones(1024),
-                  "fc.weight": torch.zeros(1000, 1024), "fc.bias": torch.zeros(1000)})
+    state.update(
+        {
+            "conv5.0.weight": torch.zeros(1024, 192, 1, 1),
+            "conv5.1.weight": torch.ones(1024),
+            "fc.weight": torch.zeros(1000, 1024),
+            "fc.bias": torch.zeros(1000),
+        }
+    )
     return state
 
 
 def lightning_checkpoint(state: dict[str, torch.Tensor]) -> dict:
     """The official Plus .ckpt layout: raw and EMA copies of the full model."""
-    return {"state_dict": {**{f"model.{k}": v for k, v in state.items()},
-                           **{f"avg_model.{k}": v for k, v in state.items()}}}
+    return {
+        "state_dict": {**{f"model.{k}": v for k, v in state.items()}, **{f"avg_model.{k}": v for k, v in state.items()}}
+    }
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +113,25 @@ def served(tmp_path_factory):
 
 
 def backbone_entry(url: str, sha: str, file_name: str = "shufflenetv2_x0.5-f707e7126e.pth") -> dict:
-    return {"name": "shufflenetv2-0.5x", "url": url, "file_name": file_name, "kind": "imagenet-backbone",
-            "sha256": sha, "model_size": "0.5x"}
+    return {
+        "name": "shufflenetv2-0.5x",
+        "url": url,
+        "file_name": file_name,
+        "kind": "imagenet-backbone",
+        "sha256": sha,
+        "model_size": "0.5x",
+    }
 
 
 def coco_entry(url: str, name: str = "nanodet-plus-m_320", sha: str | None = None) -> dict:
-    return {"name": name, "url": url, "file_name": f"{name}_checkpoint.ckpt", "kind": "coco-checkpoint",
-            "sha256": sha, "config": PLUS_CONFIG}
+    return {
+        "name": name,
+        "url": url,
+        "file_name": f"{name}_checkpoint.ckpt",
+        "kind": "coco-checkpoint",
+        "sha256": sha,
+        "config": PLUS_CONFIG,
+    }
 
 
 def fetch(tmp_path: Path, entries: list[dict], *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
@@ -146,8 +165,10 @@ def test_good_files_land_with_their_hash_printed(served, tmp_path):
     entries = [backbone_entry(url + "backbone-0.5x.pth", backbone_sha[:10]), coco_entry(url + "coco.ckpt")]
     proc, dest = fetch(tmp_path, entries)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in dest.iterdir()) == ["nanodet-plus-m_320_checkpoint.ckpt",
-                                                      "shufflenetv2_x0.5-f707e7126e.pth"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "nanodet-plus-m_320_checkpoint.ckpt",
+        "shufflenetv2_x0.5-f707e7126e.pth",
+    ]
     assert sha256(dest / "nanodet-plus-m_320_checkpoint.ckpt") == coco_sha
     assert backbone_sha in proc.stderr and coco_sha in proc.stderr
     assert "all 887 tensors" in proc.stderr
@@ -156,8 +177,10 @@ def test_good_files_land_with_their_hash_printed(served, tmp_path):
 
 def test_only_fetches_the_named_entries_and_replaces_a_copy_that_fails(served, tmp_path):
     folder, url = served
-    entries = [backbone_entry(url + "backbone-0.5x.pth", sha256(folder / "backbone-0.5x.pth")),
-               coco_entry(url + "missing.ckpt")]
+    entries = [
+        backbone_entry(url + "backbone-0.5x.pth", sha256(folder / "backbone-0.5x.pth")),
+        coco_entry(url + "missing.ckpt"),
+    ]
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "shufflenetv2_x0.5-f707e7126e.pth").write_bytes(b"not the file")
     proc, dest = fetch(tmp_path, entries, "--only", "shufflenetv2-0.5x")
@@ -186,8 +209,10 @@ def test_short_read_against_content_length_fails_and_leaves_nothing(served, tmp_
 
 def test_checkpoints_of_another_architecture_fail_naming_what_does_not_fit(served, tmp_path):
     folder, url = served
-    entries = [backbone_entry(url + "backbone-1.5x.pth", sha256(folder / "backbone-1.5x.pth")[:10]),
-               coco_entry(url + "coco-no-aux.ckpt")]
+    entries = [
+        backbone_entry(url + "backbone-1.5x.pth", sha256(folder / "backbone-1.5x.pth")[:10]),
+        coco_entry(url + "coco-no-aux.ckpt"),
+    ]
     proc, dest = fetch(tmp_path, entries)
     errors = assert_failed_clean(proc, dest).splitlines()
     assert len(errors) == 2

@@ -33,8 +33,9 @@ def test_every_template_value_is_commented():
         previous = ""
         for line in path.read_text().splitlines():
             if line and not line.startswith("#"):
-                assert previous.startswith("#") or (previous and not previous.startswith("#")), \
+                assert previous.startswith("#") or (previous and not previous.startswith("#")), (
                     f"{path.name}: {line!r} has no comment above it"
+                )
             previous = line
 
 
@@ -72,8 +73,10 @@ def test_weights_are_fetched_only_under_fetch_weights():
     assert re.search(r'case "\$FETCH_WEIGHTS" in 1\) python3 /app/docker/fetch_weights.py --dest /weights ;;', run)
     assert "0) echo" in run and "chmod -R a+rX /app /img-man /weights" in run
     copied = instructions.index("COPY docker/fetch_weights.py /app/docker/fetch_weights.py")
-    after = [instructions.index(f"COPY {src}") for src in ("nanodet /app/nanodet", "config /app/config",
-                                                             "docker/weights /weights")]
+    after = [
+        instructions.index(f"COPY {src}")
+        for src in ("nanodet /app/nanodet", "config /app/config", "docker/weights /weights")
+    ]
     assert max(after + [copied]) < fetches[0]
     assert "--build-arg FETCH_WEIGHTS=0" in (ROOT / "docker" / "image-test.sh").read_text()
 

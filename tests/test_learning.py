@@ -25,7 +25,10 @@ class LossHistory(Callback):
 def test_training_learns_synthetic_shapes(tmp_path: Path):
     epochs = 12
     cfg = synthetic_training_config(
-        tmp_path / "data", train_images=64, val_images=16, epochs=epochs,
+        tmp_path / "data",
+        train_images=64,
+        val_images=16,
+        epochs=epochs,
         schedule={"optimizer": {"lr": 0.003}, "warmup": {"steps": 20}, "val_intervals": 4},
         model={"arch": {"detach_epoch": epochs // 2}},
     )

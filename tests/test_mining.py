@@ -57,7 +57,7 @@ def test_batch_invariant_and_box_channels_ignored():
     torch.manual_seed(0)
     levels = [torch.randn(5, 4 + 32, 8, 8) * 3, torch.randn(5, 4 + 32, 4, 4) * 3]
     together = entropy_scores(levels, 4)
-    alone = torch.cat([entropy_scores([lvl[i:i + 1] for lvl in levels], 4) for i in range(5)])
+    alone = torch.cat([entropy_scores([lvl[i : i + 1] for lvl in levels], 4) for i in range(5)])
     assert torch.allclose(together, alone, atol=1e-6)
     scrambled = [torch.cat((lvl[:, :4], torch.randn_like(lvl[:, 4:])), dim=1) for lvl in levels]
     assert torch.equal(entropy_scores(scrambled, 4), together)

@@ -51,10 +51,17 @@ def test_official_state_dict_loads_strictly():
 
 @pytest.mark.parametrize("config, _keys, params, gflops", OFFICIAL)
 def test_info_cli_params_and_flops(config, _keys, params, gflops):
-    out = subprocess.run(
-        [sys.executable, "-m", "nanodet", "info", str(CONFIG_DIR / config)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    ).stdout.strip().splitlines()
+    out = (
+        subprocess.run(
+            [sys.executable, "-m", "nanodet", "info", str(CONFIG_DIR / config)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     assert len(out) == 1
     info = json.loads(out[0])
     assert info["params"] == params
@@ -66,7 +73,10 @@ def test_info_cli_params_and_flops(config, _keys, params, gflops):
 def test_info_num_classes_changes_head_only():
     out = subprocess.run(
         [sys.executable, "-m", "nanodet", "info", str(CONFIG_DIR / "nanodet-plus-m_320.yml"), "--num-classes", "3"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
     # 4 levels × 1×1 conv from 96 channels: 77 fewer classes → 77 × (96 + 1) × 4 fewer params
     assert json.loads(out)["params"] == 1_197_924 - 77 * 97 * 4
@@ -121,7 +131,7 @@ def test_main_head_group_norm_is_honoured(conv_type):
     assert all(type(m) is torch.nn.GroupNorm and m.num_groups == 8 and m.num_channels == 96 for m in norms)
     block = head.cls_convs[0][0]
     assert hasattr(block, "dwnorm") if conv_type == "DWConv" else block.norm_name == "gn"
-    assert head(([torch.randn(1, 96, s, s) for s in (8, 4, 2, 1)])).shape == (1, 85, 80 + 32)
+    assert head([torch.randn(1, 96, s, s) for s in (8, 4, 2, 1)]).shape == (1, 85, 80 + 32)
 
 
 def test_legacy_head_group_norm_is_honoured():
@@ -130,13 +140,16 @@ def test_legacy_head_group_norm_is_honoured():
     assert len(norms) == 3 * 2 * 2 and all(type(m) is torch.nn.GroupNorm and m.num_groups == 4 for m in norms)
 
 
-@pytest.mark.parametrize("norm_cfg, layer, groups", [
-    ({"type": "GN", "num_groups": 32}, torch.nn.GroupNorm, 32),
-    ({"type": "GN", "num_groups": 16}, torch.nn.GroupNorm, 16),
-    ({"type": "BN"}, torch.nn.BatchNorm2d, None),
-    ({"type": "SyncBN"}, torch.nn.BatchNorm2d, None),  # a SyncBatchNorm only under DDP
-    ({"type": "GN", "num_groups": 8, "requires_grad": False}, torch.nn.GroupNorm, 8),
-])
+@pytest.mark.parametrize(
+    "norm_cfg, layer, groups",
+    [
+        ({"type": "GN", "num_groups": 32}, torch.nn.GroupNorm, 32),
+        ({"type": "GN", "num_groups": 16}, torch.nn.GroupNorm, 16),
+        ({"type": "BN"}, torch.nn.BatchNorm2d, None),
+        ({"type": "SyncBN"}, torch.nn.BatchNorm2d, None),  # a SyncBatchNorm only under DDP
+        ({"type": "GN", "num_groups": 8, "requires_grad": False}, torch.nn.GroupNorm, 8),
+    ],
+)
 def test_aux_head_norm_is_the_configured_one(norm_cfg, layer, groups):
     aux = build_model(_arch(aux_head={"norm_cfg": {"num_groups": None} | norm_cfg})).aux_head  # merged into GN
     norms = _head_norms(aux)

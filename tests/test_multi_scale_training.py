@@ -10,8 +10,15 @@ from .conftest import synthetic_training_config
 
 
 def test_training_with_multi_scale_runs_on_varying_batch_sizes(tmp_path: Path, monkeypatch):
-    cfg = synthetic_training_config(tmp_path / "data", train_images=16, val_images=4, input_size=(96, 96), epochs=1,
-                                    batch_size=4, data={"train": {"multi_scale": [0.6, 1.4]}})
+    cfg = synthetic_training_config(
+        tmp_path / "data",
+        train_images=16,
+        val_images=4,
+        input_size=(96, 96),
+        epochs=1,
+        batch_size=4,
+        data={"train": {"multi_scale": [0.6, 1.4]}},
+    )
     assert cfg.data.train.multi_scale == (0.6, 1.4)
     seen: list[tuple[int, int]] = []
     from nanodet.model.detector import NanoDet

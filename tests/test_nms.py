@@ -113,9 +113,7 @@ def test_multiclass_nms_semantics() -> None:
     # box 1 / class 0 is suppressed by box 0 / class 0; box 0 / class 2 by box 1 / class 2.
     assert labels.tolist() == [0, 2, 1]
     assert labels.dtype == torch.long
-    expected = torch.tensor(
-        [[0, 0, 10, 10, 0.9], [1, 1, 10, 10, 0.7], [50, 50, 60, 60, 0.3]], dtype=torch.float32
-    )
+    expected = torch.tensor([[0, 0, 10, 10, 0.9], [1, 1, 10, 10, 0.7], [50, 50, 60, 60, 0.3]], dtype=torch.float32)
     torch.testing.assert_close(dets, expected)
 
     dets2, labels2 = multiclass_nms(boxes, scores, score_thr=0.05, iou_thr=0.6, max_num=2)

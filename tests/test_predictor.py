@@ -67,8 +67,8 @@ def test_fused_model_gives_same_detections(plus_cfg, plus_weights, images):
 
 def test_decoded_box_lands_where_the_distribution_points(plus_cfg):
     """A hand-made head output decodes to a known box in original-image pixels."""
-    from nanodet.postprocess import postprocess
     from nanodet.data.transforms import resize_matrix
+    from nanodet.postprocess import postprocess
 
     head_classes, reg_max = 80, 7
     priors = torch.tensor([[64.0, 96.0, 16.0, 16.0]])

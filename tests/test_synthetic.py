@@ -38,9 +38,7 @@ def test_image_does_not_depend_on_dataset_length(tmp_path: Path) -> None:
 
 
 def test_coco_json_is_valid_and_boxes_inside_images(tmp_path: Path) -> None:
-    json_path = make_synthetic_coco(
-        tmp_path, 12, image_size=((160, 120), (352, 288)), seed=2, max_objects=5
-    )
+    json_path = make_synthetic_coco(tmp_path, 12, image_size=((160, 120), (352, 288)), seed=2, max_objects=5)
     assert json_path == tmp_path / "annotations.json"
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(json_path))

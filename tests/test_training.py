@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from nanodet.checkpoint import read_checkpoint
 from nanodet.config import save_config
@@ -111,9 +110,26 @@ def test_two_process_gloo_ddp(data_root, tmp_path):
     cfg = synthetic_training_config(data_root, epochs=1, save_dir=str(tmp_path / "work"))
     save_config(cfg, tmp_path / "cfg.yml")
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "nanodet", "train", str(tmp_path / "cfg.yml"), "--device", "cpu", "--no-progress"],
-        capture_output=True, text=True, cwd=ROOT, env=_env_one_thread(), timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "nanodet",
+            "train",
+            str(tmp_path / "cfg.yml"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env_one_thread(),
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = read_checkpoint(tmp_path / "work" / "model_last.ckpt")
@@ -138,9 +154,23 @@ def test_eval_cli_matches_pycocotools(data_root, tmp_path):
     save_config(cfg, tmp_path / "cfg.yml")
     save_pth(randomized_model(cfg, seed=1, cls_bias=-2.0), tmp_path / "random.pth")
     out = subprocess.run(
-        [sys.executable, "-m", "nanodet", "eval", str(tmp_path / "cfg.yml"), "--weights", str(tmp_path / "random.pth"),
-         "--device", "cpu"],
-        capture_output=True, text=True, cwd=ROOT, env=_env_one_thread(), check=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "nanodet",
+            "eval",
+            str(tmp_path / "cfg.yml"),
+            "--weights",
+            str(tmp_path / "random.pth"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env_one_thread(),
+        check=True,
+        timeout=300,
     ).stdout
     ours = json.loads(out)["metrics"]
     gt = load_coco(cfg.data.val.ann_path)
@@ -150,8 +180,9 @@ def test_eval_cli_matches_pycocotools(data_root, tmp_path):
     for img_id, info in gt.imgs.items():
         dets = predictor.predict([read_image(Path(cfg.data.val.img_path) / info["file_name"])])[0]
         for (x1, y1, x2, y2), s, lab in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.labels.tolist()):
-            results.append({"image_id": img_id, "category_id": cat_ids[lab], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                            "score": s})
+            results.append(
+                {"image_id": img_id, "category_id": cat_ids[lab], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s}
+            )
     assert len(results) > 10 * len(gt.imgs)
     ev = COCOeval(gt, gt.loadRes(results), "bbox")
     ev.evaluate(), ev.accumulate(), ev.summarize()

@@ -244,8 +244,13 @@ def test_multi_scale_boxes_follow_image(keep_ratio: bool) -> None:
     box = np.array([[120, 80, 260, 210]], np.float32)
     img[80:210, 120:260] = 255
     geometry = {k: v for k, v in OFFICIAL_TRAIN.items() if k not in ("brightness", "contrast", "saturation")}
-    transform = TrainTransform(input_wh=(320, 320), keep_ratio=keep_ratio, multi_scale=(0.6, 1.4),
-                               normalize=((0, 0, 0), (255, 255, 255)), **geometry)
+    transform = TrainTransform(
+        input_wh=(320, 320),
+        keep_ratio=keep_ratio,
+        multi_scale=(0.6, 1.4),
+        normalize=((0, 0, 0), (255, 255, 255)),
+        **geometry,
+    )
     for seed in range(4):
         chw, out, _, M = transform(img, box, np.array([1], np.int64), np.random.default_rng(seed))
         np.testing.assert_allclose(out[0], white_box_of(chw), atol=2.0)
@@ -258,8 +263,9 @@ def test_multi_scale_dataset_is_deterministic_per_seed_epoch_index_and_collates(
     from nanodet.data.synthetic import make_synthetic_coco
 
     ann = make_synthetic_coco(tmp_path, 6, image_size=(160, 120), seed=0, min_size=24, max_size=60)
-    cfg = DatasetConfig(img_path=str(tmp_path / "images"), ann_path=str(ann), input_size=(96, 96),
-                        multi_scale=(0.6, 1.4))
+    cfg = DatasetConfig(
+        img_path=str(tmp_path / "images"), ann_path=str(ann), input_size=(96, 96), multi_scale=(0.6, 1.4)
+    )
     dataset = build_dataset(cfg, train=True, seed=3)
     items = [dataset[(i, epoch)] for epoch in range(2) for i in range(len(dataset))]
     sizes = {tuple(it["img"].shape[1:]) for it in items}

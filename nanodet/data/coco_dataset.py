@@ -55,8 +55,10 @@ class CocoDetection(Dataset):
     def annotations(self, img_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (xyxy) and labels of an image, crowd regions left out."""
         anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[img_id])) if not a.get("iscrowd", 0)]
-        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                          for a in anns], dtype=np.float32).reshape(-1, 4)
+        boxes = np.array(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+            dtype=np.float32,
+        ).reshape(-1, 4)
         labels = np.array([self.label_of[a["category_id"]] for a in anns], dtype=np.int64)
         return boxes, labels
 
@@ -98,7 +100,7 @@ class TrainBatch:
     def __len__(self) -> int:
         return len(self.img_ids)
 
-    def pin_memory(self) -> "TrainBatch":
+    def pin_memory(self) -> TrainBatch:
         self.images = self.images.pin_memory()
         return self
 
@@ -150,9 +152,19 @@ def build_transform(cfg: DatasetConfig, train: bool) -> EvalTransform | TrainTra
     if not train:
         return EvalTransform(tuple(cfg.input_size), cfg.keep_ratio, p.normalize)
     return TrainTransform(
-        input_wh=tuple(cfg.input_size), keep_ratio=cfg.keep_ratio, perspective=p.perspective, scale=p.scale,
-        stretch=p.stretch, rotation=p.rotation, shear=p.shear, translate=p.translate, flip=p.flip,
-        brightness=p.brightness, contrast=p.contrast, saturation=p.saturation, normalize=p.normalize,
+        input_wh=tuple(cfg.input_size),
+        keep_ratio=cfg.keep_ratio,
+        perspective=p.perspective,
+        scale=p.scale,
+        stretch=p.stretch,
+        rotation=p.rotation,
+        shear=p.shear,
+        translate=p.translate,
+        flip=p.flip,
+        brightness=p.brightness,
+        contrast=p.contrast,
+        saturation=p.saturation,
+        normalize=p.normalize,
         multi_scale=cfg.multi_scale,
     )
 

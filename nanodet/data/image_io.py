@@ -35,8 +35,10 @@ def read_image(path: str | Path) -> np.ndarray:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as err:  # OpenCV refuses a header over its size limits by raising
         if "CV_IO_MAX_IMAGE" in str(err):
-            raise ImageReadError(f"{path}: image too large (its header claims more than "
-                                 f"{os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS', MAX_PIXELS)} pixels)") from None
+            raise ImageReadError(
+                f"{path}: image too large (its header claims more than "
+                f"{os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS', MAX_PIXELS)} pixels)"
+            ) from None
         raise ImageReadError(f"{path}: not a decodable image ({str(err).strip().splitlines()[-1][:200]})") from None
     if image is None:
         raise ImageReadError(f"{path}: not a decodable image")

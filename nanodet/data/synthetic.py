@@ -41,24 +41,18 @@ class _ShapeKind:
     draw: Callable[[np.ndarray, int, int, int, int, np.random.Generator], None]
 
 
-def _draw_circle(
-    mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator
-) -> None:
+def _draw_circle(mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator) -> None:
     """A filled disc touching the rectangle's top and left sides."""
     radius = (min(w, h) - 1) // 2
     cv2.circle(mask, (x + radius, y + radius), radius, 255, thickness=-1)
 
 
-def _draw_square(
-    mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator
-) -> None:
+def _draw_square(mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator) -> None:
     """A filled, axis-aligned (near-)square."""
     cv2.rectangle(mask, (x, y), (x + w - 1, y + h - 1), 255, thickness=-1)
 
 
-def _draw_triangle(
-    mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator
-) -> None:
+def _draw_triangle(mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator) -> None:
     """A filled triangle with a random apex, pointing up or down."""
     apex_x = x + round(rng.uniform(0.2, 0.8) * (w - 1))
     top, bottom = (y, y + h - 1) if rng.random() < 0.5 else (y + h - 1, y)
@@ -66,20 +60,14 @@ def _draw_triangle(
     cv2.fillPoly(mask, [points], 255)
 
 
-def _draw_diamond(
-    mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator
-) -> None:
+def _draw_diamond(mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator) -> None:
     """A filled rhombus joining the midpoints of the rectangle's sides."""
     cx, cy = x + (w - 1) // 2, y + (h - 1) // 2
-    points = np.array(
-        [[cx, y], [x + w - 1, cy], [cx, y + h - 1], [x, cy]], dtype=np.int32
-    )
+    points = np.array([[cx, y], [x + w - 1, cy], [cx, y + h - 1], [x, cy]], dtype=np.int32)
     cv2.fillPoly(mask, [points], 255)
 
 
-def _draw_cross(
-    mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator
-) -> None:
+def _draw_cross(mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator) -> None:
     """A plus sign made of two bars of random thickness."""
     bar = max(3, round(rng.uniform(0.25, 0.4) * min(w, h)))
     left, top = x + (w - bar) // 2, y + (h - bar) // 2
@@ -87,9 +75,7 @@ def _draw_cross(
     cv2.rectangle(mask, (x, top), (x + w - 1, top + bar - 1), 255, thickness=-1)
 
 
-def _draw_ring(
-    mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator
-) -> None:
+def _draw_ring(mask: np.ndarray, x: int, y: int, w: int, h: int, rng: np.random.Generator) -> None:
     """A circle outline of random thickness."""
     thickness = max(3, round(rng.uniform(0.15, 0.3) * min(w, h)))
     radius = (min(w, h) - thickness) // 2
@@ -207,9 +193,7 @@ def make_synthetic_coco(
     for index in range(num_images):
         rng = np.random.default_rng([seed, index])
         width, height = _image_size(rng, image_size)
-        image, boxes, labels = synthetic_image(
-            rng, (width, height), class_names, max_objects, min_size, max_size
-        )
+        image, boxes, labels = synthetic_image(rng, (width, height), class_names, max_objects, min_size, max_size)
         file_name = f"{index:05d}.jpg"
         _write_jpeg(image_dir / file_name, image)
         image_id = index + 1
@@ -231,10 +215,7 @@ def make_synthetic_coco(
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [
-            {"id": i + 1, "name": name, "supercategory": "shape"}
-            for i, name in enumerate(class_names)
-        ],
+        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(class_names)],
     }
     json_path = out_dir / "annotations.json"
     json_path.write_text(json.dumps(dataset, indent=1))

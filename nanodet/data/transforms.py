@@ -115,15 +115,11 @@ def stack_batch(images: Sequence[Tensor], divisible: int = 32, pad_value: float 
     if divisible > 0:
         max_h = -(-max_h // divisible) * divisible
         max_w = -(-max_w // divisible) * divisible
-    padded = [
-        F.pad(img, (0, max_w - img.shape[-1], 0, max_h - img.shape[-2]), value=pad_value) for img in images
-    ]
+    padded = [F.pad(img, (0, max_w - img.shape[-1], 0, max_h - img.shape[-2]), value=pad_value) for img in images]
     return torch.stack(padded).contiguous()
 
 
-def _keep_visible(
-    boxes: np.ndarray, labels: np.ndarray, min_size: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
+def _keep_visible(boxes: np.ndarray, labels: np.ndarray, min_size: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Drop boxes narrower or shorter than ``min_size`` pixels (degenerate or cropped away)."""
     wh = boxes[:, 2:] - boxes[:, :2]
     keep = (wh >= min_size).all(axis=1)

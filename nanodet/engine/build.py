@@ -48,8 +48,12 @@ def build_training_model(cfg: NanoDetConfig) -> NanoDet:
         if model.has_aux:
             aux = sum(k.startswith(AUX_PREFIXES) for k in report.loaded)
             restored = f"{aux} tensors restored from" if aux else "not in"
-            log.info("assign-guidance branch (aux_fpn, aux_head): %s %s%s", restored, cfg.schedule.load_model,
-                     "" if aux else ", starts from random init")
+            log.info(
+                "assign-guidance branch (aux_fpn, aux_head): %s %s%s",
+                restored,
+                cfg.schedule.load_model,
+                "" if aux else ", starts from random init",
+            )
     elif cfg.model.arch.backbone.pretrain:
         load_imagenet_backbone(model.backbone, cfg.model.arch.backbone.model_size, log)
     return model
@@ -76,15 +80,21 @@ def build_optimizer(cfg: NanoDetConfig, model: nn.Module) -> torch.optim.Optimiz
 def build_criterion(cfg: NanoDetConfig) -> NanoDetPlusLoss:
     head = cfg.model.arch.head
     assigner = getattr(head, "assigner_cfg", None)
-    return NanoDetPlusLoss(head.num_classes, head.reg_max, head.loss,
-                           topk=assigner.topk if assigner else 13, iou_factor=assigner.iou_factor if assigner else 3.0)
+    return NanoDetPlusLoss(
+        head.num_classes,
+        head.reg_max,
+        head.loss,
+        topk=assigner.topk if assigner else 13,
+        iou_factor=assigner.iou_factor if assigner else 3.0,
+    )
 
 
 def build_loader(cfg: NanoDetConfig, dataset: CocoDetection, ctx: DistContext, train: bool, seed: int) -> DataLoader:
     """This rank's shard in batches; the sampler passes the epoch on to the augmentation seed."""
     dev = cfg.device
-    sampler = EpochSampler(DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=train,
-                                              seed=seed))
+    sampler = EpochSampler(
+        DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=train, seed=seed)
+    )
     workers = dev.workers_per_gpu
     return DataLoader(
         dataset,
@@ -99,8 +109,13 @@ def build_loader(cfg: NanoDetConfig, dataset: CocoDetection, ctx: DistContext, t
     )
 
 
-def build_training_parts(cfg: NanoDetConfig, ctx: DistContext, seed: int = 0,
-                         train_set: CocoDetection | None = None, val_set: CocoDetection | None = None) -> TrainingParts:
+def build_training_parts(
+    cfg: NanoDetConfig,
+    ctx: DistContext,
+    seed: int = 0,
+    train_set: CocoDetection | None = None,
+    val_set: CocoDetection | None = None,
+) -> TrainingParts:
     """Every part from the config. The model is built under ``seed`` (the same initial weights
     on every rank) and moved to the rank's device."""
     torch.manual_seed(seed)

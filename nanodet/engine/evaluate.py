@@ -15,7 +15,10 @@ from .distributed import DistContext
 
 @torch.inference_mode()
 def predict_loader(
-    model: nn.Module, loader: Iterable[TrainBatch | None], device: torch.device, ctx: DistContext,
+    model: nn.Module,
+    loader: Iterable[TrainBatch | None],
+    device: torch.device,
+    ctx: DistContext,
     autocast_dtype: torch.dtype | None = None,
 ) -> dict[int, Detections]:
     """Detections for every image of the loader (gathered from every rank onto every rank)."""
@@ -32,7 +35,9 @@ def predict_loader(
         hw = (images.shape[2], images.shape[3])
         if hw not in priors_cache:
             priors_cache[hw] = head.priors(hw, device)
-        dets = postprocess(preds, priors_cache[hw], head.num_classes, head.reg_max, hw, batch.warp_matrices, batch.sizes)
+        dets = postprocess(
+            preds, priors_cache[hw], head.num_classes, head.reg_max, hw, batch.warp_matrices, batch.sizes
+        )
         results.update(zip(batch.img_ids, dets))
     merged: dict[int, Detections] = {}
     for part in ctx.gather_objects(results):

@@ -59,8 +59,13 @@ def evaluate(cfg: NanoDetConfig, weights: str | Path, device: str = "auto", batc
     load_weights(model, weights, log, strict=True)
     model.to(dev)
     dataset = build_dataset(cfg.data.val, train=False)
-    loader = DataLoader(dataset, batch_size=batch_size or cfg.device.batchsize_per_gpu, shuffle=False,
-                        num_workers=cfg.device.workers_per_gpu, collate_fn=collate_detection)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size or cfg.device.batchsize_per_gpu,
+        shuffle=False,
+        num_workers=cfg.device.workers_per_gpu,
+        collate_fn=collate_detection,
+    )
     dets = predict_loader(model, loader, dev, DistContext(device=dev))
     scored = CocoEvaluator(dataset.coco, list(cfg.class_names)).evaluate(as_coco_detections(dets))
     return {"metrics": scored["metrics"], "per_class_AP": scored["per_class_AP"]}

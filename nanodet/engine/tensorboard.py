@@ -54,8 +54,9 @@ class TensorBoardLogger(Callback):
             gt_boxes, _ = dataset.annotations(img_id)
             drawn = draw_detections(image, dets.above(self.score_thr), list(trainer.cfg.class_names), gt_boxes)
             rgb = cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB)
-            self.writer.add_image(f"val_images/{Path(info['file_name']).stem}", np.ascontiguousarray(rgb), epoch,
-                                  dataformats="HWC")
+            self.writer.add_image(
+                f"val_images/{Path(info['file_name']).stem}", np.ascontiguousarray(rgb), epoch, dataformats="HWC"
+            )
         self.writer.flush()
 
     def on_train_end(self, trainer: Trainer) -> None:

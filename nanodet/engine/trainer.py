@@ -70,11 +70,11 @@ class TrainState:
 class Callback:
     """Hooks into training; every method is optional."""
 
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-    def on_step_end(self, trainer: "Trainer", losses: dict[str, float]) -> None: ...
-    def on_epoch_end(self, trainer: "Trainer") -> None: ...
-    def on_eval_end(self, trainer: "Trainer", result: EvalResult, is_best: bool) -> None: ...
-    def on_train_end(self, trainer: "Trainer") -> None: ...
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer) -> None: ...
+    def on_eval_end(self, trainer: Trainer, result: EvalResult, is_best: bool) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
 
 
 class _TrainForward(nn.Module):
@@ -99,8 +99,14 @@ class Trainer:
     """Trains built parts (:class:`~nanodet.engine.build.TrainingParts`); :meth:`from_config`
     builds them from a config."""
 
-    def __init__(self, cfg: NanoDetConfig, work_dir: str | Path, ctx: DistContext, parts: TrainingParts,
-                 callbacks: list[Callback] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: NanoDetConfig,
+        work_dir: str | Path,
+        ctx: DistContext,
+        parts: TrainingParts,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.work_dir = Path(work_dir)
         self.ctx = ctx
@@ -123,9 +129,16 @@ class Trainer:
             )
 
     @classmethod
-    def from_config(cls, cfg: NanoDetConfig, work_dir: str | Path, ctx: DistContext, seed: int = 0,
-                    callbacks: list[Callback] | None = None, train_set: CocoDetection | None = None,
-                    val_set: CocoDetection | None = None) -> "Trainer":
+    def from_config(
+        cls,
+        cfg: NanoDetConfig,
+        work_dir: str | Path,
+        ctx: DistContext,
+        seed: int = 0,
+        callbacks: list[Callback] | None = None,
+        train_set: CocoDetection | None = None,
+        val_set: CocoDetection | None = None,
+    ) -> Trainer:
         """Every part built from ``cfg``: the same initial weights on every rank, then per-rank randomness."""
         trainer = cls(cfg, work_dir, ctx, build_training_parts(cfg, ctx, seed, train_set, val_set), callbacks)
         torch.manual_seed(seed + ctx.rank)
@@ -161,8 +174,14 @@ class Trainer:
 
     def _save_checkpoint(self, name: str) -> None:
         save_training_checkpoint(
-            self.work_dir / name, self.model, self.ema.model if self.ema else None,
-            self.optimizer, self.scaler, self.state.epoch, self.state.step, self.state.best_metric,
+            self.work_dir / name,
+            self.model,
+            self.ema.model if self.ema else None,
+            self.optimizer,
+            self.scaler,
+            self.state.epoch,
+            self.state.step,
+            self.state.best_metric,
             extra={"best_epoch": self.state.best_epoch},
         )
 
@@ -262,8 +281,15 @@ class Trainer:
             self.state.best_metric, self.state.best_epoch = metric, self.state.epoch
             self.save_best()
         if self.ctx.is_main:
-            log.info("epoch %d/%d eval: %s %.4f%s | %s", self.state.epoch, self.total_epochs, save_key, metric,
-                     " (best)" if is_best else "", " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
+            log.info(
+                "epoch %d/%d eval: %s %.4f%s | %s",
+                self.state.epoch,
+                self.total_epochs,
+                save_key,
+                metric,
+                " (best)" if is_best else "",
+                " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()),
+            )
         for cb in self.callbacks:
             cb.on_eval_end(self, result, is_best)
         self.model.train()
@@ -282,8 +308,13 @@ class ProgressBar(Callback):
             from tqdm import tqdm
 
             total = trainer.steps_per_epoch * trainer.total_epochs
-            self.bar = tqdm(total=total, initial=trainer.steps_per_epoch * trainer.state.epoch, unit="step",
-                            dynamic_ncols=True, desc="train")
+            self.bar = tqdm(
+                total=total,
+                initial=trainer.steps_per_epoch * trainer.state.epoch,
+                unit="step",
+                dynamic_ncols=True,
+                desc="train",
+            )
 
     def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
         if self.bar is None:
@@ -305,6 +336,11 @@ class LogLines(Callback):
     def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
         if trainer.ctx.is_main and trainer.state.step % max(trainer.cfg.log.interval, 1) == 0:
             terms = " ".join(f"{k}:{v:.4f}" for k, v in losses.items() if k not in ("lr",))
-            log.info("epoch %d/%d step %d lr %.2e %s", trainer.state.epoch + 1, trainer.total_epochs,
-                     trainer.state.step, losses["lr"], terms)
-
+            log.info(
+                "epoch %d/%d step %d lr %.2e %s",
+                trainer.state.epoch + 1,
+                trainer.total_epochs,
+                trainer.state.step,
+                losses["lr"],
+                terms,
+            )

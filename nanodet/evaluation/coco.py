@@ -71,9 +71,7 @@ class CocoEvaluator:
         if class_names is None:
             class_names = [cat["name"] for cat in coco_gt.loadCats(self.cat_ids)]
         if len(class_names) != len(self.cat_ids):
-            raise ValueError(
-                f"{len(class_names)} class names for {len(self.cat_ids)} categories"
-            )
+            raise ValueError(f"{len(class_names)} class names for {len(self.cat_ids)} categories")
         self.class_names = list(class_names)
         self.iou_thrs = [float(t) for t in iou_thrs]
         for thr in self.iou_thrs:
@@ -151,8 +149,11 @@ class CocoEvaluator:
             defined[name] = any(low <= a <= high for a in areas)
         names = [n for n in METRIC_NAMES if not n.endswith(("_small", "_m", "_l")) or defined[n.rsplit("_", 1)[1]]]
         metrics = dict.fromkeys(names, 0.0) | {ap_key(t): 0.0 for t in self.iou_thrs}
-        return {"metrics": metrics if areas else {}, "per_class_AP": dict.fromkeys(self._classes_with_gt(), 0.0),
-                "summary": ""}
+        return {
+            "metrics": metrics if areas else {},
+            "per_class_AP": dict.fromkeys(self._classes_with_gt(), 0.0),
+            "summary": "",
+        }
 
     def _classes_with_gt(self) -> list[str]:
         present = {a["category_id"] for a in self.coco_gt.dataset.get("annotations", [])}

@@ -30,7 +30,9 @@ def count_matches(
     tp = fp = fn = 0
     for img_id, (gt_boxes, gt_labels) in ground_truth.items():
         dets = detections.get(img_id)
-        dets = dets.above(score_thr) if dets is not None else Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))
+        dets = (
+            dets.above(score_thr) if dets is not None else Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))
+        )
         matched = np.zeros(len(gt_labels), dtype=bool)
         for box, label in zip(dets.boxes, dets.labels):  # already sorted by score
             candidates = np.flatnonzero((gt_labels == label) & ~matched)

@@ -67,9 +67,7 @@ class DynamicSoftLabelAssigner:
             ignored (``gt_inds == -1``); non-positive disables ignoring.
     """
 
-    def __init__(
-        self, topk: int = 13, iou_factor: float = 3.0, ignore_iof_thr: float = -1
-    ) -> None:
+    def __init__(self, topk: int = 13, iou_factor: float = 3.0, ignore_iof_thr: float = -1) -> None:
         self.topk = topk
         self.iou_factor = iou_factor
         self.ignore_iof_thr = ignore_iof_thr
@@ -118,14 +116,8 @@ class DynamicSoftLabelAssigner:
             labels[candidate_inds[pos]] = gt_labels[gt_of_pos].long()
             max_overlaps[candidate_inds[pos]] = ious[pos, gt_of_pos]
 
-        if (
-            self.ignore_iof_thr > 0
-            and gt_bboxes_ignore is not None
-            and gt_bboxes_ignore.numel() > 0
-        ):
-            iof = bbox_overlaps(
-                decoded_bboxes.float(), gt_bboxes_ignore.float(), mode="iof"
-            )
+        if self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None and gt_bboxes_ignore.numel() > 0:
+            iof = bbox_overlaps(decoded_bboxes.float(), gt_bboxes_ignore.float(), mode="iof")
             gt_inds[iof.max(dim=1).values > self.ignore_iof_thr] = -1
 
         return AssignResult(num_gts, gt_inds, max_overlaps, labels)

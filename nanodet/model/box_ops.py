@@ -13,9 +13,7 @@ import torch
 from torch import Tensor
 
 
-def distance2bbox(
-    points: Tensor, distance: Tensor, max_shape: tuple[int, int] | None = None
-) -> Tensor:
+def distance2bbox(points: Tensor, distance: Tensor, max_shape: tuple[int, int] | None = None) -> Tensor:
     """Decode ``(l, t, r, b)`` distances from ``points`` into corner boxes.
 
     Args:
@@ -41,9 +39,7 @@ def distance2bbox(
     return torch.stack([x1, y1, x2, y2], dim=-1)
 
 
-def bbox2distance(
-    points: Tensor, bbox: Tensor, max_dis: float | None = None, eps: float = 0.1
-) -> Tensor:
+def bbox2distance(points: Tensor, bbox: Tensor, max_dis: float | None = None, eps: float = 0.1) -> Tensor:
     """Encode corner boxes as ``(l, t, r, b)`` distances from ``points``.
 
     The inverse of :func:`distance2bbox`. With ``max_dis`` the distances are clamped to

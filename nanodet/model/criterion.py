@@ -120,8 +120,10 @@ class NanoDetPlusLoss:
             norm = max(reduce_mean(weight.sum()).item(), 1.0)
             loss_bbox = self.giou(boxes[pos], bbox_targets[pos], weight=weight, avg_factor=norm)
             loss_dfl = self.dfl(
-                reg_preds[pos].reshape(-1, self.reg_max + 1), dist_targets[pos].reshape(-1),
-                weight=weight[:, None].expand(-1, 4).reshape(-1), avg_factor=4.0 * norm,
+                reg_preds[pos].reshape(-1, self.reg_max + 1),
+                dist_targets[pos].reshape(-1),
+                weight=weight[:, None].expand(-1, 4).reshape(-1),
+                avg_factor=4.0 * norm,
             )
         else:
             # keep every process's graph identical (DDP) even without positives

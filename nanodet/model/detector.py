@@ -39,7 +39,7 @@ class NanoDet(nn.Module):
     def has_aux(self) -> bool:
         return self.aux_head is not None
 
-    def drop_aux(self) -> "NanoDet":
+    def drop_aux(self) -> NanoDet:
         """Remove the training-only branch (inference needs none of it)."""
         self.aux_fpn = None
         self.aux_head = None

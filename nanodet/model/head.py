@@ -93,20 +93,34 @@ def init_head_weights(towers: nn.Module, class_convs: list[nn.Conv2d], box_convs
         _normal_init(conv, std=0.01)
 
 
-def conv_tower(in_channels: int, channels: int, depth: int, kernel_size: int, depthwise: bool, norm: NormConfig,
-               activation: str) -> nn.ModuleList:
+def conv_tower(
+    in_channels: int, channels: int, depth: int, kernel_size: int, depthwise: bool, norm: NormConfig, activation: str
+) -> nn.ModuleList:
     """``depth`` k×k blocks (depthwise-separable or plain), every norm built from ``norm``."""
     block = DepthwiseConvModule if depthwise else ConvModule
     return nn.ModuleList(
-        block(in_channels if i == 0 else channels, channels, kernel_size, padding=kernel_size // 2, norm=norm,
-              activation=activation)
+        block(
+            in_channels if i == 0 else channels,
+            channels,
+            kernel_size,
+            padding=kernel_size // 2,
+            norm=norm,
+            activation=activation,
+        )
         for i in range(depth)
     )
 
 
 def _gfl_tower(cfg: NanoDetPlusHeadConfig | NanoDetHeadConfig, kernel_size: int) -> nn.ModuleList:
-    return conv_tower(cfg.input_channel, cfg.feat_channels, cfg.stacked_convs, kernel_size, cfg.conv_type == "DWConv",
-                      cfg.norm_cfg, cfg.activation)
+    return conv_tower(
+        cfg.input_channel,
+        cfg.feat_channels,
+        cfg.stacked_convs,
+        kernel_size,
+        cfg.conv_type == "DWConv",
+        cfg.norm_cfg,
+        cfg.activation,
+    )
 
 
 class NanoDetPlusHead(DetectionHead):
@@ -185,10 +199,12 @@ class SimpleConvHead(DetectionHead):
         self.num_classes = cfg.num_classes
         self.reg_max = cfg.reg_max
         self.strides = list(cfg.strides)
-        self.cls_convs = conv_tower(cfg.input_channel, cfg.feat_channels, cfg.stacked_convs, 3, False, cfg.norm_cfg,
-                                    cfg.activation)
-        self.reg_convs = conv_tower(cfg.input_channel, cfg.feat_channels, cfg.stacked_convs, 3, False, cfg.norm_cfg,
-                                    cfg.activation)
+        self.cls_convs = conv_tower(
+            cfg.input_channel, cfg.feat_channels, cfg.stacked_convs, 3, False, cfg.norm_cfg, cfg.activation
+        )
+        self.reg_convs = conv_tower(
+            cfg.input_channel, cfg.feat_channels, cfg.stacked_convs, 3, False, cfg.norm_cfg, cfg.activation
+        )
         self.gfl_cls = nn.Conv2d(cfg.feat_channels, cfg.num_classes, 3, padding=1)
         self.gfl_reg = nn.Conv2d(cfg.feat_channels, 4 * (cfg.reg_max + 1), 3, padding=1)
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)

@@ -53,9 +53,7 @@ def weight_reduce_loss(
     return loss.sum() / avg_factor
 
 
-def quality_focal_loss(
-    pred: Tensor, labels: Tensor, scores: Tensor, beta: float = 2.0
-) -> Tensor:
+def quality_focal_loss(pred: Tensor, labels: Tensor, scores: Tensor, beta: float = 2.0) -> Tensor:
     """Per-sample Quality Focal Loss, summed over classes.
 
     Each class logit ``x`` with probability ``sigma = sigmoid(x)`` is trained by binary
@@ -76,9 +74,7 @@ def quality_focal_loss(
     """
     sigma = pred.sigmoid()
     # Negatives (and the non-labelled classes of positives) are pulled towards 0.
-    loss = F.binary_cross_entropy_with_logits(
-        pred, torch.zeros_like(pred), reduction="none"
-    ) * sigma.pow(beta)
+    loss = F.binary_cross_entropy_with_logits(pred, torch.zeros_like(pred), reduction="none") * sigma.pow(beta)
 
     num_classes = pred.size(1)
     pos = torch.nonzero((labels >= 0) & (labels < num_classes), as_tuple=True)[0]
@@ -86,10 +82,7 @@ def quality_focal_loss(
     pos_scores = scores[pos].to(pred.dtype)
     pos_pred = pred[pos, pos_labels]
     modulator = (pos_scores - sigma[pos, pos_labels]).abs().pow(beta)
-    loss[pos, pos_labels] = (
-        F.binary_cross_entropy_with_logits(pos_pred, pos_scores, reduction="none")
-        * modulator
-    )
+    loss[pos, pos_labels] = F.binary_cross_entropy_with_logits(pos_pred, pos_scores, reduction="none") * modulator
     return loss.sum(dim=1)
 
 
@@ -135,9 +128,7 @@ def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
 class QualityFocalLoss(nn.Module):
     """Quality Focal Loss on sigmoid class logits (see :func:`quality_focal_loss`)."""
 
-    def __init__(
-        self, beta: float = 2.0, loss_weight: float = 1.0, reduction: str = "mean"
-    ) -> None:
+    def __init__(self, beta: float = 2.0, loss_weight: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
         self.beta = beta
         self.loss_weight = loss_weight
@@ -156,9 +147,7 @@ class QualityFocalLoss(nn.Module):
         """
         labels, scores = target
         loss = quality_focal_loss(pred, labels, scores, beta=self.beta)
-        return self.loss_weight * weight_reduce_loss(
-            loss, weight, self.reduction, avg_factor
-        )
+        return self.loss_weight * weight_reduce_loss(loss, weight, self.reduction, avg_factor)
 
 
 class DistributionFocalLoss(nn.Module):
@@ -181,9 +170,7 @@ class DistributionFocalLoss(nn.Module):
     ) -> Tensor:
         """Loss of ``[N, reg_max + 1]`` logits against ``[N]`` targets in ``[0, reg_max)``."""
         loss = distribution_focal_loss(pred, target)
-        return self.loss_weight * weight_reduce_loss(
-            loss, weight, self.reduction, avg_factor
-        )
+        return self.loss_weight * weight_reduce_loss(loss, weight, self.reduction, avg_factor)
 
 
 class GIoULoss(nn.Module):
@@ -192,9 +179,7 @@ class GIoULoss(nn.Module):
     ``loss_weight`` defaults to 2.0, the weight NanoDet-Plus trains with.
     """
 
-    def __init__(
-        self, loss_weight: float = 2.0, eps: float = 1e-6, reduction: str = "mean"
-    ) -> None:
+    def __init__(self, loss_weight: float = 2.0, eps: float = 1e-6, reduction: str = "mean") -> None:
         super().__init__()
         self.loss_weight = loss_weight
         self.eps = eps
@@ -216,6 +201,4 @@ class GIoULoss(nn.Module):
         if weight is not None and not bool(torch.any(weight > 0)):
             return pred.sum() * 0
         loss = giou_loss(pred, target, eps=self.eps)
-        return self.loss_weight * weight_reduce_loss(
-            loss, weight, self.reduction, avg_factor
-        )
+        return self.loss_weight * weight_reduce_loss(loss, weight, self.reduction, avg_factor)

@@ -70,14 +70,19 @@ def fit_backbone(backbone: nn.Module, path: str | Path) -> LoadReport:
     state, fmt = extract_state_dict(read_checkpoint(path), str(path))
     state = {k.removeprefix("backbone."): v for k, v in state.items()}
     own = backbone.state_dict()
-    wrong = [f"{k} {list(state[k].shape)} (needs {list(v.shape)})" for k, v in own.items()
-             if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {list(state[k].shape)} (needs {list(v.shape)})"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     # BatchNorm's counter is absent from some older files; it has no effect on the weights
     absent = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if wrong or absent:
         detail = "; ".join(wrong[:3] + [f"missing {k}" for k in absent[:3]])
-        raise CheckpointError(f"{path}: does not fit this ShuffleNetV2 backbone "
-                              f"({len(wrong)} tensors of another shape, {len(absent)} missing: {detail})")
+        raise CheckpointError(
+            f"{path}: does not fit this ShuffleNetV2 backbone "
+            f"({len(wrong)} tensors of another shape, {len(absent)} missing: {detail})"
+        )
     usable = {k: v for k, v in state.items() if k in own}
     return load_state_dict_into(backbone, usable, fmt)
 
@@ -87,8 +92,10 @@ def load_imagenet_backbone(backbone: nn.Module, model_size: str, logger: logging
     warning naming what is missing. Returns the file used."""
     path = find_imagenet_weights(model_size)
     if path is None:
-        logger.warning("backbone.pretrain: %s: the backbone starts from random initialisation",
-                       missing_imagenet_message(model_size))
+        logger.warning(
+            "backbone.pretrain: %s: the backbone starts from random initialisation",
+            missing_imagenet_message(model_size),
+        )
         return None
     report = fit_backbone(backbone, path)
     logger.info("backbone: ImageNet weights from %s (%d tensors)", path, len(report.loaded))

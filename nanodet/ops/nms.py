@@ -127,9 +127,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     kernel = _torchvision_nms if _torchvision_nms is not None else nms
     if len(boxes) <= _BLOCK:
         return kernel(shifted, scores, iou_threshold)
-    kept = torch.cat(
-        [group[kernel(shifted[group], scores[group], iou_threshold)] for group in _label_groups(labels)]
-    )
+    kept = torch.cat([group[kernel(shifted[group], scores[group], iou_threshold)] for group in _label_groups(labels)])
     kept = kept.sort().values
     return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
 

@@ -37,8 +37,9 @@ def assert_outputs_consistent(out_dir: Path, checkpoints: bool = True) -> None:
     assert not leftovers, leftovers
 
 
-def assert_fails_with(proc: subprocess.CompletedProcess, out_dir: Path, code: int, message: str,
-                      checkpoints: bool = True) -> list[str]:
+def assert_fails_with(
+    proc: subprocess.CompletedProcess, out_dir: Path, code: int, message: str, checkpoints: bool = True
+) -> list[str]:
     """Exit non-zero; monitor.txt in the error state with ``code`` and a reason containing
     ``message``; the same reason as the last stderr line; outputs consistent."""
     fields = assert_failure(proc, out_dir, code)

@@ -26,8 +26,9 @@ from nanodet.config import load_config, save_config
 from ..conftest import CONFIG_DIR, randomized_model
 
 # Small enough that a whole start.py training run costs ~5 s on one core.
-TINY_TRAINING = dict(train_images=4, val_images=2, epochs=1, input_size=64, batch_size_per_gpu=2,
-                     workers_per_gpu=0, val_intervals=1)
+TINY_TRAINING = dict(
+    train_images=4, val_images=2, epochs=1, input_size=64, batch_size_per_gpu=2, workers_per_gpu=0, val_intervals=1
+)
 
 GARBAGE = bytes(range(256)) * 4 + b"\xff\xfe\x80\x81 not text \xc3\x28"  # invalid UTF-8, not an image
 
@@ -47,8 +48,14 @@ def tiny_models(folder: Path) -> Path:
 
 
 def tiny_predict(in_dir: Path, models: Path, mining: bool = True, infer: bool = True, **hyper) -> Path:
-    return make_predict_workspace(in_dir, models, candidates=3, mining=mining, infer=infer,
-                                  **{"batch_size_per_gpu": 2, "workers_per_gpu": 0, **hyper})
+    return make_predict_workspace(
+        in_dir,
+        models,
+        candidates=3,
+        mining=mining,
+        infer=infer,
+        **{"batch_size_per_gpu": 2, "workers_per_gpu": 0, **hyper},
+    )
 
 
 def jpeg_bytes(width: int = 96, height: int = 80, seed: int = 0) -> bytes:
@@ -83,8 +90,14 @@ def index_rows(index: Path) -> list[str]:
     return [line for line in index.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def add_item(in_dir: Path, index_name: str, image: bytes | None, annotation: str | bytes | None,
-             name: str | None = None, ann_name: str | None = None) -> tuple[str, str]:
+def add_item(
+    in_dir: Path,
+    index_name: str,
+    image: bytes | None,
+    annotation: str | bytes | None,
+    name: str | None = None,
+    ann_name: str | None = None,
+) -> tuple[str, str]:
     """Write an asset and its annotation under /in and append ``<image>\\t<annotation>`` to the index.
     ``None`` leaves that file absent."""
     digest = hashlib.sha1((image or b"") + str(annotation).encode() + (name or "").encode()).hexdigest()
@@ -105,11 +118,11 @@ def add_item(in_dir: Path, index_name: str, image: bytes | None, annotation: str
 
 
 def annotation_files(in_dir: Path, index_name: str) -> list[Path]:
-    return [in_dir / line.split("\t")[1][len("/in/"):] for line in index_rows(in_dir / index_name)]
+    return [in_dir / line.split("\t")[1][len("/in/") :] for line in index_rows(in_dir / index_name)]
 
 
 def image_files(in_dir: Path, index_name: str) -> list[Path]:
-    return [in_dir / line.split("\t")[0][len("/in/"):] for line in index_rows(in_dir / index_name)]
+    return [in_dir / line.split("\t")[0][len("/in/") :] for line in index_rows(in_dir / index_name)]
 
 
 def edit_config(in_dir: Path, **changes) -> None:

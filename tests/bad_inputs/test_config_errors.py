@@ -17,6 +17,7 @@ def _write(name: str, content: str | bytes):
     def mutate(in_dir: Path) -> None:
         path = in_dir / name
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+
     return mutate
 
 
@@ -32,19 +33,31 @@ CASES = [
     # (id, damage, text the monitor message must contain)
     ("env-missing", _delete("env.yaml"), "env.yaml: env.yaml not found"),
     ("env-not-yaml", _write("env.yaml", "run_training: [true\n  task_id: : x\n"), "env.yaml is not valid YAML"),
-    ("env-not-a-mapping", _write("env.yaml", "- run_training\n- true\n"),
-     "env.yaml must be a mapping of keys to values, got list"),
+    (
+        "env-not-a-mapping",
+        _write("env.yaml", "- run_training\n- true\n"),
+        "env.yaml must be a mapping of keys to values, got list",
+    ),
     ("env-binary", _write("env.yaml", GARBAGE), "cannot read env.yaml"),
     ("env-bad-bool", _write("env.yaml", "run_training: perhaps\n"), "key 'run_training': value 'perhaps' is invalid"),
     ("config-missing", _delete("config.yaml"), "config.yaml: task config not found"),
-    ("config-not-a-mapping", _write("config.yaml", "just a sentence\n"),
-     "task config must be a mapping of keys to values, got str"),
+    (
+        "config-not-a-mapping",
+        _write("config.yaml", "just a sentence\n"),
+        "task config must be a mapping of keys to values, got str",
+    ),
     ("hp-bad-type", _config(batch_size_per_gpu="sixteen"), "key 'batch_size_per_gpu': value 'sixteen' is invalid"),
     ("hp-negative-lr", _config(learning_rate=-0.5), "key 'learning_rate': value -0.5 is invalid"),
-    ("config-file-unknown", _config(config_file="config/yolov5s.yml"),
-     "key 'config_file': 'config/yolov5s.yml' is not a bundled model config"),
-    ("config-file-traversal", _config(config_file="../../../etc/passwd"),
-     "key 'config_file': '../../../etc/passwd' is not a bundled model config"),
+    (
+        "config-file-unknown",
+        _config(config_file="config/yolov5s.yml"),
+        "key 'config_file': 'config/yolov5s.yml' is not a bundled model config",
+    ),
+    (
+        "config-file-traversal",
+        _config(config_file="../../../etc/passwd"),
+        "key 'config_file': '../../../etc/passwd' is not a bundled model config",
+    ),
     ("class-names-empty", _config(class_names=[]), "key 'class_names' is empty"),
 ]
 

@@ -11,7 +11,13 @@ import torch
 from ..executor_helpers import run_start
 from .checks import assert_fails_with
 from .corpus import (
-    GARBAGE, code_running_pickle, edit_config, foreign_architecture_weights, tiny_models, tiny_predict, tiny_training,
+    GARBAGE,
+    code_running_pickle,
+    edit_config,
+    foreign_architecture_weights,
+    tiny_models,
+    tiny_predict,
+    tiny_training,
 )
 
 MODEL = 300004
@@ -33,6 +39,7 @@ def _load_from(name: str, write):
         if write is not None:
             write(_weights(in_dir, name), sentinel)
         edit_config(in_dir, load_from=name)
+
     return mutate
 
 
@@ -45,18 +52,32 @@ def _truncated_checkpoint(path: Path, sentinel: Path) -> None:
 TRAINING_CASES = [
     # (id, damage, text the monitor message must contain)
     ("load-from-missing", _load_from("nope/missing.pth", None), "load_from: weights file 'nope/missing.pth' not found"),
-    ("load-from-garbage", _load_from("garbage.pth", lambda p, s: p.write_bytes(GARBAGE)),
-     "garbage.pth: not a readable PyTorch checkpoint"),
+    (
+        "load-from-garbage",
+        _load_from("garbage.pth", lambda p, s: p.write_bytes(GARBAGE)),
+        "garbage.pth: not a readable PyTorch checkpoint",
+    ),
     ("load-from-truncated", _load_from("cut.pth", _truncated_checkpoint), "cut.pth: not a readable PyTorch checkpoint"),
-    ("load-from-not-a-dict", _load_from("tensor.pth", lambda p, s: torch.save(torch.zeros(3), p)),
-     "tensor.pth: not a NanoDet checkpoint (top level is Tensor)"),
-    ("load-from-other-architecture", _load_from("resnet.pth", lambda p, s: foreign_architecture_weights(p)),
-     "resnet.pth: no tensor in this checkpoint fits the model (wrong architecture?)"),
-    ("load-from-code-running-pickle", _load_from("evil.pth", code_running_pickle),
-     "evil.pth: refused: loading it would import code (Trying to load unsupported GLOBAL posix.system"),
-    ("pretrained-none-usable",
-     lambda d, s: (_weights(d, "notes.txt").write_text("hi"), edit_config(d, pretrained_model_params=["notes.txt"])),
-     "pretrained_model_params: none of ['notes.txt'] is a weights file"),
+    (
+        "load-from-not-a-dict",
+        _load_from("tensor.pth", lambda p, s: torch.save(torch.zeros(3), p)),
+        "tensor.pth: not a NanoDet checkpoint (top level is Tensor)",
+    ),
+    (
+        "load-from-other-architecture",
+        _load_from("resnet.pth", lambda p, s: foreign_architecture_weights(p)),
+        "resnet.pth: no tensor in this checkpoint fits the model (wrong architecture?)",
+    ),
+    (
+        "load-from-code-running-pickle",
+        _load_from("evil.pth", code_running_pickle),
+        "evil.pth: refused: loading it would import code (Trying to load unsupported GLOBAL posix.system",
+    ),
+    (
+        "pretrained-none-usable",
+        lambda d, s: (_weights(d, "notes.txt").write_text("hi"), edit_config(d, pretrained_model_params=["notes.txt"])),
+        "pretrained_model_params: none of ['notes.txt'] is a weights file",
+    ),
 ]
 
 
@@ -78,8 +99,9 @@ def test_resume_from_corrupt_last_checkpoint(tmp_path):
     out = tmp_path / "out"
     (out / "models").mkdir(parents=True)
     (out / "models" / "model_last.ckpt").write_bytes(GARBAGE)
-    assert_fails_with(run_start(in_dir, out), out, MODEL, "model_last.ckpt: not a readable PyTorch checkpoint",
-                      checkpoints=False)  # the garbage checkpoint is the test's own
+    assert_fails_with(
+        run_start(in_dir, out), out, MODEL, "model_last.ckpt: not a readable PyTorch checkpoint", checkpoints=False
+    )  # the garbage checkpoint is the test's own
 
 
 def _params(*names):
@@ -89,6 +111,7 @@ def _params(*names):
 def _replace_model(write):
     def mutate(in_dir: Path) -> None:
         write(in_dir / "models" / "nanodet_model_best.pth")
+
     return mutate
 
 
@@ -96,8 +119,11 @@ PREDICT_CASES = [
     ("params-empty", _params(), "model_params_path: no model given for this task"),
     ("params-missing-file", _params("gone.pth"), "model_params_path: none of ['gone.pth'] is a weights file"),
     ("params-garbage", _replace_model(lambda p: p.write_bytes(GARBAGE)), "not a readable PyTorch checkpoint"),
-    ("params-other-architecture", _replace_model(foreign_architecture_weights),
-     "no tensor in this checkpoint fits the model (wrong architecture?)"),
+    (
+        "params-other-architecture",
+        _replace_model(foreign_architecture_weights),
+        "no tensor in this checkpoint fits the model (wrong architecture?)",
+    ),
 ]
 
 

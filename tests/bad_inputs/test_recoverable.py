@@ -49,43 +49,123 @@ def _old_column_counts(d: Path) -> None:
 CASES = [
     # (id, damage, extra good training images, extra boxes, what the training-set line must say,
     #  warning fragments that must be logged)
-    ("unreadable-images", _unreadable_images, 0, 0,
-     ["3 unreadable images (skipped)", "1 missing image files (skipped)"],
-     ["garbage.jpg: not a decodable image", "empty.jpg: empty file", "missing.jpg: image file not found",
-      "truncated.jpg: not a decodable image"]),
-    ("decompression-bombs", _bombs, 0, 0, ["2 unreadable images (skipped)"],
-     ["claims-100000x100000.png: image too large (its header claims",
-      "bomb-21000x21000.png: image too large (its header claims"]),
-    ("boxes-partly-outside-clipped", lambda d: add_item(d, TRAIN, jpeg_bytes(96, 80), "0, -10, -5, 50, 40\n1, 60, 50, 200, 300\n"),
-     1, 2, ["2 boxes clipped to the image"], []),
-    ("boxes-wholly-outside-dropped", lambda d: add_item(d, TRAIN, jpeg_bytes(96, 80), "0, 500, 500, 600, 600\n" + GOOD_BOX),
-     1, 1, ["1 boxes outside the image (dropped)"], []),
-    ("boxes-degenerate-dropped",
-     lambda d: add_item(d, TRAIN, jpeg_bytes(96, 80), "0, 40, 10, 10, 40\n1, nan, 1, 5, 5\n2, 3, 9, inf, 4\n" + GOOD_BOX),
-     1, 1, ["3 degenerate boxes (dropped)"], []),
+    (
+        "unreadable-images",
+        _unreadable_images,
+        0,
+        0,
+        ["3 unreadable images (skipped)", "1 missing image files (skipped)"],
+        [
+            "garbage.jpg: not a decodable image",
+            "empty.jpg: empty file",
+            "missing.jpg: image file not found",
+            "truncated.jpg: not a decodable image",
+        ],
+    ),
+    (
+        "decompression-bombs",
+        _bombs,
+        0,
+        0,
+        ["2 unreadable images (skipped)"],
+        [
+            "claims-100000x100000.png: image too large (its header claims",
+            "bomb-21000x21000.png: image too large (its header claims",
+        ],
+    ),
+    (
+        "boxes-partly-outside-clipped",
+        lambda d: add_item(d, TRAIN, jpeg_bytes(96, 80), "0, -10, -5, 50, 40\n1, 60, 50, 200, 300\n"),
+        1,
+        2,
+        ["2 boxes clipped to the image"],
+        [],
+    ),
+    (
+        "boxes-wholly-outside-dropped",
+        lambda d: add_item(d, TRAIN, jpeg_bytes(96, 80), "0, 500, 500, 600, 600\n" + GOOD_BOX),
+        1,
+        1,
+        ["1 boxes outside the image (dropped)"],
+        [],
+    ),
+    (
+        "boxes-degenerate-dropped",
+        lambda d: add_item(
+            d, TRAIN, jpeg_bytes(96, 80), "0, 40, 10, 10, 40\n1, nan, 1, 5, 5\n2, 3, 9, inf, 4\n" + GOOD_BOX
+        ),
+        1,
+        1,
+        ["3 degenerate boxes (dropped)"],
+        [],
+    ),
     ("blank-lines-crlf-trailing-spaces", _formatting, 1, 2, ["(no problems)"], []),
-    ("extra-annotation-columns",
-     lambda d: add_item(d, TRAIN, jpeg_bytes(seed=3), "0, 10, 10, 40, 40, 0.9, 0.0, cm, tag=x\n"),
-     1, 1, ["1 lines with extra columns (ignored)"], []),
+    (
+        "extra-annotation-columns",
+        lambda d: add_item(d, TRAIN, jpeg_bytes(seed=3), "0, 10, 10, 40, 40, 0.9, 0.0, cm, tag=x\n"),
+        1,
+        1,
+        ["1 lines with extra columns (ignored)"],
+        [],
+    ),
     ("five-and-six-column-lines", _old_column_counts, 1, 3, ["(no problems)"], []),
-    ("unknown-class-boxes", lambda d: add_item(d, TRAIN, jpeg_bytes(seed=4), "9, 10, 10, 40, 40\n-1, 1, 1, 9, 9\n" + GOOD_BOX),
-     1, 1, ["2 boxes of unknown class (skipped)"], []),
-    ("missing-annotation-file", lambda d: add_item(d, TRAIN, jpeg_bytes(seed=5), None), 1, 0,
-     ["1 missing annotation files (no boxes)"], []),
+    (
+        "unknown-class-boxes",
+        lambda d: add_item(d, TRAIN, jpeg_bytes(seed=4), "9, 10, 10, 40, 40\n-1, 1, 1, 9, 9\n" + GOOD_BOX),
+        1,
+        1,
+        ["2 boxes of unknown class (skipped)"],
+        [],
+    ),
+    (
+        "missing-annotation-file",
+        lambda d: add_item(d, TRAIN, jpeg_bytes(seed=5), None),
+        1,
+        0,
+        ["1 missing annotation files (no boxes)"],
+        [],
+    ),
     ("empty-annotation-file", lambda d: add_item(d, TRAIN, jpeg_bytes(seed=6), ""), 1, 0, ["(no problems)"], []),
-    ("utf8-names-with-spaces",
-     lambda d: add_item(d, TRAIN, jpeg_bytes(seed=7), GOOD_BOX, name="猫 の photo 1.jpg", ann_name="标注 file 1.txt"),
-     1, 1, ["(no problems)"], []),
-    ("image-without-extension",
-     lambda d: add_item(d, TRAIN, jpeg_bytes(seed=8), GOOD_BOX, name="3f8ae93f", ann_name="3f8ae93f.txt"),
-     1, 1, ["(no problems)"], []),
-    ("other-image-encodings", lambda d: [
-        add_item(d, TRAIN, _png(np.full((80, 96), 128, np.uint8)), GOOD_BOX, name="gray.png"),
-        add_item(d, TRAIN, _png(np.full((80, 96, 4), 200, np.uint8)), GOOD_BOX, name="rgba.png"),
-        add_item(d, TRAIN, _png(np.full((80, 96, 3), 40000, np.uint16)), GOOD_BOX, name="sixteen-bit.png"),
-        add_item(d, TRAIN, cv2.imencode(".bmp", np.zeros((80, 96, 3), np.uint8))[1].tobytes(), GOOD_BOX, name="b.bmp"),
-        add_item(d, TRAIN, cv2.imencode(".png", np.zeros((80, 96, 3), np.uint8))[1].tobytes(), GOOD_BOX, name="png-named.jpg"),
-     ], 5, 5, ["(no problems)"], []),
+    (
+        "utf8-names-with-spaces",
+        lambda d: add_item(
+            d, TRAIN, jpeg_bytes(seed=7), GOOD_BOX, name="猫 の photo 1.jpg", ann_name="标注 file 1.txt"
+        ),
+        1,
+        1,
+        ["(no problems)"],
+        [],
+    ),
+    (
+        "image-without-extension",
+        lambda d: add_item(d, TRAIN, jpeg_bytes(seed=8), GOOD_BOX, name="3f8ae93f", ann_name="3f8ae93f.txt"),
+        1,
+        1,
+        ["(no problems)"],
+        [],
+    ),
+    (
+        "other-image-encodings",
+        lambda d: [
+            add_item(d, TRAIN, _png(np.full((80, 96), 128, np.uint8)), GOOD_BOX, name="gray.png"),
+            add_item(d, TRAIN, _png(np.full((80, 96, 4), 200, np.uint8)), GOOD_BOX, name="rgba.png"),
+            add_item(d, TRAIN, _png(np.full((80, 96, 3), 40000, np.uint16)), GOOD_BOX, name="sixteen-bit.png"),
+            add_item(
+                d, TRAIN, cv2.imencode(".bmp", np.zeros((80, 96, 3), np.uint8))[1].tobytes(), GOOD_BOX, name="b.bmp"
+            ),
+            add_item(
+                d,
+                TRAIN,
+                cv2.imencode(".png", np.zeros((80, 96, 3), np.uint8))[1].tobytes(),
+                GOOD_BOX,
+                name="png-named.jpg",
+            ),
+        ],
+        5,
+        5,
+        ["(no problems)"],
+        [],
+    ),
 ]
 
 
@@ -93,8 +173,9 @@ def _boxes(in_dir: Path, index: str) -> int:
     return sum(1 for f in annotation_files(in_dir, index) for line in f.read_text().splitlines() if line.strip())
 
 
-@pytest.mark.parametrize("damage, more_images, more_boxes, summary, warnings", [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "damage, more_images, more_boxes, summary, warnings", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_training_recovers(tmp_path, damage, more_images, more_boxes, summary, warnings):
     in_dir = tiny_training(tmp_path / "in")
     images, boxes = 4, _boxes(in_dir, TRAIN)
@@ -106,9 +187,9 @@ def test_training_recovers(tmp_path, damage, more_images, more_boxes, summary, w
     assert line.startswith(f"training set: {images + more_images} images, {boxes + more_boxes} boxes ("), line
     for fragment in summary:
         assert fragment in line, (fragment, line)
-    logged = [l for l in proc.stdout.splitlines() if " WARNING " in l]
+    logged = [row for row in proc.stdout.splitlines() if " WARNING " in row]
     for fragment in warnings:
-        assert any(fragment in l for l in logged), (fragment, logged)
+        assert any(fragment in row for row in logged), (fragment, logged)
     check_training_outputs(out)  # the good part of the data trained a model, staged and published
     assert_outputs_consistent(out)
 
@@ -137,9 +218,9 @@ def test_half_of_the_training_images_missing(tmp_path):
     assert_success(proc, out)
     line = re.search(r"training set: \d+ images.*", proc.stdout).group(0)
     assert line.startswith("training set: 2 images, ") and line.endswith("(2 missing image files (skipped))"), line
-    warnings = [l for l in proc.stdout.splitlines() if " WARNING " in l]
+    warnings = [row for row in proc.stdout.splitlines() if " WARNING " in row]
     for path in gone:
-        assert any(f"training set: {path}: image file not found" in l for l in warnings), (path, warnings)
+        assert any(f"training set: {path}: image file not found" in row for row in warnings), (path, warnings)
     assert "unreadable" not in line
     check_training_outputs(out)
     assert_outputs_consistent(out)

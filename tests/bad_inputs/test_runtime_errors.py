@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -44,12 +42,16 @@ def test_absurd_learning_rate_is_a_nan_loss(tmp_path):
 
 # Out of memory cannot be caused for real on a CPU test machine: the classification of the
 # exceptions torch and numpy raise is tested instead (the path start.py takes on any error).
-@pytest.mark.parametrize("err", [
-    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)"),
-    RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"),
-    MemoryError("Unable to allocate 7.45 GiB for an array with shape (100000, 100000) and data type uint8"),
-    MemoryError(),
-], ids=["torch-cuda-oom", "cuda-runtime-oom", "numpy-host-oom", "bare-memory-error"])
+@pytest.mark.parametrize(
+    "err",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)"),
+        RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"),
+        MemoryError("Unable to allocate 7.45 GiB for an array with shape (100000, 100000) and data type uint8"),
+        MemoryError(),
+    ],
+    ids=["torch-cuda-oom", "cuda-runtime-oom", "numpy-host-oom", "bare-memory-error"],
+)
 def test_out_of_memory_classification(err):
     code, message = classify(err)
     assert code == OUT_OF_MEMORY

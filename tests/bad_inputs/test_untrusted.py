@@ -15,7 +15,14 @@ from executor.paths import is_under
 from ..executor_helpers import assert_success, check_training_outputs, infer_result, run_start
 from .checks import assert_fails_with, assert_outputs_consistent
 from .corpus import (
-    GARBAGE, add_item, jpeg_bytes, png_bomb, png_header, tiny_models, tiny_predict, tiny_training,
+    GARBAGE,
+    add_item,
+    jpeg_bytes,
+    png_bomb,
+    png_header,
+    tiny_models,
+    tiny_predict,
+    tiny_training,
     tree_snapshot,
 )
 
@@ -105,30 +112,37 @@ def test_hostile_candidates_each_get_a_result(tmp_path, models):
     (assets / "3f8ae93f").write_bytes(jpeg_bytes(seed=4))
     good = [line for line in (in_dir / "candidate-index.tsv").read_text().splitlines() if line]
     good += ["/in/assets/xx/猫 photo 1.jpg", "/in/assets/xx/3f8ae93f", "/in/assets/../../outside/img.jpg"]
-    bad = ["/in/assets/xx/garbage.jpg", "/in/assets/xx/bomb.png", "/in/assets/xx/claims-huge.png",
-           "/in/assets/xx/pipe.jpg", "/in/assets/xx/missing.jpg"]
+    bad = [
+        "/in/assets/xx/garbage.jpg",
+        "/in/assets/xx/bomb.png",
+        "/in/assets/xx/claims-huge.png",
+        "/in/assets/xx/pipe.jpg",
+        "/in/assets/xx/missing.jpg",
+    ]
     (in_dir / "candidate-index.tsv").write_text("\r\n".join(good + bad) + "\r\n\r\n")
     proc, out = _run_confined(tmp_path, in_dir)
     assert_success(proc, out)
     assert_outputs_consistent(out)
     rows = [line.split("\t") for line in (out / "result.tsv").read_text().splitlines()]
     assert sorted(r[0] for r in rows) == sorted(good + bad)
-    assert {r[0] for r in rows[-len(bad):]} == set(bad) and all(float(r[1]) == -1 for r in rows[-len(bad):])
-    assert all(float(r[1]) >= 0 for r in rows[:len(good)])
+    assert {r[0] for r in rows[-len(bad) :]} == set(bad) and all(float(r[1]) == -1 for r in rows[-len(bad) :])
+    assert all(float(r[1]) >= 0 for r in rows[: len(good)])
     detection = infer_result(out)["detection"]
     assert set(detection) == {Path(c).name for c in good + bad}
     assert all(detection[Path(c).name] == {"boxes": []} for c in bad)
     warned = [line for line in proc.stdout.splitlines() if "unreadable candidate" in line]
     assert len(warned) == len(bad) - 1  # once: mining and infer are one pass; the missing file apart
     assert sum("image too large (its header claims" in line for line in warned) == 2  # the bomb and the absurd header
-    assert sum("candidates: /in/assets/xx/missing.jpg: image file not found" in line
-               for line in proc.stdout.splitlines()) == 1
+    assert (
+        sum("candidates: /in/assets/xx/missing.jpg: image file not found" in line for line in proc.stdout.splitlines())
+        == 1
+    )
 
 
 def test_all_candidates_unreadable_is_an_image_format_error(tmp_path, models):
     in_dir = tiny_predict(tmp_path / "in", models, mining=False)
     for line in (in_dir / "candidate-index.tsv").read_text().splitlines():
-        (in_dir / line[len("/in/"):]).write_bytes(b"BM-not-really-a-bitmap")
+        (in_dir / line[len("/in/") :]).write_bytes(b"BM-not-really-a-bitmap")
     proc, out = _run_confined(tmp_path, in_dir)
     assert_fails_with(proc, out, 300003, "candidate-index.tsv: none of the 3 candidate images can be decoded")
     assert not (out / "infer-result.json").exists()
@@ -138,19 +152,20 @@ def test_all_candidates_missing_is_a_dataset_error(tmp_path, models):
     in_dir = tiny_predict(tmp_path / "in", models)
     lines = [line for line in (in_dir / "candidate-index.tsv").read_text().splitlines() if line]
     for line in lines:
-        (in_dir / line[len("/in/"):]).unlink()
+        (in_dir / line[len("/in/") :]).unlink()
     proc, out = _run_confined(tmp_path, in_dir)
-    assert_fails_with(proc, out, 300002,
-                      f"candidate-index.tsv: none of the 3 candidate images exists (first: {lines[0]})")
+    assert_fails_with(
+        proc, out, 300002, f"candidate-index.tsv: none of the 3 candidate images exists (first: {lines[0]})"
+    )
     assert not (out / "result.tsv").exists() and not (out / "infer-result.json").exists()
 
 
 def test_candidates_missing_or_undecodable_is_an_image_format_error(tmp_path, models):
     in_dir = tiny_predict(tmp_path / "in", models, infer=False)
     lines = [line for line in (in_dir / "candidate-index.tsv").read_text().splitlines() if line]
-    (in_dir / lines[0][len("/in/"):]).write_bytes(GARBAGE)
+    (in_dir / lines[0][len("/in/") :]).write_bytes(GARBAGE)
     for line in lines[1:]:
-        (in_dir / line[len("/in/"):]).unlink()
+        (in_dir / line[len("/in/") :]).unlink()
     proc, out = _run_confined(tmp_path, in_dir)
     fields = assert_fails_with(proc, out, 300003, "candidate-index.tsv: none of the 3 candidate images can be decoded")
     assert fields[5].endswith("; 2 of them missing)"), fields[5]
@@ -168,26 +183,71 @@ OUTSIDE_ETC = f"/etc/nanodet-test-output-{os.getpid()}"  # as root, a real path 
 
 OUTPUT_CASES = [
     # (id, task, key, value, text the monitor message must contain)
-    ("models-in-input", "training", "models_dir", "/in/models",
-     "key 'output.models_dir': '/in/models' is not under the output root /out"),
-    ("models-in-etc", "training", "models_dir", OUTSIDE_ETC,
-     f"key 'output.models_dir': '{OUTSIDE_ETC}' is not under the output root /out"),
-    ("models-dotdot", "training", "models_dir", "/out/../elsewhere",
-     "key 'output.models_dir': '/out/../elsewhere' is not under the output root /out"),
-    ("tensorboard-dotdot", "training", "tensorboard_dir", "/out/tensorboard/../../tb",
-     "key 'output.tensorboard_dir': '/out/tensorboard/../../tb' is not under the output root /out"),
-    ("result-relative", "training", "training_result_file", "out/models/result.yaml",
-     "key 'output.training_result_file': 'out/models/result.yaml' is not under the output root /out"),
-    ("prefix-is-not-a-folder", "training", "models_dir", "/outside/models",
-     "key 'output.models_dir': '/outside/models' is not under the output root /out"),
+    (
+        "models-in-input",
+        "training",
+        "models_dir",
+        "/in/models",
+        "key 'output.models_dir': '/in/models' is not under the output root /out",
+    ),
+    (
+        "models-in-etc",
+        "training",
+        "models_dir",
+        OUTSIDE_ETC,
+        f"key 'output.models_dir': '{OUTSIDE_ETC}' is not under the output root /out",
+    ),
+    (
+        "models-dotdot",
+        "training",
+        "models_dir",
+        "/out/../elsewhere",
+        "key 'output.models_dir': '/out/../elsewhere' is not under the output root /out",
+    ),
+    (
+        "tensorboard-dotdot",
+        "training",
+        "tensorboard_dir",
+        "/out/tensorboard/../../tb",
+        "key 'output.tensorboard_dir': '/out/tensorboard/../../tb' is not under the output root /out",
+    ),
+    (
+        "result-relative",
+        "training",
+        "training_result_file",
+        "out/models/result.yaml",
+        "key 'output.training_result_file': 'out/models/result.yaml' is not under the output root /out",
+    ),
+    (
+        "prefix-is-not-a-folder",
+        "training",
+        "models_dir",
+        "/outside/models",
+        "key 'output.models_dir': '/outside/models' is not under the output root /out",
+    ),
     ("root-elsewhere", "training", "root_dir", "/in", "key 'output.root_dir': '/in' is not /out or a folder under it"),
-    ("mining-result-in-input", "predict", "mining_result_file", "/in/result.tsv",
-     "key 'output.mining_result_file': '/in/result.tsv' is not under the output root /out"),
-    ("infer-result-dotdot", "predict", "infer_result_file", "/out/../infer-result.json",
-     "key 'output.infer_result_file': '/out/../infer-result.json' is not under the output root /out"),
-    ("monitor-in-input", "predict", "monitor_file", "/in/monitor.txt",
-     "key 'output.monitor_file': '/in/monitor.txt' is not under the output root /out; this failure is recorded in "
-     "/out/monitor.txt instead"),
+    (
+        "mining-result-in-input",
+        "predict",
+        "mining_result_file",
+        "/in/result.tsv",
+        "key 'output.mining_result_file': '/in/result.tsv' is not under the output root /out",
+    ),
+    (
+        "infer-result-dotdot",
+        "predict",
+        "infer_result_file",
+        "/out/../infer-result.json",
+        "key 'output.infer_result_file': '/out/../infer-result.json' is not under the output root /out",
+    ),
+    (
+        "monitor-in-input",
+        "predict",
+        "monitor_file",
+        "/in/monitor.txt",
+        "key 'output.monitor_file': '/in/monitor.txt' is not under the output root /out; this failure is recorded in "
+        "/out/monitor.txt instead",
+    ),
 ]
 
 
@@ -208,11 +268,22 @@ def test_output_paths_outside_the_output_root_are_refused(tmp_path, models, task
     assert sorted(p.name for p in out.iterdir()) == ["monitor.txt"]
 
 
-@pytest.mark.parametrize("path, root, inside", [
-    ("/out", "/out", True), ("/out/models", "/out/", True), ("/out/./a/../models", "/out", True),
-    ("//out/models", "/out", True), ("/out/../out/models", "/out", True), ("/out/..", "/out", False),
-    ("/outside", "/out", False), ("out/models", "/out", False), ("", "/out", False), ("/in/models", "/out", False),
-    ("/out/sub/x", "/out/sub", True), ("/out/subway", "/out/sub", False),
-])
+@pytest.mark.parametrize(
+    "path, root, inside",
+    [
+        ("/out", "/out", True),
+        ("/out/models", "/out/", True),
+        ("/out/./a/../models", "/out", True),
+        ("//out/models", "/out", True),
+        ("/out/../out/models", "/out", True),
+        ("/out/..", "/out", False),
+        ("/outside", "/out", False),
+        ("out/models", "/out", False),
+        ("", "/out", False),
+        ("/in/models", "/out", False),
+        ("/out/sub/x", "/out/sub", True),
+        ("/out/subway", "/out/sub", False),
+    ],
+)
 def test_is_under_compares_paths_as_written(path, root, inside):
     assert is_under(path, root) is inside
