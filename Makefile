@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench image-test clean
+.PHONY: venv test lint demo bench image-test clean
 
 venv: $(STAMP)
 
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests
+
+# ruff (pinned in the test extra): lint rules and formatting, both configured in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 demo: $(STAMP)
 	$(PY) -m executor.demo --dir demo-workspace
