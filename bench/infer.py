@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import itertools
 import json
 import math
 import os
@@ -49,6 +51,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -60,9 +63,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import CpuNoise, current_rss_mib, log, peak_rss_mib, summarize  # noqa: E402
 
+REPO = _common.REPO
 CONFIGS = {320: "config/nanodet-plus-m_320.yml", 416: "config/nanodet-plus-m_416.yml"}
 BASE_VARIANTS = ("eager", "fused", "fused_cl", "jit", "jit_cl", "compile", "compile_cl")
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+PROFILE_STAGES = ("decode", "preprocess", "forward_b1", "postprocess_b1", "decode_boxes_b1", "nms_b1")
 
 
 # --- building a path ----------------------------------------------------------------------
@@ -79,6 +84,11 @@ def parse_variant(name: str) -> tuple[str, int | None, bool]:
     if name not in BASE_VARIANTS:
         raise ValueError(f"unknown variant {name!r}")
     return name, threads, passive
+
+
+def variant_env(variant: str) -> dict | None:
+    """The environment a path's process needs: passive OpenMP waiting is read at OpenMP load."""
+    return PASSIVE_ENV if parse_variant(variant)[2] else None
 
 
 def build_predictor(variant: str, size: int, weights: Path, device: str, example: torch.Tensor, on_loaded=None):
@@ -119,32 +129,85 @@ def build_predictor(variant: str, size: int, weights: Path, device: str, example
     return pred, forward, time.perf_counter() - start
 
 
-REPO = _common.REPO
-
-
 def set_threads(threads: int | None) -> None:
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
 
 
+def error_text(err: Exception) -> str:
+    """An exception in one line, for a report entry."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
+
+
 # --- subprocess workers -------------------------------------------------------------------
 
 
-def worker_timing(args: argparse.Namespace) -> dict:
+@dataclass
+class WorkerSpec:
+    """What one worker subprocess of this script does, sent to it as one JSON argument (``--_spec``).
+
+    ``kind`` picks the worker (a key of ``WORKERS``); the fields below it are read by the
+    workers named in their comments.
+    """
+
+    kind: str
+    device: str
+    threads: int | None = None  # torch intra-op threads of the whole process (``--threads``)
+    size: int = 320  # all: input size
+    weights: str = ""  # all: the weights file
+    inputs: str = ""  # all: pre-processed example inputs (a saved tensor of 16)
+    variants: str = ""  # timing: comma list of the paths to time, interleaved
+    rounds: int = 1  # timing: least rounds
+    budget_s: float = 0.0  # timing: more rounds while this lasts (50 at most)
+    calls_b1: int = 3  # timing: calls per round at batch 1
+    calls_b16: int = 1  # timing: calls per round at batch 16
+    variant: str = ""  # memory, e2e, profile: the path
+    batch: int | None = None  # memory, e2e (pipeline): batch size
+    images_dir: str = ""  # e2e, profile: the folder of JPEGs
+    mode: str | None = None  # e2e: "sequential" or "pipeline"
+    workers: int | None = None  # e2e (pipeline): loader workers
+    main_threads: int | None = None  # e2e: torch threads of the main process, over the path's own
+    shard: str | None = None  # e2e: "k/n", every n-th file from the k-th
+    barrier: str | None = None  # e2e: folder where concurrent shards meet before the timed part
+    worker_init: str | None = None  # e2e (pipeline): a plain DataLoader with ``WorkerInit(worker_init)``
+    profile_images: int | None = None  # profile: images to go through
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        return cls(**json.loads(text))
+
+
+def worker_timing(spec: WorkerSpec) -> dict:
     """Interleaved rounds over all variants of one size; per-call wall times."""
     default_threads = torch.get_num_threads()
-    device = torch.device(args.device)
-    sync = _common.sync(device)
-    inputs = torch.load(args.inputs)
+    sync = _common.sync(torch.device(spec.device))
+    inputs = torch.load(spec.inputs)
     batches = {1: inputs[:1], 16: inputs[:16]}
-    variants = args.variants.split(",")
-    built, setup = {}, {}
     noise = CpuNoise()
-    for v in variants:
+    built, setup = _build_timed_paths(spec, batches, default_threads, sync)
+    times, rounds = _timing_rounds(spec, built, batches, default_threads, sync)
+    set_threads(default_threads)
+    return {
+        "times": times,
+        "setup": setup,
+        "foreign_cpu_share": noise.foreign_share(),
+        "threads_default": default_threads,
+        "rounds": rounds,
+    }
+
+
+def _build_timed_paths(spec: WorkerSpec, batches: dict, default_threads: int, sync) -> tuple[dict, dict]:
+    """Every path of ``spec.variants`` built and run twice per batch size; (forwards, setup times)."""
+    built, setup = {}, {}
+    for v in spec.variants.split(","):
         _, threads, _ = parse_variant(v)
         set_threads(threads or default_threads)
         try:
-            pred, fwd, secs = build_predictor(v, args.size, Path(args.weights), args.device, batches[16])
+            _, fwd, secs = build_predictor(v, spec.size, Path(spec.weights), spec.device, batches[16])
             for b in (16, 1):  # first calls: tracing, compilation, allocator, OpenMP pool
                 t = time.perf_counter()
                 for _ in range(2):
@@ -154,14 +217,19 @@ def worker_timing(args: argparse.Namespace) -> dict:
             built[v] = fwd
             setup[f"{v}/build_s"] = round(secs, 3)
         except Exception as err:  # a candidate that does not work here is reported, not fatal
-            setup[f"{v}/error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
+            setup[f"{v}/error"] = error_text(err)
             log(f"  {v}: FAILED {setup[f'{v}/error']}")
+    return built, setup
+
+
+def _timing_rounds(spec: WorkerSpec, built: dict, batches: dict, default_threads: int, sync) -> tuple[dict, int]:
+    """Per-call wall times of every built path, {path: {"1": [...], "16": [...]}}, and the rounds run."""
     times: dict[str, dict[str, list[float]]] = {v: {"1": [], "16": []} for v in built}
-    calls = {1: args.calls_b1, 16: args.calls_b16}
+    calls = {1: spec.calls_b1, 16: spec.calls_b16}
     start, rounds = time.perf_counter(), 0
     # short rounds, variants interleaved, until the budget is spent: every variant is sampled
     # at many moments, so best-of-N finds the quiet ones even when other jobs load the CPU
-    while rounds < args.rounds or (time.perf_counter() - start < args.budget_s and rounds < 50):
+    while rounds < spec.rounds or (time.perf_counter() - start < spec.budget_s and rounds < 50):
         for v, fwd in built.items():
             _, threads, _ = parse_variant(v)
             set_threads(threads or default_threads)
@@ -175,22 +243,15 @@ def worker_timing(args: argparse.Namespace) -> dict:
                     sync()
                     times[v][str(b)].append(time.perf_counter() - t)
         rounds += 1
-    log(f"  size {args.size}: {rounds} rounds in {time.perf_counter() - start:.0f} s")
-    set_threads(default_threads)
-    return {
-        "times": times,
-        "setup": setup,
-        "foreign_cpu_share": noise.foreign_share(),
-        "threads_default": default_threads,
-        "rounds": rounds,
-    }
+    log(f"  size {spec.size}: {rounds} rounds in {time.perf_counter() - start:.0f} s")
+    return times, rounds
 
 
-def worker_memory(args: argparse.Namespace) -> dict:
+def worker_memory(spec: WorkerSpec) -> dict:
     """Peak memory of one (size, batch, variant) in this fresh process."""
-    device = torch.device(args.device)
-    inputs = torch.load(args.inputs)[: args.batch]
-    _, threads, _ = parse_variant(args.variant)
+    device = torch.device(spec.device)
+    inputs = torch.load(spec.inputs)[: spec.batch]
+    _, threads, _ = parse_variant(spec.variant)
     set_threads(threads)
     loaded: dict = {}
 
@@ -202,7 +263,7 @@ def worker_memory(args: argparse.Namespace) -> dict:
         loaded["rss"] = current_rss_mib()
         loaded["peak_rss"] = peak_rss_mib()
 
-    pred, fwd, _ = build_predictor(args.variant, args.size, Path(args.weights), args.device, inputs, on_loaded)
+    _, fwd, _ = build_predictor(spec.variant, spec.size, Path(spec.weights), spec.device, inputs, on_loaded)
     for _ in range(3):
         fwd(inputs)
     if device.type == "cuda":
@@ -247,193 +308,150 @@ class WorkerInit:
         torch.set_num_threads(1)
 
 
-def worker_e2e(args: argparse.Namespace) -> dict:
+@dataclass
+class FolderRun:
+    """What an end-to-end pass over the folder accumulates (seconds)."""
+
+    detections: float = 0.0
+    blocked: float = 0.0  # waiting in next(loader)
+    compute: float = 0.0  # predict / predict_batch
+    per_batch: list[float] = field(default_factory=list)  # model ms per image of each batch, in order
+    first_batch_s: float | None = None
+
+
+def worker_e2e(spec: WorkerSpec) -> dict:
     """One end-to-end run over the image folder in this fresh process."""
-    import cv2
-    from torch.utils.data import DataLoader
-
-    from nanodet.data.inference_dataset import ImageFileDataset, collate_inference, inference_batches
-
-    files = sorted(Path(args.images_dir).glob("*.jpg"))
-    if args.shard:  # "k/n": every n-th file from the k-th, for runs in n concurrent processes
-        k, n = (int(x) for x in args.shard.split("/"))
+    files = sorted(Path(spec.images_dir).glob("*.jpg"))
+    if spec.shard:  # "k/n": every n-th file from the k-th, for runs in n concurrent processes
+        k, n = (int(x) for x in spec.shard.split("/"))
         files = files[k::n]
-    example = torch.load(args.inputs)
-    pred, fwd, _ = build_predictor(args.variant, args.size, Path(args.weights), args.device, example[:16])
-    _, threads, _ = parse_variant(args.variant)
-    if args.main_threads:
-        threads = args.main_threads
-    set_threads(threads)
-    for b in (1, 16, 1, 16):  # load-time warm-up, not part of a folder run
-        fwd(example[:b])
+    pred = _e2e_predictor(spec)
     sync = _common.sync(pred.device)
     sync()
-    if args.barrier:  # concurrent shards: start the timed part together
-        k, n = (int(x) for x in args.shard.split("/"))
-        Path(args.barrier, f"ready{k}").touch()
-        while sum(1 for _ in Path(args.barrier).glob("ready*")) < n:
-            time.sleep(0.005)
+    if spec.barrier:  # concurrent shards: start the timed part together
+        _meet_at_barrier(spec)
     noise = CpuNoise()
-    detections = blocked = compute = 0.0
-    per_batch: list[float] = []  # model ms per image of each batch, in order
-    first_batch_s = None
     start = time.perf_counter()
-    if args.mode == "sequential":
-        for path in files:
-            image = cv2.imread(str(path))
-            t = time.perf_counter()
-            detections += len(pred.predict([image])[0])
-            compute += time.perf_counter() - t
-    else:
-        dataset = ImageFileDataset(files, pred.input_wh, pred.keep_ratio, pred.mean, pred.std)
-        if args.worker_init:
-            loader = iter(
-                DataLoader(
-                    dataset,
-                    batch_size=args.batch,
-                    shuffle=False,
-                    num_workers=args.workers,
-                    collate_fn=collate_inference,
-                    prefetch_factor=4,
-                    persistent_workers=False,
-                    worker_init_fn=WorkerInit(args.worker_init),
-                )
-            )
-        else:
-            loader = inference_batches(dataset, args.batch, args.workers)
-        while True:
-            t = time.perf_counter()
-            try:
-                batch = next(loader)
-            except StopIteration:
-                blocked += time.perf_counter() - t
-                break
-            blocked += time.perf_counter() - t
-            if first_batch_s is None:
-                first_batch_s = time.perf_counter() - start
-            if batch.images is not None:
-                t = time.perf_counter()
-                dets = pred.predict_batch(batch.images, batch.warp_matrices, batch.sizes)
-                compute += time.perf_counter() - t
-                per_batch.append(round(1000 * (time.perf_counter() - t) / len(dets), 1))
-                detections += sum(len(d) for d in dets)
+    run = _run_sequential(pred, files) if spec.mode == "sequential" else _run_pipeline(spec, pred, files, start)
     sync()
     wall = time.perf_counter() - start
     return {
         "wall_s": round(wall, 3),
         "images": len(files),
         "images_per_s": round(len(files) / wall, 2),
-        "loader_wait_s": round(blocked, 3),
-        "loader_wait_share": round(blocked / wall, 3),
-        "first_batch_s": None if first_batch_s is None else round(first_batch_s, 3),
-        "model_ms_per_image": round(1000 * compute / max(1, len(files)), 2),
-        **({"model_ms_per_image_by_batch": per_batch} if per_batch else {}),
-        "detections": int(detections),
+        "loader_wait_s": round(run.blocked, 3),
+        "loader_wait_share": round(run.blocked / wall, 3),
+        "first_batch_s": None if run.first_batch_s is None else round(run.first_batch_s, 3),
+        "model_ms_per_image": round(1000 * run.compute / max(1, len(files)), 2),
+        **({"model_ms_per_image_by_batch": run.per_batch} if run.per_batch else {}),
+        "detections": int(run.detections),
         "foreign_cpu_share": noise.foreign_share(),
     }
 
 
-def worker_profile(args: argparse.Namespace) -> dict:
-    """Where the time of one image goes: decode, pre-process, forward, post-process."""
-    from nanodet.data.image_io import read_image
-    from nanodet.data.transforms import stack_batch
-    from nanodet.ops.nms import multiclass_nms
-    from nanodet.postprocess import decode, postprocess
+def _e2e_predictor(spec: WorkerSpec):
+    """The path's predictor, on its threads (or ``main_threads``), warmed up at batch 1 and 16."""
+    example = torch.load(spec.inputs)
+    pred, fwd, _ = build_predictor(spec.variant, spec.size, Path(spec.weights), spec.device, example[:16])
+    _, threads, _ = parse_variant(spec.variant)
+    if spec.main_threads:
+        threads = spec.main_threads
+    set_threads(threads)
+    for b in (1, 16, 1, 16):  # load-time warm-up, not part of a folder run
+        fwd(example[:b])
+    return pred
 
-    files = sorted(Path(args.images_dir).glob("*.jpg"))[: args.profile_images]
-    example = torch.load(args.inputs)
-    pred, fwd, _ = build_predictor(args.variant, args.size, Path(args.weights), args.device, example[:16])
-    _, threads, _ = parse_variant(args.variant)
+
+def _meet_at_barrier(spec: WorkerSpec) -> None:
+    """Say this shard is ready, then wait until all ``n`` shards are."""
+    k, n = (int(x) for x in spec.shard.split("/"))
+    Path(spec.barrier, f"ready{k}").touch()
+    while sum(1 for _ in Path(spec.barrier).glob("ready*")) < n:
+        time.sleep(0.005)
+
+
+def _run_sequential(pred, files: list[Path]) -> FolderRun:
+    """One image at a time: ``cv2.imread`` → ``Predictor.predict([img])``."""
+    import cv2
+
+    run = FolderRun()
+    for path in files:
+        image = cv2.imread(str(path))
+        t = time.perf_counter()
+        run.detections += len(pred.predict([image])[0])
+        run.compute += time.perf_counter() - t
+    return run
+
+
+def _run_pipeline(spec: WorkerSpec, pred, files: list[Path], start: float) -> FolderRun:
+    """``ImageFileDataset`` + a loader → ``predict_batch``, with the time spent in ``next(loader)``."""
+    from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
+
+    run = FolderRun()
+    dataset = ImageFileDataset(files, pred.input_wh, pred.keep_ratio, pred.mean, pred.std)
+    loader = _plain_loader(spec, dataset) if spec.worker_init else inference_batches(dataset, spec.batch, spec.workers)
+    while True:
+        t = time.perf_counter()
+        try:
+            batch = next(loader)
+        except StopIteration:
+            run.blocked += time.perf_counter() - t
+            break
+        run.blocked += time.perf_counter() - t
+        if run.first_batch_s is None:
+            run.first_batch_s = time.perf_counter() - start
+        if batch.images is not None:
+            t = time.perf_counter()
+            dets = pred.predict_batch(batch.images, batch.warp_matrices, batch.sizes)
+            run.compute += time.perf_counter() - t
+            run.per_batch.append(round(1000 * (time.perf_counter() - t) / len(dets), 1))
+            run.detections += sum(len(d) for d in dets)
+    return run
+
+
+def _plain_loader(spec: WorkerSpec, dataset):
+    """A plain DataLoader over the dataset whose workers run ``WorkerInit(spec.worker_init)``."""
+    from torch.utils.data import DataLoader
+
+    from nanodet.data.inference_dataset import collate_inference
+
+    return iter(
+        DataLoader(
+            dataset,
+            batch_size=spec.batch,
+            shuffle=False,
+            num_workers=spec.workers,
+            collate_fn=collate_inference,
+            prefetch_factor=4,
+            persistent_workers=False,
+            worker_init_fn=WorkerInit(spec.worker_init),
+        )
+    )
+
+
+def worker_profile(spec: WorkerSpec) -> dict:
+    """Where the time of one image goes: decode, pre-process, forward, post-process."""
+    files = sorted(Path(spec.images_dir).glob("*.jpg"))[: spec.profile_images]
+    example = torch.load(spec.inputs)
+    pred, fwd, _ = build_predictor(spec.variant, spec.size, Path(spec.weights), spec.device, example[:16])
+    _, threads, _ = parse_variant(spec.variant)
     set_threads(threads)
     sync = _common.sync(pred.device)
     for b in (1, 16, 1, 16):
         fwd(example[:b])
-    stages: dict[str, list[float]] = {
-        k: [] for k in ("decode", "preprocess", "forward_b1", "postprocess_b1", "decode_boxes_b1", "nms_b1")
-    }
-    images, inputs, mats = [], [], []
-    candidates = []
+    stages: dict[str, list[float]] = {k: [] for k in PROFILE_STAGES}
+    images, inputs, mats, candidates = [], [], [], []
     for path in files:
-        t0 = time.perf_counter()
-        image = read_image(path)
-        t1 = time.perf_counter()
-        chw, matrix = pred.preprocess(image)
-        t2 = time.perf_counter()
-        batch = stack_batch([torch.from_numpy(chw)])
-        raw = fwd(batch)
-        sync()
-        t3 = time.perf_counter()
-        hw = (batch.shape[2], batch.shape[3])
-        with torch.inference_mode():
-            postprocess(
-                raw,
-                pred.priors(hw),
-                pred.head.num_classes,
-                pred.head.reg_max,
-                hw,
-                [matrix],
-                [(image.shape[1], image.shape[0])],
-                pred.score_thr,
-                pred.iou_thr,
-                pred.max_det,
-            )
-            t4 = time.perf_counter()
-            scores, boxes = decode(raw, pred.priors(hw), pred.head.num_classes, pred.head.reg_max, hw)
-            sync()
-            t5 = time.perf_counter()
-            multiclass_nms(boxes[0], scores[0], pred.score_thr, pred.iou_thr, pred.max_det)
-            sync()
-            t6 = time.perf_counter()
-            candidates.append(int((scores[0] > pred.score_thr).sum()))
-        for k, a, b in (
-            ("decode", t0, t1),
-            ("preprocess", t1, t2),
-            ("forward_b1", t2, t3),
-            ("postprocess_b1", t3, t4),
-            ("decode_boxes_b1", t4, t5),
-            ("nms_b1", t5, t6),
-        ):
-            stages[k].append(b - a)
+        seconds, image, chw, matrix, n_candidates = _profile_image(pred, fwd, sync, path)
+        for k, s in zip(PROFILE_STAGES, seconds):
+            stages[k].append(s)
         images.append(image)
         inputs.append(torch.from_numpy(chw))
         mats.append(matrix)
-    # batch of 16: forward and post-process per image
-    fwd16, post16 = [], []
-    for start in range(0, len(inputs) - 15, 16):
-        batch = stack_batch(inputs[start : start + 16])
-        t0 = time.perf_counter()
-        raw = fwd(batch)
-        sync()
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            hw = (batch.shape[2], batch.shape[3])
-            postprocess(
-                raw,
-                pred.priors(hw),
-                pred.head.num_classes,
-                pred.head.reg_max,
-                hw,
-                mats[start : start + 16],
-                [(im.shape[1], im.shape[0]) for im in images[start : start + 16]],
-                pred.score_thr,
-                pred.iou_thr,
-                pred.max_det,
-            )
-        t2 = time.perf_counter()
-        fwd16.append((t1 - t0) / 16)
-        post16.append((t2 - t1) / 16)
+        candidates.append(n_candidates)
+    fwd16, post16 = _profile_batches(pred, fwd, sync, images, inputs, mats)
     # the same forward on one thread: the CPU time it costs, for the overlap estimate
-    fwd16_1t = []
-    if fwd16 and pred.device.type == "cpu":
-        threads_now = torch.get_num_threads()
-        torch.set_num_threads(1)
-        batch = stack_batch(inputs[:16])
-        fwd(batch)
-        for _ in range(2):
-            t0 = time.perf_counter()
-            fwd(batch)
-            fwd16_1t.append((time.perf_counter() - t0) / 16)
-        torch.set_num_threads(threads_now)
+    fwd16_1t = _forward_one_thread(fwd, inputs) if fwd16 and pred.device.type == "cpu" else []
     ms = {k: round(1000 * float(np.median(v)), 2) for k, v in stages.items()}
     if fwd16:
         ms["forward_b16_per_image"] = round(1000 * float(np.median(fwd16)), 2)
@@ -450,11 +468,106 @@ def worker_profile(args: argparse.Namespace) -> dict:
     }
 
 
+def _postprocess(pred, raw: torch.Tensor, hw: tuple[int, int], mats: list, images: list) -> list:
+    """The predictor's full post-processing (decode, NMS, boxes back to the images)."""
+    from nanodet.postprocess import postprocess
+
+    return postprocess(
+        raw,
+        pred.priors(hw),
+        pred.head.num_classes,
+        pred.head.reg_max,
+        hw,
+        mats,
+        [(im.shape[1], im.shape[0]) for im in images],
+        pred.score_thr,
+        pred.iou_thr,
+        pred.max_det,
+    )
+
+
+def _profile_image(pred, fwd, sync, path: Path) -> tuple:
+    """One image through every stage: (seconds per stage in ``PROFILE_STAGES`` order, image, input,
+    warp matrix, NMS candidates)."""
+    from nanodet.data.image_io import read_image
+    from nanodet.data.transforms import stack_batch
+    from nanodet.ops.nms import multiclass_nms
+    from nanodet.postprocess import decode
+
+    t0 = time.perf_counter()
+    image = read_image(path)
+    t1 = time.perf_counter()
+    chw, matrix = pred.preprocess(image)
+    t2 = time.perf_counter()
+    batch = stack_batch([torch.from_numpy(chw)])
+    raw = fwd(batch)
+    sync()
+    t3 = time.perf_counter()
+    hw = (batch.shape[2], batch.shape[3])
+    with torch.inference_mode():
+        _postprocess(pred, raw, hw, [matrix], [image])
+        t4 = time.perf_counter()
+        scores, boxes = decode(raw, pred.priors(hw), pred.head.num_classes, pred.head.reg_max, hw)
+        sync()
+        t5 = time.perf_counter()
+        multiclass_nms(boxes[0], scores[0], pred.score_thr, pred.iou_thr, pred.max_det)
+        sync()
+        t6 = time.perf_counter()
+        n_candidates = int((scores[0] > pred.score_thr).sum())
+    seconds = [b - a for a, b in itertools.pairwise((t0, t1, t2, t3, t4, t5, t6))]
+    return seconds, image, chw, matrix, n_candidates
+
+
+def _profile_batches(pred, fwd, sync, images: list, inputs: list, mats: list) -> tuple[list[float], list[float]]:
+    """Batches of 16: forward and post-process seconds per image, one entry per batch."""
+    from nanodet.data.transforms import stack_batch
+
+    fwd16, post16 = [], []
+    for start in range(0, len(inputs) - 15, 16):
+        batch = stack_batch(inputs[start : start + 16])
+        t0 = time.perf_counter()
+        raw = fwd(batch)
+        sync()
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            hw = (batch.shape[2], batch.shape[3])
+            _postprocess(pred, raw, hw, mats[start : start + 16], images[start : start + 16])
+        t2 = time.perf_counter()
+        fwd16.append((t1 - t0) / 16)
+        post16.append((t2 - t1) / 16)
+    return fwd16, post16
+
+
+def _forward_one_thread(fwd, inputs: list) -> list[float]:
+    """Seconds per image of the batch-16 forward on one intra-op thread (two calls after one warm-up)."""
+    from nanodet.data.transforms import stack_batch
+
+    threads_now = torch.get_num_threads()
+    torch.set_num_threads(1)
+    batch = stack_batch(inputs[:16])
+    fwd(batch)
+    seconds = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        fwd(batch)
+        seconds.append((time.perf_counter() - t0) / 16)
+    torch.set_num_threads(threads_now)
+    return seconds
+
+
 WORKERS = {"timing": worker_timing, "memory": worker_memory, "e2e": worker_e2e, "profile": worker_profile}
 
 
-def _worker_cmd(kind: str, argv: list[str]) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--_worker", kind, *argv]
+def worker_main(text: str) -> None:
+    """Entry of a worker subprocess: run the spec's worker, print its result as one JSON line."""
+    spec = WorkerSpec.from_json(text)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    print(json.dumps(WORKERS[spec.kind](spec)))
+
+
+def _worker_cmd(spec: WorkerSpec) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--_spec", spec.to_json()]
 
 
 def _parse_worker(kind: str, rc: int | None, stdout: str, stderr: str) -> dict:
@@ -465,35 +578,95 @@ def _parse_worker(kind: str, rc: int | None, stdout: str, stderr: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def run_worker(kind: str, argv: list[str], env: dict | None = None, timeout: float = 600) -> dict:
-    """Run this script as a ``--_worker`` subprocess; its last stdout line is JSON."""
-    return run_workers(kind, [argv], env, timeout)[0]
+def run_worker(spec: WorkerSpec, env: dict | None = None, timeout: float = 600) -> dict:
+    """Run this script as a worker subprocess; its last stdout line is JSON."""
+    return run_workers([spec], env, timeout)[0]
 
 
-def run_workers(kind: str, argvs: list[list[str]], env: dict | None = None, timeout: float = 600) -> list[dict]:
-    """Several ``--_worker`` subprocesses at once (concurrent shards); one result each."""
+def run_workers(specs: list[WorkerSpec], env: dict | None = None, timeout: float = 600) -> list[dict]:
+    """Several worker subprocesses at once (concurrent shards); one result each."""
     full_env = {**os.environ, **(env or {})}
     procs = [
         subprocess.Popen(
-            _worker_cmd(kind, a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO
+            _worker_cmd(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO
         )
-        for a in argvs
+        for s in specs
     ]
     deadline = time.monotonic() + timeout
     results = []
-    for proc in procs:
+    for spec, proc in zip(specs, procs):
         try:
             out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            results.append(_parse_worker(kind, proc.returncode, out, err))
+            results.append(_parse_worker(spec.kind, proc.returncode, out, err))
         except subprocess.TimeoutExpired:
             proc.kill()  # our own child, by its handle
             proc.communicate()
-            log(f"  worker {kind} timed out after {timeout:.0f} s")
+            log(f"  worker {spec.kind} timed out after {timeout:.0f} s")
             results.append({"error": f"timed out after {timeout:.0f} s"})
     return results
 
 
 # --- main-process parts -------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The run's settings once the defaults (full run or ``--quick``) are applied."""
+
+    quick: bool
+    device: str
+    threads: int | None
+    sizes: list[int]
+    rounds: int  # least timing rounds
+    budget: float  # seconds of interleaved timing per size
+    n_images: int  # folder size for end to end
+    candidates: list[str]  # forward paths timed in the default OpenMP setting, "eager" first
+    passive: list[str]  # paths timed with passive OpenMP waiting, in a process of their own
+    wait_quiet: float
+    soft_deadline: float  # perf_counter past which extra end-to-end rounds are dropped
+
+    @property
+    def cpu(self) -> bool:
+        return self.device == "cpu"
+
+    def spec(self, kind: str, size: int, assets: dict, **fields) -> WorkerSpec:
+        """A worker spec for one input size, with the run's device, threads, weights and inputs."""
+        return WorkerSpec(
+            kind=kind,
+            device=self.device,
+            threads=self.threads or None,
+            size=size,
+            weights=str(assets["weights"]),
+            inputs=str(assets["inputs"][size]),
+            **fields,
+        )
+
+
+def make_plan(args: argparse.Namespace, t_start: float) -> Plan:
+    quick, cpu = args.quick, args.device == "cpu"
+    if args.variants:
+        candidates = args.variants.split(",")
+    elif quick:
+        candidates = ["eager", "fused_cl", "jit_cl"]
+    else:
+        candidates = ["eager", "fused", "fused_cl", "jit", "jit_cl"] + (["fused_cl@t1", "jit_cl@t1"] if cpu else [])
+    if args.compile:
+        candidates += ["compile", "compile_cl"]
+    if "eager" not in candidates:
+        candidates.insert(0, "eager")
+    return Plan(
+        quick=quick,
+        device=args.device,
+        threads=args.threads,
+        sizes=[int(x) for x in (args.sizes or ("320" if quick else "320,416")).split(",")],
+        rounds=args.rounds or (1 if quick else 2),
+        budget=args.budget if args.budget is not None else (5.0 if quick else 30.0),
+        n_images=args.images or (32 if quick else 96),
+        candidates=candidates,
+        passive=[] if quick or not cpu or args.variants else ["fused_cl+passive", "jit_cl+passive"],
+        wait_quiet=args.wait_quiet,
+        soft_deadline=t_start + (60 if quick else 300),
+    )
 
 
 def make_assets(tmp: Path, sizes: list[int], n_images: int) -> dict:
@@ -536,8 +709,150 @@ def make_assets(tmp: Path, sizes: list[int], n_images: int) -> dict:
     }
 
 
-def check_correctness(variants: list[str], size: int, assets: dict, device: str, n_images: int = 8) -> dict:
-    """Every path against the eager model: raw outputs on a batch, and detections."""
+# 1. forward throughput and memory ---------------------------------------------------------
+
+
+def measure_forward(plan: Plan, assets: dict) -> tuple[dict, dict]:
+    """Forward throughput: one timing process per (OpenMP wait policy, size), its paths interleaved.
+
+    Returns the ``forward`` table ({size: {"b1", "b16", "setup"}}) and what the timing processes
+    saw of the other jobs on the machine.
+    """
+    forward: dict = {}
+    noise: dict = {"foreign_cpu_share_timing_processes": [], "quiet_waits": []}
+    for env_name, variants, env in (("default", plan.candidates, None), ("passive", plan.passive, PASSIVE_ENV)):
+        if not variants:
+            continue
+        for size in plan.sizes:
+            if plan.wait_quiet > 0:
+                waited = _common.wait_for_quiet(plan.wait_quiet)
+                log(f"waited {waited['waited_s']} s for a quiet CPU (busy share {waited['busy_share']})")
+                noise["quiet_waits"].append(waited)
+            log(f"timing {size} ({env_name} OpenMP wait policy): {', '.join(variants)}")
+            budget = plan.budget if env_name == "default" else plan.budget / 3
+            spec = plan.spec("timing", size, assets, variants=",".join(variants), rounds=plan.rounds, budget_s=budget)
+            res = run_worker(spec, env=env, timeout=900)
+            entry = forward.setdefault(str(size), {})
+            add_timing(entry, res, env_name, noise["foreign_cpu_share_timing_processes"])
+    return forward, noise
+
+
+def add_timing(entry: dict, res: dict, env_name: str, foreign: list[float]) -> None:
+    """One timing process's result into its size's ``forward`` entry."""
+    for key in ("b1", "b16", "setup"):
+        entry.setdefault(key, {})
+    if "error" in res:
+        entry[f"error_{env_name}"] = res["error"]
+        return
+    if res.get("foreign_cpu_share") is not None:
+        foreign.append(res["foreign_cpu_share"])
+    entry["setup"].update(res["setup"])
+    entry["setup"][f"rounds_{env_name}"] = res["rounds"]
+    entry["setup"][f"foreign_cpu_share_{env_name}"] = res.get("foreign_cpu_share")
+    for v, per_batch in res["times"].items():
+        for b, ts in per_batch.items():
+            if ts:
+                entry[f"b{b}"][v] = summarize(ts, int(b))
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else 0.0
+
+
+def choose_optimized(forward: dict, plan: Plan) -> tuple[str | None, str | None]:
+    """ "optimized": the best geometric mean over sizes of batch-16 best-of-N; and the best by median."""
+    scores, medians = {}, {}
+    for v in plan.candidates + plan.passive:
+        if parse_variant(v)[0] == "eager":
+            continue
+        rows = [forward.get(str(x), {}).get("b16", {}).get(v) for x in plan.sizes]
+        if all(rows):
+            scores[v] = geomean([r["images_per_s"] for r in rows])
+            medians[v] = geomean([r["images_per_s_median"] for r in rows])
+    best = max(scores, key=scores.get) if scores else None
+    best_median = max(medians, key=medians.get) if medians else None
+    return best, best_median
+
+
+def measure_memory(plan: Plan, assets: dict, best: str | None) -> dict:
+    """Peak memory, a fresh process per (size, batch, path): {size: {"b<batch>": {path: result}}}."""
+    if plan.quick:
+        pairs = [(16, v) for v in ("eager", best) if v]
+    else:
+        pairs = [(b, v) for b in (1, 16) for v in ("eager", best) if v]
+        pairs += [(16, v) for v in ("fused", "fused_cl", "jit_cl") if v != best and v in plan.candidates]
+    log(f"memory: {len(pairs) * len(plan.sizes)} fresh processes")
+    memory: dict = {}
+    for size in plan.sizes:
+        for b, v in pairs:
+            res = run_worker(plan.spec("memory", size, assets, batch=b, variant=v), env=variant_env(v), timeout=300)
+            memory.setdefault(str(size), {}).setdefault(f"b{b}", {})[v] = res
+    return memory
+
+
+def merge_memory(forward: dict, memory: dict) -> None:
+    """``measure_memory``'s results as the ``memory`` entry of each path in ``forward``."""
+    for size, by_batch in memory.items():
+        for b, by_path in by_batch.items():
+            for v, res in by_path.items():
+                forward.setdefault(size, {}).setdefault(b, {}).setdefault(v, {})["memory"] = res
+
+
+def speedup_vs_eager(forward: dict, sizes: list[int], best: str | None) -> dict:
+    """Throughput of the optimised path over the eager one, per size and batch (best-of-N, median)."""
+    speedup = {}
+    for x in sizes:
+        f = forward.get(str(x), {})
+        for b in ("b1", "b16"):
+            if best and "eager" in f.get(b, {}) and "images_per_s" in f[b].get(best, {}):
+                speedup[f"{x}/{b}"] = round(f[b][best]["images_per_s"] / f[b]["eager"]["images_per_s"], 3)
+                speedup[f"{x}/{b}_median"] = round(
+                    f[b][best]["images_per_s_median"] / f[b]["eager"]["images_per_s_median"], 3
+                )
+    return speedup
+
+
+def optimized_summary(forward: dict, correctness: dict, sizes: list[int], best: str | None, best_median) -> dict:
+    """The report's ``optimized`` entry: the chosen path, its speed-ups and its correctness."""
+    speedup = speedup_vs_eager(forward, sizes, best)
+    b16 = [speedup[f"{x}/b16"] for x in sizes if f"{x}/b16" in speedup]
+    return {
+        "path": best,
+        "chosen_by": "best geometric mean over sizes of batch-16 best-of-N images/s",
+        "best_by_median": best_median,
+        "speedup_vs_eager": speedup,
+        "speedup_b16_min_over_sizes": min(b16) if b16 else None,
+        "target_b16": 1.5,
+        "target_met": bool(b16) and min(b16) >= 1.5,
+        "correct_vs_eager": verdict(correctness, sizes, best) if best else {},
+    }
+
+
+# 2. correctness ---------------------------------------------------------------------------
+
+
+def check_all_correctness(plan: Plan, assets: dict) -> dict:
+    """Every base path (threads and OpenMP settings do not change results) per size."""
+    log("correctness checks")
+    bases = list(dict.fromkeys(parse_variant(v)[0] for v in plan.candidates + plan.passive))
+    return {str(size): check_correctness(bases, size, assets, plan.device) for size in plan.sizes}
+
+
+@dataclass
+class Reference:
+    """The eager model's outputs on a batch of real-looking images: what every path is compared with."""
+
+    example: torch.Tensor
+    batch: torch.Tensor
+    mats: list
+    sizes: list[tuple[int, int]]
+    raw: torch.Tensor
+    raw_single: torch.Tensor  # the same images one at a time
+    raw64: torch.Tensor  # the same model in float64
+    dets: list
+
+
+def eager_reference(size: int, assets: dict, device: str, n_images: int) -> Reference:
     from nanodet.data.image_io import read_image
     from nanodet.data.transforms import stack_batch
 
@@ -550,40 +865,49 @@ def check_correctness(variants: list[str], size: int, assets: dict, device: str,
     mats = [m for _, m in pre]
     sizes = [(im.shape[1], im.shape[0]) for im in images]
     with torch.no_grad():
-        ref = ref_fwd(batch).float().cpu()
-        ref_single = torch.cat([ref_fwd(batch[i : i + 1]).float().cpu() for i in range(len(batch))])
+        raw = ref_fwd(batch).float().cpu()
+        raw_single = torch.cat([ref_fwd(batch[i : i + 1]).float().cpu() for i in range(len(batch))])
         # float32 rounding of the eager model itself: the same model in float64
-        ref64 = copy.deepcopy(ref_pred.model).double()(batch.double().to(ref_pred.device)).float().cpu()
-    ref_dets = ref_pred.predict_batch(batch, mats, sizes)
+        raw64 = copy.deepcopy(ref_pred.model).double()(batch.double().to(ref_pred.device)).float().cpu()
+    dets = ref_pred.predict_batch(batch, mats, sizes)
+    return Reference(example, batch, mats, sizes, raw, raw_single, raw64, dets)
+
+
+def check_correctness(variants: list[str], size: int, assets: dict, device: str, n_images: int = 8) -> dict:
+    """Every path against the eager model: raw outputs on a batch, and detections."""
+    ref = eager_reference(size, assets, device, n_images)
     out = {
-        "images": len(images),
-        "raw_max_abs": round(float(ref.abs().max()), 4),
+        "images": len(ref.batch),
+        "raw_max_abs": round(float(ref.raw.abs().max()), 4),
         "noise_floor": {
-            "eager_float32_vs_float64_raw_max_abs_diff": float(f"{float((ref64 - ref).abs().max()):.3g}"),
-            "eager_batch1_vs_batch8_raw_max_abs_diff": float(f"{float((ref_single - ref).abs().max()):.3g}"),
+            "eager_float32_vs_float64_raw_max_abs_diff": float(f"{float((ref.raw64 - ref.raw).abs().max()):.3g}"),
+            "eager_batch1_vs_batch8_raw_max_abs_diff": float(f"{float((ref.raw_single - ref.raw).abs().max()):.3g}"),
         },
-        "detections_eager": int(sum(len(d) for d in ref_dets)),
+        "detections_eager": int(sum(len(d) for d in ref.dets)),
         "paths": {},
     }
     for v in variants:
-        if parse_variant(v)[0] == "eager":
-            continue
-        try:
-            pred, fwd, _ = build_predictor(v, size, assets["weights"], device, example)
-            raw = fwd(batch).float().cpu()
-            raw1 = torch.cat([fwd(batch[i : i + 1]).float().cpu() for i in range(2)])  # other batch size
-            dets = pred.predict_batch(batch, mats, sizes)
-        except Exception as err:
-            out["paths"][v] = {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
-            continue
-        out["paths"][v] = compare_detections(ref_dets, dets) | {
-            "raw_max_abs_diff": float(f"{float((raw - ref).abs().max()):.3g}"),
-            "raw_b1_max_abs_diff": float(f"{float((raw1 - ref[:2]).abs().max()):.3g}"),
-            "score_max_abs_diff_raw": float(
-                f"{float((raw[..., :80].sigmoid() - ref[..., :80].sigmoid()).abs().max()):.3g}"
-            ),
-        }
+        if parse_variant(v)[0] != "eager":
+            out["paths"][v] = check_path(v, size, assets, device, ref)
     return out
+
+
+def check_path(variant: str, size: int, assets: dict, device: str, ref: Reference) -> dict:
+    """One path against the eager reference (or the error that building or running it raised)."""
+    try:
+        pred, fwd, _ = build_predictor(variant, size, assets["weights"], device, ref.example)
+        raw = fwd(ref.batch).float().cpu()
+        raw1 = torch.cat([fwd(ref.batch[i : i + 1]).float().cpu() for i in range(2)])  # other batch size
+        dets = pred.predict_batch(ref.batch, ref.mats, ref.sizes)
+    except Exception as err:
+        return {"error": error_text(err)}
+    return compare_detections(ref.dets, dets) | {
+        "raw_max_abs_diff": float(f"{float((raw - ref.raw).abs().max()):.3g}"),
+        "raw_b1_max_abs_diff": float(f"{float((raw1 - ref.raw[:2]).abs().max()):.3g}"),
+        "score_max_abs_diff_raw": float(
+            f"{float((raw[..., :80].sigmoid() - ref.raw[..., :80].sigmoid()).abs().max()):.3g}"
+        ),
+    }
 
 
 def compare_detections(ref: list, got: list) -> dict:
@@ -619,11 +943,153 @@ def compare_detections(ref: list, got: list) -> dict:
     }
 
 
-def geomean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else 0.0
+def verdict(correctness: dict, sizes: list[int], variant: str) -> dict:
+    """One path's correctness over all sizes, against the eager model's own float32 noise."""
+    rows = [correctness[str(x)]["paths"].get(parse_variant(variant)[0]) for x in sizes]
+    rows = [r for r in rows if r and "error" not in r]
+    if not rows:
+        return {}
+    floor = max(correctness[str(x)]["noise_floor"]["eager_float32_vs_float64_raw_max_abs_diff"] for x in sizes)
+    return {
+        "raw_max_abs_diff": max(r["raw_max_abs_diff"] for r in rows),
+        "raw_max_abs_diff_eager_float32_vs_float64": floor,
+        "raw_max_abs": max(correctness[str(x)]["raw_max_abs"] for x in sizes),
+        "raw_within_1e-4": all(r["raw_max_abs_diff"] <= 1e-4 for r in rows),
+        "score_max_abs_diff": max(r["score_max_abs_diff"] for r in rows),
+        "scores_within_1e-4": all(r["score_max_abs_diff"] <= 1e-4 for r in rows),
+        "box_max_abs_diff_px": max(r["box_max_abs_diff_px"] for r in rows),
+        "same_detections": all(r["same_count"] and r["unmatched"] == 0 for r in rows),
+    }
 
 
-def main() -> None:
+# 3. end to end ----------------------------------------------------------------------------
+
+
+def end_to_end_modes(plan: Plan, base: WorkerSpec) -> dict[str, list[WorkerSpec]]:
+    """The folder runs to measure: {mode: one spec per concurrent process}."""
+    replace = dataclasses.replace
+    modes = {"sequential": [replace(base, mode="sequential")]}
+    for w in [2] if plan.quick else [1, 2]:
+        modes[f"pipeline_w{w}"] = [replace(base, mode="pipeline", workers=w, batch=16)]
+    if plan.cpu and not plan.quick:
+        # one intra-op thread for OpenCV too in the workers (torch already uses one there)
+        modes["pipeline_w2_cv2_1thread"] = [replace(modes["pipeline_w2"][0], worker_init="cv2")]
+        # no loader: the folder split over one single-thread process per core
+        cores = os.cpu_count() or 1
+        t1 = parse_variant(base.variant)[0] + "@t1"
+        modes[f"sequential_{cores}proc_x_1thread"] = [
+            replace(base, variant=t1, mode="sequential", shard=f"{k}/{cores}") for k in range(cores)
+        ]
+    return modes
+
+
+def measure_end_to_end(plan: Plan, base: WorkerSpec, tmp: Path) -> dict:
+    """Every folder run in fresh processes (two rounds while time allows), the best round of each."""
+    env = variant_env(base.variant)
+    modes = end_to_end_modes(plan, base)
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    for r in range(1 if plan.quick else 2):
+        if r and time.perf_counter() > plan.soft_deadline - 45:
+            log("end to end: second round skipped (time)")
+            break
+        for m, specs in modes.items():
+            log(f"end to end: {m} (round {r + 1})")
+            if len(specs) > 1:
+                runs[m].append(run_shards(specs, tmp / f"barrier_{m}_{r}", env))
+            else:
+                runs[m].append(run_worker(specs[0], env=env, timeout=600))
+    end_to_end: dict = {
+        "images": plan.n_images,
+        "image_sizes": "480x360 .. 1280x960 (uniform)",
+        "input_size": base.size,
+        "model_path": base.variant,
+        "batch": 16,
+        "runs": {m: best_run(x) for m, x in runs.items()},
+    }
+    return end_to_end | end_to_end_speedups(end_to_end["runs"])
+
+
+def run_shards(specs: list[WorkerSpec], barrier: Path, env: dict | None) -> dict:
+    """Concurrent shards of the folder that start together; one result for them all."""
+    barrier.mkdir()
+    parts = run_workers([dataclasses.replace(s, barrier=str(barrier)) for s in specs], env=env)
+    if any("error" in x for x in parts):
+        return next(x for x in parts if "error" in x)
+    wall = max(x["wall_s"] for x in parts)
+    return {
+        "wall_s": wall,
+        "images": sum(x["images"] for x in parts),
+        "images_per_s": round(sum(x["images"] for x in parts) / wall, 2),
+        "processes": len(parts),
+        "model_ms_per_image": max(x["model_ms_per_image"] for x in parts),
+        "detections": sum(x["detections"] for x in parts),
+    }
+
+
+def best_run(runs: list[dict]) -> dict:
+    """The fastest round of a mode, with every round's throughput beside it (or the first error)."""
+    good = [x for x in runs if "error" not in x]
+    if not good:
+        return runs[0] if runs else {"error": "not run"}
+    return max(good, key=lambda x: x["images_per_s"]) | {"images_per_s_all_rounds": [x["images_per_s"] for x in good]}
+
+
+def end_to_end_speedups(runs: dict) -> dict:
+    """Every mode against the sequential loop, and the library pipeline's against its 2x target."""
+    seq = runs.get("sequential", {}).get("images_per_s")
+    if not seq:
+        return {}
+    speedups = {
+        m: round(x["images_per_s"] / seq, 3) for m, x in runs.items() if m != "sequential" and "images_per_s" in x
+    }
+    lib = [v for m, v in speedups.items() if m in ("pipeline_w1", "pipeline_w2")]
+    return {
+        "speedup_vs_sequential": speedups,
+        "pipeline_speedup": max(lib) if lib else None,
+        "target": 2.0,
+        "target_met": bool(lib) and max(lib) >= 2.0,
+    }
+
+
+def measure_profile(plan: Plan, base: WorkerSpec) -> dict:
+    """The per-stage profile of the end-to-end path and the pipeline speed-up it predicts."""
+    log("per-stage profile")
+    spec = dataclasses.replace(base, kind="profile", profile_images=16 if plan.quick else 32)
+    prof = run_worker(spec, env=variant_env(base.variant), timeout=300)
+    out = {"stage_profile": prof}
+    if "ms_per_image_median" in prof:
+        out["model_from_profile"] = overlap_model(prof["ms_per_image_median"], plan.cpu)
+    return out
+
+
+def overlap_model(ms: dict, cpu: bool) -> dict:
+    """The ideal pipeline speed-up from the stage times: decoding overlapped with the forward."""
+    seq_ms = ms["decode"] + ms["preprocess"] + ms["forward_b1"] + ms["postprocess_b1"]
+    main_ms = ms.get("forward_b16_per_image", ms["forward_b1"]) + ms.get("postprocess_b16_per_image", 0)
+    worker_ms = ms["decode"] + ms["preprocess"]
+    cores = os.cpu_count() or 1
+    model = {
+        "sequential_ms_per_image": round(seq_ms, 2),
+        "pipeline_main_process_ms_per_image": round(main_ms, 2),
+        "pipeline_workers_cpu_ms_per_image": round(worker_ms, 2),
+    }
+    if cpu and "forward_b16_per_image_1thread" in ms:
+        cpu_ms = worker_ms + ms["forward_b16_per_image_1thread"] + ms.get("postprocess_b16_per_image", 0)
+        model["pipeline_total_cpu_ms_per_image"] = round(cpu_ms, 2)
+        model["ideal_pipeline_speedup"] = round(seq_ms / max(main_ms, cpu_ms / cores), 2)
+        model["note"] = (
+            f"ideal = perfect overlap on {cores} cores that scale perfectly, no contention: "
+            "sequential time / max(main-process time, total CPU time / cores)"
+        )
+    else:
+        model["ideal_pipeline_speedup"] = round(seq_ms / max(main_ms, worker_ms / 2), 2)
+    return model
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--quick",
@@ -655,303 +1121,31 @@ def main() -> None:
         help="before each timing process, wait up to S seconds for the other processes on this "
         "machine to use < 25%% of the CPUs (shared machines)",
     )
-    # subprocess workers (internal)
-    parser.add_argument("--_worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    for name, kind in (
-        ("size", int),
-        ("batch", int),
-        ("weights", str),
-        ("inputs", str),
-        ("images_dir", str),
-        ("variant", str),
-        ("mode", str),
-        ("workers", int),
-        ("main_threads", int),
-        ("calls_b1", int),
-        ("calls_b16", int),
-        ("profile_images", int),
-        ("budget_s", float),
-        ("shard", str),
-        ("barrier", str),
-        ("worker_init", str),
-    ):
-        parser.add_argument(f"--{name}", type=kind, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_spec", default=None, help=argparse.SUPPRESS)  # a worker subprocess: WorkerSpec JSON
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
+    return args
 
-    if args._worker:
-        print(json.dumps(WORKERS[args._worker](args)))
+
+def main() -> None:
+    args = parse_args()
+    if args._spec:
+        worker_main(args._spec)
         return
-
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     noise = CpuNoise()
-    quick = args.quick
-    cpu = args.device == "cpu"
-    sizes = [int(x) for x in (args.sizes or ("320" if quick else "320,416")).split(",")]
-    rounds = args.rounds or (1 if quick else 2)
-    budget = args.budget if args.budget is not None else (5.0 if quick else 30.0)
-    n_images = args.images or (32 if quick else 96)
-    soft_deadline = t_start + (60 if quick else 300)  # extra rounds are dropped past it
-    if args.variants:
-        candidates = args.variants.split(",")
-    elif quick:
-        candidates = ["eager", "fused_cl", "jit_cl"]
-    else:
-        candidates = ["eager", "fused", "fused_cl", "jit", "jit_cl"] + (["fused_cl@t1", "jit_cl@t1"] if cpu else [])
-    if args.compile:
-        candidates += ["compile", "compile_cl"]
-    if "eager" not in candidates:
-        candidates.insert(0, "eager")
-    passive = [] if quick or not cpu or args.variants else ["fused_cl+passive", "jit_cl+passive"]
-    common = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
-
+    plan = make_plan(args, t_start)
     with tempfile.TemporaryDirectory(prefix="nanodet-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        assets = make_assets(tmp, sizes, n_images)
-
-        # 1. forward throughput ---------------------------------------------------------
-        forward: dict = {}
-        foreign: list[float] = []
-        quiet_waits: list[dict] = []
-        calls = ["--calls_b1", "3", "--calls_b16", "1"]
-        for env_name, variants, env in (("default", candidates, None), ("passive", passive, PASSIVE_ENV)):
-            if not variants:
-                continue
-            for size in sizes:
-                if args.wait_quiet > 0:
-                    waited = _common.wait_for_quiet(args.wait_quiet)
-                    log(f"waited {waited['waited_s']} s for a quiet CPU (busy share {waited['busy_share']})")
-                    quiet_waits.append(waited)
-                log(f"timing {size} ({env_name} OpenMP wait policy): {', '.join(variants)}")
-                res = run_worker(
-                    "timing",
-                    [
-                        *common,
-                        "--size",
-                        str(size),
-                        "--weights",
-                        str(assets["weights"]),
-                        "--inputs",
-                        str(assets["inputs"][size]),
-                        "--variants",
-                        ",".join(variants),
-                        "--rounds",
-                        str(rounds),
-                        *calls,
-                        "--budget_s",
-                        str(budget if env_name == "default" else budget / 3),
-                    ],
-                    env=env,
-                    timeout=900,
-                )
-                entry = forward.setdefault(str(size), {})
-                for key in ("b1", "b16", "setup"):
-                    entry.setdefault(key, {})
-                if "error" in res:
-                    entry[f"error_{env_name}"] = res["error"]
-                    continue
-                if res.get("foreign_cpu_share") is not None:
-                    foreign.append(res["foreign_cpu_share"])
-                entry["setup"].update(res["setup"])
-                entry["setup"][f"rounds_{env_name}"] = res["rounds"]
-                entry["setup"][f"foreign_cpu_share_{env_name}"] = res.get("foreign_cpu_share")
-                for v, per_batch in res["times"].items():
-                    for b, ts in per_batch.items():
-                        if ts:
-                            entry[f"b{b}"][v] = summarize(ts, int(b))
-
-        # choose "optimized": best geometric mean over sizes of batch-16 best-of-N
-        scores, medians = {}, {}
-        for v in candidates + passive:
-            if parse_variant(v)[0] == "eager":
-                continue
-            rows = [forward.get(str(x), {}).get("b16", {}).get(v) for x in sizes]
-            if all(rows):
-                scores[v] = geomean([r["images_per_s"] for r in rows])
-                medians[v] = geomean([r["images_per_s_median"] for r in rows])
-        best = max(scores, key=scores.get) if scores else None
-        best_median = max(medians, key=medians.get) if medians else None
-
-        # peak memory: a fresh process per (size, batch, path)
-        mem_plan = (
-            [(b, v) for b in (1, 16) for v in ("eager", best) if v]
-            if not quick
-            else [(16, v) for v in ("eager", best) if v]
-        )
-        if not quick:
-            mem_plan += [(16, v) for v in ("fused", "fused_cl", "jit_cl") if v != best and v in candidates]
-        log(f"memory: {len(mem_plan) * len(sizes)} fresh processes")
-        for size in sizes:
-            for b, v in mem_plan:
-                env = PASSIVE_ENV if parse_variant(v)[2] else None
-                res = run_worker(
-                    "memory",
-                    [
-                        *common,
-                        "--size",
-                        str(size),
-                        "--batch",
-                        str(b),
-                        "--variant",
-                        v,
-                        "--weights",
-                        str(assets["weights"]),
-                        "--inputs",
-                        str(assets["inputs"][size]),
-                    ],
-                    env=env,
-                    timeout=300,
-                )
-                forward.setdefault(str(size), {}).setdefault(f"b{b}", {}).setdefault(v, {})["memory"] = res
-
-        speedup = {}
-        for x in sizes:
-            f = forward.get(str(x), {})
-            for b in ("b1", "b16"):
-                if best and "eager" in f.get(b, {}) and "images_per_s" in f[b].get(best, {}):
-                    speedup[f"{x}/{b}"] = round(f[b][best]["images_per_s"] / f[b]["eager"]["images_per_s"], 3)
-                    speedup[f"{x}/{b}_median"] = round(
-                        f[b][best]["images_per_s_median"] / f[b]["eager"]["images_per_s_median"], 3
-                    )
-        b16 = [speedup[f"{x}/b16"] for x in sizes if f"{x}/b16" in speedup]
-
-        # 2. correctness ------------------------------------------------------------------
-        log("correctness checks")
-        correctness = {}
-        bases = list(dict.fromkeys(parse_variant(v)[0] for v in candidates + passive))
-        for size in sizes:
-            correctness[str(size)] = check_correctness(bases, size, assets, args.device)
-
-        def verdict(v: str) -> dict:
-            rows = [correctness[str(x)]["paths"].get(parse_variant(v)[0]) for x in sizes]
-            rows = [r for r in rows if r and "error" not in r]
-            if not rows:
-                return {}
-            floor = max(correctness[str(x)]["noise_floor"]["eager_float32_vs_float64_raw_max_abs_diff"] for x in sizes)
-            return {
-                "raw_max_abs_diff": max(r["raw_max_abs_diff"] for r in rows),
-                "raw_max_abs_diff_eager_float32_vs_float64": floor,
-                "raw_max_abs": max(correctness[str(x)]["raw_max_abs"] for x in sizes),
-                "raw_within_1e-4": all(r["raw_max_abs_diff"] <= 1e-4 for r in rows),
-                "score_max_abs_diff": max(r["score_max_abs_diff"] for r in rows),
-                "scores_within_1e-4": all(r["score_max_abs_diff"] <= 1e-4 for r in rows),
-                "box_max_abs_diff_px": max(r["box_max_abs_diff_px"] for r in rows),
-                "same_detections": all(r["same_count"] and r["unmatched"] == 0 for r in rows),
-            }
-
-        # 3. end to end -----------------------------------------------------------------
-        e2e_size = sizes[0]
-        e2e_variant = best or "fused_cl"
-        e2e_env = PASSIVE_ENV if parse_variant(e2e_variant)[2] else None
-        worker_argv = [
-            *common,
-            "--size",
-            str(e2e_size),
-            "--weights",
-            str(assets["weights"]),
-            "--inputs",
-            str(assets["inputs"][e2e_size]),
-            "--images_dir",
-            str(assets["images"]),
-        ]
-        base_argv = worker_argv + ["--variant", e2e_variant]
-        modes: dict[str, list[list[str]]] = {"sequential": [base_argv + ["--mode", "sequential"]]}
-        for w in [2] if quick else [1, 2]:
-            modes[f"pipeline_w{w}"] = [base_argv + ["--mode", "pipeline", "--workers", str(w), "--batch", "16"]]
-        if cpu and not quick:
-            # one intra-op thread for OpenCV too in the workers (torch already uses one there)
-            modes["pipeline_w2_cv2_1thread"] = [modes["pipeline_w2"][0] + ["--worker_init", "cv2"]]
-            # no loader: the folder split over one single-thread process per core
-            cores = os.cpu_count() or 1
-            t1 = parse_variant(e2e_variant)[0] + "@t1"
-            modes[f"sequential_{cores}proc_x_1thread"] = [
-                worker_argv + ["--variant", t1, "--mode", "sequential", "--shard", f"{k}/{cores}"] for k in range(cores)
-            ]
-        e2e_runs: dict[str, list[dict]] = {m: [] for m in modes}
-        for r in range(1 if quick else 2):
-            if r and time.perf_counter() > soft_deadline - 45:
-                log("end to end: second round skipped (time)")
-                break
-            for m, argvs in modes.items():
-                log(f"end to end: {m} (round {r + 1})")
-                if len(argvs) > 1:
-                    barrier = tmp / f"barrier_{m}_{r}"
-                    barrier.mkdir()
-                    parts = run_workers("e2e", [a + ["--barrier", str(barrier)] for a in argvs], env=e2e_env)
-                    if any("error" in x for x in parts):
-                        e2e_runs[m].append(next(x for x in parts if "error" in x))
-                        continue
-                    wall = max(x["wall_s"] for x in parts)
-                    e2e_runs[m].append(
-                        {
-                            "wall_s": wall,
-                            "images": sum(x["images"] for x in parts),
-                            "images_per_s": round(sum(x["images"] for x in parts) / wall, 2),
-                            "processes": len(parts),
-                            "model_ms_per_image": max(x["model_ms_per_image"] for x in parts),
-                            "detections": sum(x["detections"] for x in parts),
-                        }
-                    )
-                else:
-                    e2e_runs[m].append(run_worker("e2e", argvs[0], env=e2e_env, timeout=600))
-        end_to_end: dict = {
-            "images": n_images,
-            "image_sizes": "480x360 .. 1280x960 (uniform)",
-            "input_size": e2e_size,
-            "model_path": e2e_variant,
-            "batch": 16,
-            "runs": {},
-        }
-        for m, runs in e2e_runs.items():
-            good = [x for x in runs if "error" not in x]
-            if not good:
-                end_to_end["runs"][m] = runs[0] if runs else {"error": "not run"}
-                continue
-            end_to_end["runs"][m] = max(good, key=lambda x: x["images_per_s"]) | {
-                "images_per_s_all_rounds": [x["images_per_s"] for x in good]
-            }
-        seq = end_to_end["runs"].get("sequential", {}).get("images_per_s")
-        if seq:
-            end_to_end["speedup_vs_sequential"] = {
-                m: round(x["images_per_s"] / seq, 3)
-                for m, x in end_to_end["runs"].items()
-                if m != "sequential" and "images_per_s" in x
-            }
-            lib = [v for m, v in end_to_end["speedup_vs_sequential"].items() if m in ("pipeline_w1", "pipeline_w2")]
-            end_to_end["pipeline_speedup"] = max(lib) if lib else None
-            end_to_end["target"] = 2.0
-            end_to_end["target_met"] = bool(lib) and max(lib) >= 2.0
-        log("per-stage profile")
-        prof = run_worker(
-            "profile", base_argv + ["--profile_images", "16" if quick else "32"], env=e2e_env, timeout=300
-        )
-        end_to_end["stage_profile"] = prof
-        if "ms_per_image_median" in prof:
-            ms = prof["ms_per_image_median"]
-            seq_ms = ms["decode"] + ms["preprocess"] + ms["forward_b1"] + ms["postprocess_b1"]
-            main_ms = ms.get("forward_b16_per_image", ms["forward_b1"]) + ms.get("postprocess_b16_per_image", 0)
-            worker_ms = ms["decode"] + ms["preprocess"]
-            cores = os.cpu_count() or 1
-            model = {
-                "sequential_ms_per_image": round(seq_ms, 2),
-                "pipeline_main_process_ms_per_image": round(main_ms, 2),
-                "pipeline_workers_cpu_ms_per_image": round(worker_ms, 2),
-            }
-            if cpu and "forward_b16_per_image_1thread" in ms:
-                cpu_ms = worker_ms + ms["forward_b16_per_image_1thread"] + ms.get("postprocess_b16_per_image", 0)
-                model["pipeline_total_cpu_ms_per_image"] = round(cpu_ms, 2)
-                model["ideal_pipeline_speedup"] = round(seq_ms / max(main_ms, cpu_ms / cores), 2)
-                model["note"] = (
-                    f"ideal = perfect overlap on {cores} cores that scale perfectly, no contention: "
-                    "sequential time / max(main-process time, total CPU time / cores)"
-                )
-            else:
-                model["ideal_pipeline_speedup"] = round(seq_ms / max(main_ms, worker_ms / 2), 2)
-            end_to_end["model_from_profile"] = model
-
+        assets = make_assets(Path(tmp_name), plan.sizes, plan.n_images)
+        forward, timing_noise = measure_forward(plan, assets)
+        best, best_median = choose_optimized(forward, plan)
+        merge_memory(forward, measure_memory(plan, assets, best))
+        correctness = check_all_correctness(plan, assets)
+        e2e = plan.spec("e2e", plan.sizes[0], assets, images_dir=str(assets["images"]), variant=best or "fused_cl")
+        end_to_end = measure_end_to_end(plan, e2e, Path(tmp_name)) | measure_profile(plan, e2e)
     result = {
         "benchmark": "nanodet-plus-m inference",
         "command": " ".join(["bench/infer.py", *sys.argv[1:]]),
@@ -959,29 +1153,19 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "threads_default": torch.get_num_threads(),
-        "quick": quick,
+        "quick": plan.quick,
         "weights": {
             "kind": "random, seeded: He-normal convs, random BN affine, BN statistics calibrated on "
             "synthetic images, class bias set for ~0.2% candidate (prior, class) pairs",
             "class_bias": assets["class_bias"],
         },
         "forward": forward,
-        "optimized": {
-            "path": best,
-            "chosen_by": "best geometric mean over sizes of batch-16 best-of-N images/s",
-            "best_by_median": best_median,
-            "speedup_vs_eager": speedup,
-            "speedup_b16_min_over_sizes": min(b16) if b16 else None,
-            "target_b16": 1.5,
-            "target_met": bool(b16) and min(b16) >= 1.5,
-            "correct_vs_eager": verdict(best) if best else {},
-        },
+        "optimized": optimized_summary(forward, correctness, plan.sizes, best, best_median),
         "correctness": correctness,
         "end_to_end": end_to_end,
         "noise": {
             "foreign_cpu_share_whole_run": noise.foreign_share(),
-            "foreign_cpu_share_timing_processes": foreign,
-            "quiet_waits": quiet_waits,
+            **timing_noise,
             "note": "share of all cores used by other processes while this ran (0 = quiet); images_per_s is "
             "best-of-N, *_median the median, noise_median_over_best their ratio",
         },
