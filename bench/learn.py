@@ -184,7 +184,7 @@ def main() -> None:
         "per_epoch": rows,
         "final": {
             "epoch": final.epoch,
-            **{k: round(final.metrics[k], 4) for k in METRICS},
+            **{k: round(final.metrics[k], 4) for k in METRICS if k in final.metrics},  # undefined ones are absent
             "per_class_AP": {k: round(v, 4) for k, v in final.per_class_AP.items()},
         }
         if final
