@@ -3,7 +3,7 @@
     .venv/bin/python bench/active_learning.py [--quick] [--seeds 3] [--rounds 3] [--epochs 6] [--round0-epochs 36]
         [--pool 400] [--test 160] [--algorithms aldd,entropy,random] [--out bench/results]
 
-The pool (``bench._synthetic.PoolRecipe``) is built so that the choice of images matters: 5 shape
+The pool (``bench._common.PoolRecipe``) is built so that the choice of images matters: 5 shape
 classes at 45/30/15/7/3 % of the objects (``diamond`` is the rare one), a quarter of the object
 images with only small (10-20 px) objects and a fifth with faint ones, 38 % images with no object,
 and 15 % of the pool near-duplicates (shifted, re-noised copies) of other pool images. The pool and
@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._synthetic import PoolRecipe, host_info, log, make_pool, synthetic_config  # noqa: E402
+from bench._common import PoolRecipe, host_info, log, make_pool, synthetic_config  # noqa: E402
 
 CONFIG = "nanodet-plus-m_320.yml"
 ALGORITHMS = ("aldd", "entropy", "random", "aldd_diverse")

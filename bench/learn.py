@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._synthetic import default_threads, host_info, log, make_dataset, set_threads, synthetic_config  # noqa: E402
+from bench._common import default_threads, host_info, log, make_dataset, set_threads, synthetic_config  # noqa: E402
 
 CONFIG = "nanodet-plus-m_320.yml"
 METRICS = ("mAP", "AP_50", "AP_75", "AP_small", "AP_m", "AP_l", "AR_100")

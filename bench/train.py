@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._synthetic import (  # noqa: E402
+from bench._common import (  # noqa: E402
     available_cores,
     default_threads,
     host_info,
