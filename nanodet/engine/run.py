@@ -35,9 +35,11 @@ def train(
     ctx = init_distributed(device)
     try:
         work_dir = Path(work_dir or cfg.save_dir)
-        cbs: list[Callback] = [LogLines(), TensorBoardLogger(tensorboard_dir or work_dir / "tensorboard")]
-        if progress:
-            cbs.append(ProgressBar())
+        cbs: list[Callback] = []
+        if ctx.is_main:  # logs, TensorBoard and the progress bar are rank 0's
+            cbs += [LogLines(), TensorBoardLogger(tensorboard_dir or work_dir / "tensorboard")]
+            if progress:
+                cbs.append(ProgressBar())
         trainer = Trainer.from_config(cfg, work_dir, ctx, seed=seed, callbacks=cbs + list(callbacks or []))
         if resume:
             path = Path(resume) if not isinstance(resume, bool) else work_dir / "model_last.ckpt"
