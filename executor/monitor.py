@@ -20,15 +20,9 @@ class Monitor:
         self.path = path
         self.task_id = task_id
         self.min_interval = min_interval
-        self.start, self.end = 0.0, 1.0
         self._last_write = 0.0
         self.percent = 0.0
         self.enabled = True
-
-    def stage(self, start: float, end: float) -> Monitor:
-        """Map the following 0→1 progress into [start, end] of the whole task."""
-        self.start, self.end = start, end
-        return self
 
     def _write(self, line: str, extra: str = "") -> None:
         if not self.enabled:
@@ -37,14 +31,12 @@ class Monitor:
         self._last_write = time.monotonic()
 
     def progress(self, fraction: float, force: bool = False) -> None:
-        """Stage progress in [0, 1]; written at most every ``min_interval`` seconds unless forced."""
-        fraction = min(max(fraction, 0.0), 1.0)
-        self.percent = max(self.percent, self.start + (self.end - self.start) * fraction)  # never goes back
+        """Task progress in [0, 1]; written at most every ``min_interval`` seconds unless forced."""
+        self.percent = max(self.percent, min(max(fraction, 0.0), 1.0))  # never goes back
         if force or time.monotonic() - self._last_write >= self.min_interval:
             self._write(f"{self.task_id}\t{time.time():.6f}\t{self.percent:.4f}\t{RUNNING}\t0")
 
     def done(self) -> None:
-        self.stage(0.0, 1.0)
         self.progress(1.0, force=True)
 
     def error(self, code: int, message: str, details: str = "") -> None:
@@ -62,5 +54,5 @@ class Monitor:
 
 
 def read_monitor(path: Path) -> list[str]:
-    """The fields of the first line (tests and tools)."""
+    """The fields of the first line of a monitor file."""
     return Path(path).read_text(encoding="utf-8").splitlines()[0].split("\t")
