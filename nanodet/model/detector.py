@@ -14,12 +14,11 @@ import copy
 import torch
 from torch import nn
 
+from ..checkpoint import AUX_PREFIXES
 from ..config import ArchConfig
 from .backbone import ShuffleNetV2
 from .head import DetectionHead, SimpleConvHead, build_head
 from .neck import build_neck
-
-AUX_PREFIXES = ("aux_fpn.", "aux_head.")
 
 
 class NanoDet(nn.Module):
