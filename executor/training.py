@@ -296,8 +296,9 @@ class StageRecorder(Callback):
             "per_class_AP": result.per_class_AP,
         }
         atomic_write_text(folder / STAGE_METRICS, json.dumps(metrics, indent=2))
-        essential = [STAGE_WEIGHTS, SAVED_CONFIG]  # never filtered: the stage must stay usable
-        files = essential + [f for f in (STAGE_METRICS,) if keep_file(f, self.plan.saved_file_patterns)]
+        files = [STAGE_WEIGHTS, SAVED_CONFIG]  # never filtered: the stage must stay usable
+        if keep_file(STAGE_METRICS, self.plan.saved_file_patterns):  # the patterns choose the extras
+            files.append(STAGE_METRICS)
         stage = Stage(name, result.epoch, files, platform_map, result.metrics.get("AR_100", 0.0), **counts)
         self.writer.add_stage(stage, is_best)
         log.info(

@@ -144,9 +144,7 @@ class CocoEvaluator:
     def _no_detections(self) -> dict:
         """Every metric COCO would define is 0; those it would leave at -1 are absent."""
         areas = [a["area"] for a in self.coco_gt.dataset.get("annotations", []) if not a.get("iscrowd", 0)]
-        defined = {"small": False, "m": False, "l": False}
-        for name, (low, high) in AREA_RANGES.items():
-            defined[name] = any(low <= a <= high for a in areas)
+        defined = {name: any(low <= a <= high for a in areas) for name, (low, high) in AREA_RANGES.items()}
         names = [n for n in METRIC_NAMES if not n.endswith(("_small", "_m", "_l")) or defined[n.rsplit("_", 1)[1]]]
         metrics = dict.fromkeys(names, 0.0) | {ap_key(t): 0.0 for t in self.iou_thrs}
         return {
