@@ -20,12 +20,13 @@ ENV PYTHONUNBUFFERED=1 \
     NANODET_WEIGHTS_DIR=/weights
 
 # Dependencies first (a layer that survives code changes); torch only when the base lacks it.
+# onnx writes the training stages' ONNX attachment; onnxruntime is the CPU backend of infer/mining.
 # Versions pinned by docker/constraints.txt (the ones the tests ran with).
 COPY docker/constraints.txt /tmp/constraints.txt
 RUN python3 -c "import torch" 2>/dev/null \
  || python3 -m pip install "$(ls ${TORCH_WHEEL_DIR}/torch-*.whl | head -n 1)" \
  && python3 -m pip install -c /tmp/constraints.txt numpy opencv-python-headless pycocotools pyyaml \
-        pydantic tensorboard tqdm
+        pydantic tensorboard tqdm onnx onnxruntime
 
 WORKDIR /app
 COPY README.md /app/

@@ -233,7 +233,7 @@ def mining_scores(proto: Protocol, data: dict, weights: str, image_ids: list[int
             raise RuntimeError(f"unreadable pool images: {batch.failed}")
         levels = predictor.forward_levels(batch.images)
         hw = (batch.images.shape[2], batch.images.shape[3])
-        scores += uncertainty_scores(algorithm, levels, predictor.head.num_classes, hw).tolist()
+        scores += uncertainty_scores(algorithm, levels, predictor.num_classes, hw).tolist()
     return scores
 
 

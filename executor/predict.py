@@ -27,6 +27,7 @@ import numpy as np
 from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config
 from nanodet.data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
+from nanodet.deploy.runtimes import RuntimeUnavailable
 from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from nanodet.mining import uncertainty_scores
 from nanodet.postprocess import Detections
@@ -97,9 +98,17 @@ def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, devic
         log.warning(
             "config.yaml class_names %s differ from the model's %s: using the model's", hp.class_names, cfg.class_names
         )
-    predictor = Predictor(cfg, choice.path, device=device, iou_thr=hp.nms_thres)
+    try:
+        predictor = Predictor(cfg, choice.path, device=device, iou_thr=hp.nms_thres, backend=hp.backend)
+    except RuntimeUnavailable as err:
+        raise ConfigError(f"config.yaml: key 'backend': {err}") from None
     log.info(
-        "model %s (%s), %d classes, input %s", choice.path, _model_name(cfg), len(cfg.class_names), predictor.input_wh
+        "model %s (%s), %d classes, input %s, backend %s",
+        choice.path,
+        _model_name(cfg),
+        len(cfg.class_names),
+        predictor.input_wh,
+        predictor.backend,
     )
     return predictor
 
@@ -194,7 +203,7 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
             scores.update((pos, zlib.crc32(written[pos].encode("utf-8")) / 2**32) for pos in positions)
         elif algorithm:
             hw = (batch.images.shape[2], batch.images.shape[3])
-            values = uncertainty_scores(algorithm, levels, predictor.head.num_classes, hw).cpu().tolist()
+            values = uncertainty_scores(algorithm, levels, predictor.num_classes, hw).cpu().tolist()
             scores.update(zip(positions, values))
         if dets is not None:
             detections.update((pos, d.above(hp.conf_thres)) for pos, d in zip(positions, dets))

@@ -186,6 +186,7 @@ class TrainingConfig(PlatformKeys):
 
 
 MiningAlgorithm = Literal["aldd", "entropy", "random"]
+Backend = Literal["auto", "torch", "onnxruntime", "openvino"]
 
 
 class PredictConfig(PlatformKeys):
@@ -200,6 +201,7 @@ class PredictConfig(PlatformKeys):
     model_params_path: Annotated[list[str], BeforeValidator(_str_list)] = Field(default_factory=list)
     config_file: str = ""
     cpu_processes: int = Field(1, ge=1, le=64)  # CPU only (gpu_count 0): processes to shard the images over
+    backend: Annotated[Backend, _any_case(Backend)] = "auto"  # nanodet/deploy/runtimes.py
 
 
 def _describe(err: ValidationError, source: str) -> str:

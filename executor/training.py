@@ -8,7 +8,8 @@
    config), the project's classes, and the hyper-parameters.
 3. Convert the platform's train/val sets to COCO json (problems counted and logged).
 4. Train with the nanodet engine (torchrun DDP for several GPUs). After every evaluation a
-   model stage is written (the whole EMA model, its config, its metrics) and result.yaml
+   model stage is written (the whole EMA model, its config, its metrics, and the inference
+   graph as ONNX for deployment without this image) and result.yaml
    rewritten; a stage's ``mAP`` is the AP at ``evaluate_config.iou_thr`` (the platform's
    scale), the COCO metric set is in the stage's ``metrics.json``; monitor.txt follows
    every batch.
@@ -26,9 +27,11 @@ from pathlib import Path
 from nanodet.checkpoint import save_pth
 from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config, save_config
+from nanodet.deploy.export import write_onnx
 from nanodet.engine.trainer import Callback, EvalResult, Trainer
 from nanodet.evaluation.coco import ap_key
 from nanodet.evaluation.counts import count_matches
+from nanodet.model.detector import NanoDet
 from nanodet.utils.io import atomic_copy, atomic_write_text
 
 from .dataset import annotation_format_of, convert_split
@@ -265,6 +268,18 @@ class MonitorProgress(Callback):
 
 STAGE_WEIGHTS = "nanodet_model.pth"
 STAGE_METRICS = "metrics.json"
+STAGE_ONNX = "nanodet_model.onnx"  # the inference graph (box decode included), dynamic batch
+
+
+def attach_onnx(model: NanoDet, cfg: NanoDetConfig, path: Path) -> bool:
+    """The stage's ONNX attachment, so the model deploys without this image. A failure costs the
+    attachment (a warning), never the stage."""
+    try:
+        write_onnx(model, cfg, path, dynamic_batch=True)
+    except Exception as err:  # the weights are what matters: keep training
+        log.warning("%s: no ONNX attachment (%s: %s)", path.parent.name, type(err).__name__, err)
+        return False
+    return True
 
 
 class StageRecorder(Callback):
@@ -299,6 +314,10 @@ class StageRecorder(Callback):
         files = [STAGE_WEIGHTS, SAVED_CONFIG]  # never filtered: the stage must stay usable
         if keep_file(STAGE_METRICS, self.plan.saved_file_patterns):  # the patterns choose the extras
             files.append(STAGE_METRICS)
+        if keep_file(STAGE_ONNX, self.plan.saved_file_patterns) and attach_onnx(
+            trainer.eval_model, trainer.cfg, folder / STAGE_ONNX
+        ):
+            files.append(STAGE_ONNX)
         stage = Stage(name, result.epoch, files, platform_map, result.metrics.get("AR_100", 0.0), **counts)
         self.writer.add_stage(stage, is_best)
         log.info(

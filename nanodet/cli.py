@@ -1,4 +1,4 @@
-"""Command line: ``python -m nanodet {info,detect} ...``."""
+"""Command line: ``python -m nanodet {info,train,eval,export,detect} ...``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
+from .deploy.export import ExportError
+from .deploy.runtimes import RuntimeUnavailable
 from .engine.trainer import NonFiniteLossError
 
 
@@ -51,6 +54,20 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .deploy.export import export_onnx, export_openvino
+
+    output = Path(args.output)
+    onnx_path = output if args.format == "onnx" else output.with_suffix(".onnx")
+    export_onnx(load_config(args.config), args.weights, onnx_path, dynamic_batch=args.dynamic_batch)
+    written = [onnx_path]
+    if args.format == "openvino":
+        xml = export_openvino(onnx_path, output)
+        written = [onnx_path, xml, xml.with_suffix(".bin")]
+    print(json.dumps({"format": args.format, "files": [str(p) for p in written]}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nanodet", description="NanoDet-Plus detector tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,9 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=_eval)
 
+    ex = sub.add_parser("export", help="export the inference model (box decode included) to ONNX or OpenVINO IR")
+    ex.add_argument("--config", required=True)
+    ex.add_argument("--weights", required=True, help=".pth / .ckpt weights")
+    ex.add_argument("--output", required=True, help="model.onnx (or model.xml with --format openvino)")
+    ex.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
+    ex.add_argument("--dynamic-batch", action="store_true", help="a free batch dimension (default: batch 1)")
+    ex.set_defaults(func=_export)
+
     det = sub.add_parser("detect", help="detect objects in images, folders, videos or a camera")
-    det.add_argument("--config", required=True)
-    det.add_argument("--weights", required=True)
+    det.add_argument("--config", default=None, help="model config (not needed with an exported .onnx/.xml)")
+    det.add_argument("--weights", required=True, help=".pth / .ckpt, or an exported .onnx / OpenVINO .xml")
+    det.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime", "openvino"),
+        default="auto",
+        help="auto: torch on CUDA, else the fastest installed CPU backend",
+    )
+    det.add_argument("--threads", type=int, default=None, help="inference threads (default: torch's)")
     det.add_argument("--conf", type=float, default=0.35, help="score threshold for reported boxes")
     det.add_argument("--batch-size", type=int, default=16)
     det.add_argument("--workers", type=int, default=None, help="image decoding processes (default: min(4, cpus))")
@@ -94,6 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, NonFiniteLossError) as err:
+    except (ConfigError, CheckpointError, NonFiniteLossError, ExportError, RuntimeUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -18,8 +18,10 @@ import cv2
 import torch
 from tqdm import tqdm
 
+from .config import ConfigError
 from .data.image_io import VIDEO_EXTENSIONS, list_images
 from .data.inference_dataset import ImageFileDataset, inference_batches
+from .deploy.export import is_exported
 from .postprocess import Detections
 from .predictor import Predictor
 from .visualize import draw_detections
@@ -140,7 +142,9 @@ class Detector:
 
 def run_detect(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    predictor = Predictor(args.config, args.weights, device=device)
+    if args.config is None and not is_exported(args.weights):
+        raise ConfigError("--config is needed with PyTorch weights (only an exported .onnx/.xml carries its own)")
+    predictor = Predictor(args.config, args.weights, device=device, backend=args.backend, threads=args.threads)
     images, streams = classify_inputs(args.inputs)
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     detector = Detector(predictor, args.conf, args.batch_size, workers, Path(args.save_dir) if args.save_dir else None)

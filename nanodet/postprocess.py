@@ -54,8 +54,22 @@ def postprocess(
     iou_thr: float = 0.6,
     max_num: int = 100,
 ) -> list[Detections]:
-    """Detections per image; ``image_sizes`` are the original (width, height)."""
+    """Detections per image from the raw head output; ``image_sizes`` are the original (width, height)."""
     scores, boxes = decode(preds, priors, num_classes, reg_max, input_hw)
+    return detections_per_image(boxes, scores, warp_matrices, image_sizes, score_thr, iou_thr, max_num)
+
+
+def detections_per_image(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    warp_matrices: list[np.ndarray],
+    image_sizes: list[tuple[int, int]],
+    score_thr: float = 0.05,
+    iou_thr: float = 0.6,
+    max_num: int = 100,
+) -> list[Detections]:
+    """Decoded boxes ``[N, P, 4]`` (input pixels) and scores ``[N, P, C]`` → NMS per image, boxes
+    mapped back to original pixels through the inverse of each image's warp matrix."""
     results = []
     for i, (matrix, (width, height)) in enumerate(zip(warp_matrices, image_sizes)):
         dets, labels = multiclass_nms(boxes[i], scores[i], score_thr, iou_thr, max_num)

@@ -1,8 +1,15 @@
-"""Batch inference: a model config + weights on a device → detections for images of any size.
+"""Batch inference: a model (config + weights, or an exported ``.onnx`` / OpenVINO ``.xml``) on a
+device → detections for images of any size.
 
-The optimised path folds BatchNorm into the convolutions, uses the channels-last memory
-layout on CPU, and runs under ``torch.inference_mode``; images are pre-processed exactly as official (warp to the input
-size, normalise) and batched with padding to a multiple of 32.
+Images are pre-processed exactly as official (warp to the input size, normalise) and batched
+with padding to a multiple of 32. The batch runs through one of the runtimes of
+:mod:`nanodet.deploy.runtimes`, which all give the decoded boxes and class scores of every prior
+cell (the box decode is part of the graph); NMS and the inverse warp to original pixels follow.
+
+- ``torch``: BatchNorm folded into the convolutions, channels-last on the CPU, ``inference_mode``;
+- ``onnxruntime`` / ``openvino``: the same graph exported to ONNX (in memory when given PyTorch
+  weights, or the exported file itself);
+- ``auto`` (default): torch on CUDA; on the CPU the fastest backend installed.
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_weights
 from .config import NanoDetConfig, load_config
 from .data.transforms import preprocess, stack_batch
-from .model import build_model
-from .model.fuse import fuse_model
-from .postprocess import Detections, postprocess
+from .deploy.export import inference_model, is_exported, onnx_bytes, read_spec
+from .deploy.graph import GraphOutputs, class_level_maps
+from .deploy.runtimes import RuntimeUnavailable, TorchRuntime, choose_backend, open_runtime
+from .deploy.spec import ModelSpec
+from .postprocess import Detections, detections_per_image
 
 log = logging.getLogger(__name__)
 
@@ -26,89 +34,126 @@ log = logging.getLogger(__name__)
 class Predictor:
     def __init__(
         self,
-        config: NanoDetConfig | str | Path,
+        config: NanoDetConfig | str | Path | None,
         weights: str | Path | None,
         device: str | torch.device = "cpu",
         *,
+        backend: str = "auto",
+        threads: int | None = None,
         optimize: bool = True,
         channels_last: bool | None = None,
         score_thr: float = 0.05,
         iou_thr: float = 0.6,
         max_det: int = 100,
     ) -> None:
-        self.cfg = config if isinstance(config, NanoDetConfig) else load_config(config)
+        """``config`` may be None when ``weights`` is an exported file (its metadata has the spec).
+        ``threads``: intra-op threads of an ONNX runtime (default: torch's thread count)."""
         self.device = torch.device(device)
-        self.class_names = list(self.cfg.class_names)
-        self.input_wh = tuple(self.cfg.data.val.input_size)
-        self.keep_ratio = self.cfg.data.val.keep_ratio
-        self.mean, self.std = self.cfg.data.val.pipeline.normalize
         self.score_thr, self.iou_thr, self.max_det = score_thr, iou_thr, max_det
-        model = build_model(self.cfg.model.arch, with_aux=False)
-        if weights is not None:  # strict: weights that do not fit are an error, never a random head
-            load_weights(model, weights, log, strict=True)
+        threads = threads or torch.get_num_threads()
+        if is_exported(weights):
+            self.cfg = None
+            self.spec = read_spec(weights)
+            self.backend = _exported_backend(backend, weights, self.device)
+            self.runtime = open_runtime(self.backend, weights, threads)
         else:
-            log.warning("no weights given: the model has random weights")
-        model.eval()
-        if optimize:
-            fuse_model(model)
-        if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
-            channels_last = optimize and self.device.type == "cpu"
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format)
-        self.head = model.head
-        self._priors: dict[tuple[int, int], torch.Tensor] = {}
+            self.cfg = config if isinstance(config, NanoDetConfig) else load_config(config)
+            self.spec = ModelSpec.from_config(self.cfg)
+            self.backend = choose_backend(backend, self.device)
+            model = inference_model(self.cfg, weights, optimize)
+            if self.backend == "torch":
+                if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
+                    channels_last = optimize and self.device.type == "cpu"
+                self.runtime = TorchRuntime(model, self.device, channels_last)
+            else:
+                self.runtime = open_runtime(self.backend, onnx_bytes(model, self.spec), threads)
+        log.info("predictor: %s, backend %s", self.spec.arch, self.backend)
 
+    # --- what the model expects -------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.spec.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        return self.spec.input_wh
+
+    @property
+    def keep_ratio(self) -> bool:
+        return self.spec.keep_ratio
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.spec.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.spec.std
+
+    # --- the PyTorch model, for code that needs the raw head (torch backend only) ---------
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._torch_runtime().model
+
+    @property
+    def head(self):
+        return self.model.head
+
+    def priors(self, input_hw: tuple[int, int]) -> torch.Tensor:
+        return self._torch_runtime().graph(input_hw).priors
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The raw head output ``[N, P, C + 4(R+1)]`` of a batch (torch backend)."""
+        runtime = self._torch_runtime()
+        return runtime.model(batch.to(self.device).contiguous(memory_format=runtime.memory_format))
+
+    def _torch_runtime(self) -> TorchRuntime:
+        if not isinstance(self.runtime, TorchRuntime):
+            raise AttributeError(f"the raw PyTorch model exists with backend 'torch' only (this is {self.backend!r})")
+        return self.runtime
+
+    # --- inference --------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """BGR uint8 image → (CHW float32 input, 3×3 warp matrix original → input)."""
         return preprocess(image, self.input_wh, self.keep_ratio, self.mean, self.std)
 
-    def priors(self, input_hw: tuple[int, int]) -> torch.Tensor:
-        if input_hw not in self._priors:
-            self._priors[input_hw] = self.head.priors(input_hw, self.device)
-        return self._priors[input_hw]
+    def run(self, batch: torch.Tensor) -> GraphOutputs:
+        """A pre-processed, padded batch ``[N, 3, H, W]`` → boxes, scores and class logits of every prior."""
+        return self.runtime.run(batch)
 
-    @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        return self.model(batch)
-
-    @torch.inference_mode()
     def forward_levels(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """Raw per-level head maps (for uncertainty mining)."""
-        batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        return self.model.forward_levels(batch)
+        """Per-level class-logit maps ``[N, C, H_l, W_l]`` (for uncertainty mining)."""
+        return self.level_maps(self.run(batch), batch)
 
-    @torch.inference_mode()
+    def level_maps(self, outputs: GraphOutputs, batch: torch.Tensor) -> list[torch.Tensor]:
+        return class_level_maps(outputs.cls_logits, (batch.shape[2], batch.shape[3]), self.spec.strides)
+
     def predict_batch(
         self, batch: torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
     ) -> list[Detections]:
         """A pre-processed, padded batch ``[N, 3, H, W]`` → detections per image."""
-        return self.detections(self.forward(batch), (batch.shape[2], batch.shape[3]), warp_matrices, image_sizes)
+        return self.detections(self.run(batch), warp_matrices, image_sizes)
 
-    @torch.inference_mode()
     def predict_batch_with_levels(
         self, batch: torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
     ) -> tuple[list[torch.Tensor], list[Detections]]:
-        """One forward for both uses: the raw per-level maps (uncertainty mining) and the
+        """One forward for both uses: the per-level class maps (uncertainty mining) and the
         detections per image (the same as :meth:`predict_batch` gives)."""
-        levels = self.forward_levels(batch)
-        input_hw = (batch.shape[2], batch.shape[3])
-        return levels, self.detections(self.head.flatten_levels(levels), input_hw, warp_matrices, image_sizes)
+        outputs = self.run(batch)
+        return self.level_maps(outputs, batch), self.detections(outputs, warp_matrices, image_sizes)
 
     def detections(
-        self,
-        preds: torch.Tensor,
-        input_hw: tuple[int, int],
-        warp_matrices: list[np.ndarray],
-        image_sizes: list[tuple[int, int]],
+        self, outputs: GraphOutputs, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
     ) -> list[Detections]:
-        """Raw head output ``[N, P, C + 4(R+1)]`` → detections per image, in original pixels."""
-        return postprocess(
-            preds,
-            self.priors(input_hw),
-            self.head.num_classes,
-            self.head.reg_max,
-            input_hw,
+        """Graph outputs → NMS per image, boxes in original pixels."""
+        return detections_per_image(
+            outputs.boxes,
+            outputs.scores,
             warp_matrices,
             image_sizes,
             self.score_thr,
@@ -124,3 +169,20 @@ class Predictor:
         batch = stack_batch([torch.from_numpy(x) for x in inputs])
         sizes = [(img.shape[1], img.shape[0]) for img in images]
         return self.predict_batch(batch, list(matrices), sizes)
+
+
+def _exported_backend(requested: str, weights: str | Path, device: torch.device) -> str:
+    """An exported graph runs in ONNX Runtime or OpenVINO, on the CPU (``auto``: the faster one
+    installed); OpenVINO IR (``.xml``) in OpenVINO only."""
+    if Path(weights).suffix.lower() == ".xml":
+        requested = "openvino" if requested == "auto" else requested
+    if requested == "torch":
+        raise RuntimeUnavailable(f"{weights}: backend 'torch' needs PyTorch weights (.pth/.ckpt), not an export")
+    if requested == "onnxruntime" and Path(weights).suffix.lower() == ".xml":
+        raise RuntimeUnavailable(f"{weights}: an OpenVINO IR file runs with backend 'openvino' only")
+    backend = choose_backend(requested, torch.device("cpu") if requested == "auto" else device)
+    if backend == "torch":
+        raise RuntimeUnavailable(
+            f"{weights}: an exported graph runs in onnxruntime or openvino: pip install 'nanodet-ymir[onnxruntime]'"
+        )
+    return backend

@@ -109,15 +109,15 @@ def run_in_process(in_dir: Path, out: Path) -> list[float]:
 
 def test_combined_task_is_one_pass_with_monotonic_progress(models, tmp_path, monkeypatch):
     """6 candidates in batches of 2: 3 forwards in all (not 6), progress 0 → 1/3 → 2/3 → 1."""
-    from nanodet.model.detector import NanoDet
+    from nanodet.deploy.runtimes import OnnxRuntime, OpenVinoRuntime, TorchRuntime
 
     calls = []
-    for name in ("forward", "forward_levels"):
-        original = getattr(NanoDet, name)
-        monkeypatch.setattr(NanoDet, name, lambda self, x, _f=original, _n=name: (calls.append(_n), _f(self, x))[1])
+    for runtime in (TorchRuntime, OnnxRuntime, OpenVinoRuntime):
+        original = runtime.run
+        monkeypatch.setattr(runtime, "run", lambda self, x, _f=original: (calls.append(len(x)), _f(self, x))[1])
     in_dir = make_predict_workspace(tmp_path / "in", models, candidates=6, batch_size_per_gpu=2, workers_per_gpu=0)
     seen = run_in_process(in_dir, tmp_path / "out")
-    assert calls == ["forward_levels"] * 3
+    assert calls == [2, 2, 2]
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert [round(s, 2) for s in seen if 0 < s < 1] == [0.33, 0.67]
 
@@ -167,6 +167,41 @@ def test_mining_algorithm_is_any_case_and_one_the_library_has():
     assert parse_task_config(PredictConfig, {}).mining_algorithm == "aldd"
     with pytest.raises(ConfigError, match="key 'mining_algorithm': 'CoreSet' is not one of 'aldd', 'entropy' or"):
         parse_task_config(PredictConfig, {"mining_algorithm": "CoreSet"})
+
+
+def test_backends_give_the_same_results_through_start_py(models, tmp_path):
+    """`backend` in config.yaml: torch, onnxruntime and openvino rank the candidates the same
+    and report the same boxes (integer pixels, scores to 1e-3)."""
+    results = {}
+    for backend in ("torch", "onnxruntime", "openvino"):
+        in_dir = make_predict_workspace(
+            tmp_path / backend / "in", models, candidates=8, batch_size_per_gpu=4, workers_per_gpu=0, backend=backend
+        )
+        out = tmp_path / backend / "out"
+        proc = run_start(in_dir, out)
+        assert_success(proc, out)
+        assert f"backend {backend}" in proc.stdout + proc.stderr
+        rows = [r.split("\t") for r in (out / "result.tsv").read_text().splitlines()]
+        results[backend] = ({p: float(s) for p, s in rows}, [p for p, _ in rows], infer_result(out)["detection"])
+    scores, order, detection = results["torch"]
+    assert sum(len(v["boxes"]) for v in detection.values()) > 0
+    for backend in ("onnxruntime", "openvino"):
+        other_scores, other_order, other_detection = results[backend]
+        assert max(abs(other_scores[p] - scores[p]) for p in scores) < 1e-5
+        assert other_order == order
+        for name, entry in detection.items():
+            theirs = other_detection[name]["boxes"]
+            assert [b["class_name"] for b in theirs] == [b["class_name"] for b in entry["boxes"]]
+            for a, b in zip(entry["boxes"], theirs):
+                assert abs(a["score"] - b["score"]) < 1e-3
+                assert max(abs(a["box"][k] - b["box"][k]) for k in "xywh") <= 1
+
+
+def test_an_unknown_or_unusable_backend_is_a_config_error(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=2, workers_per_gpu=0, backend="tensorrt")
+    proc = run_start(in_dir, tmp_path / "out")
+    assert_failure(proc, tmp_path / "out", 300001)
+    assert "config.yaml: key 'backend': 'tensorrt' is not one of 'auto', 'torch', 'onnxruntime'" in proc.stderr
 
 
 def test_mining_scores_batch_invariant(models):

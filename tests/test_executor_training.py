@@ -49,6 +49,28 @@ def test_training_outputs(trained):
     assert "training set: 24 images" in proc.stdout and "per-class AP" in proc.stdout
 
 
+def test_every_stage_carries_an_onnx_model_that_detects_like_its_weights(trained):
+    """Each stage lists nanodet_model.onnx; run without this code's config (its metadata has the
+    classes and input size), it finds what the stage's .pth finds."""
+    import torch
+
+    from nanodet.config import load_config
+    from nanodet.predictor import Predictor
+
+    out_dir, _ = trained
+    result = check_training_outputs(out_dir)
+    x = torch.randn(3, 3, 128, 128)
+    for name, stage in result["model_stages"].items():
+        assert "nanodet_model.onnx" in stage["files"], stage["files"]
+        folder = out_dir / "models" / name
+        onnx = Predictor(None, folder / "nanodet_model.onnx", backend="onnxruntime")
+        pth = Predictor(load_config(folder / "train_cfg.yml"), folder / "nanodet_model.pth", backend="torch")
+        assert onnx.class_names == pth.class_names and onnx.input_wh == (128, 128)
+        a, b = onnx.run(x), pth.run(x)
+        assert (a.scores - b.scores).abs().max() < 1e-4 and (a.boxes - b.boxes).abs().max() < 1e-3
+    assert (out_dir / "models" / "nanodet_model.onnx").is_file()  # the best stage's, at the top level
+
+
 def test_protocol_0_result_is_flat(tmp_path):
     in_dir = make_training_workspace(
         tmp_path / "in",

@@ -18,7 +18,7 @@ def images(sample_images):
 
 @pytest.fixture(scope="module")
 def predictor(plus_cfg, plus_weights):
-    return Predictor(plus_cfg, plus_weights, optimize=True)
+    return Predictor(plus_cfg, plus_weights, optimize=True, backend="torch")
 
 
 def assert_same_detections(a, b, score_tol=1e-4, box_tol=1e-3):
@@ -57,8 +57,8 @@ def test_boxes_inside_original_image_and_sorted(predictor, images):
 
 
 def test_fused_model_gives_same_detections(plus_cfg, plus_weights, images):
-    plain = Predictor(plus_cfg, plus_weights, optimize=False)
-    fused = Predictor(plus_cfg, plus_weights, optimize=True)
+    plain = Predictor(plus_cfg, plus_weights, optimize=False, backend="torch")
+    fused = Predictor(plus_cfg, plus_weights, optimize=True, backend="torch")
     x = torch.randn(2, 3, 320, 320)
     assert (plain.forward(x) - fused.forward(x)).abs().max() < 1e-4
     for a, b in zip(plain.predict(images), fused.predict(images)):

@@ -1,0 +1,169 @@
+"""Export the inference graph (:mod:`.graph`) to ONNX, and from ONNX to OpenVINO IR.
+
+The ONNX file takes ``images`` ``[N, 3, H, W]`` (normalised as :mod:`.spec` describes; ``N``
+fixed at 1 unless exported with ``dynamic_batch``) and gives ``boxes``, ``scores`` and
+``cls_logits``; BatchNorm is folded into the convolutions first. The model's
+:class:`~.spec.ModelSpec` (class names, input size, mean/std, strides, ...) is stored as
+ONNX metadata, so the file is usable on its own. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_weights
+from ..config import NanoDetConfig
+from ..model import build_model
+from ..model.detector import NanoDet
+from ..model.fuse import fuse_model
+from ..utils.io import atomic_write
+from .graph import OUTPUT_NAMES, InferenceGraph
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "images"
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done (missing package, unsupported model); names what is missing."""
+
+
+def inference_model(cfg: NanoDetConfig, weights: str | Path | None, fuse: bool = True) -> NanoDet:
+    """The eval-mode inference model (no aux branch), BN folded into the convolutions unless
+    ``fuse`` is False, with ``weights`` loaded strictly: weights that do not fit are an error,
+    never a random head."""
+    model = build_model(cfg.model.arch, with_aux=False)
+    if weights is not None:
+        load_weights(model, weights, log, strict=True)
+    else:
+        log.warning("no weights given: the model has random weights")
+    model.eval()
+    return fuse_model(model) if fuse else model
+
+
+def onnx_bytes(model: NanoDet, spec: ModelSpec, dynamic_batch: bool = True) -> bytes:
+    """The serialized ONNX graph of ``model`` (eval mode, on the CPU) with ``spec`` as metadata."""
+    graph = InferenceGraph(model, spec.graph_hw).eval()
+    example = torch.zeros(1, 3, *spec.graph_hw)
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # the TorchScript-based exporter: ~1 s, no extra packages; the dynamo exporter takes far
+        # longer and needs onnxscript. Its deprecation notice is not the user's business.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+    return with_metadata(buffer.getvalue(), spec.to_metadata())
+
+
+def with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
+    """``model_bytes`` with ``metadata`` in its ``metadata_props`` (needs the ``onnx`` package)."""
+    onnx = _require("onnx", "writing ONNX metadata")
+    proto = onnx.load_from_string(model_bytes)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "nanodet-ymir"
+    return proto.SerializeToString()
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (read without loading the weights into a runtime)."""
+    onnx = _require("onnx", "reading ONNX metadata")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # onnx raises DecodeError and friends for a foreign file
+        raise ExportError(f"{path}: not an ONNX model ({type(err).__name__}: {err})") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def export_onnx(
+    cfg: NanoDetConfig, weights: str | Path | None, output: str | Path, dynamic_batch: bool = False
+) -> Path:
+    """Write ``output`` (an ``.onnx`` file) for ``cfg`` with ``weights``."""
+    return write_onnx(inference_model(cfg, weights), cfg, output, dynamic_batch)
+
+
+def write_onnx(model: NanoDet, cfg: NanoDetConfig, output: str | Path, dynamic_batch: bool = True) -> Path:
+    """Write ``output`` for a model as it is (a training model too: a BN-fused CPU copy without
+    its aux branch is exported; ``model`` itself is left untouched)."""
+    if model.training or model.has_aux or next(model.parameters()).device.type != "cpu":
+        model = fuse_model(copy.deepcopy(model).drop_aux().cpu().eval())
+    data = onnx_bytes(model, ModelSpec.from_config(cfg), dynamic_batch=dynamic_batch)
+    output = Path(output)
+    atomic_write(output, lambda f: f.write(data))
+    return output
+
+
+def export_openvino(onnx_path: str | Path, output: str | Path) -> Path:
+    """Convert an exported ONNX file to OpenVINO IR: ``output`` (``.xml``) and its ``.bin``.
+    The NanoDet metadata goes along in the IR's runtime info."""
+    ov = _require("openvino", "OpenVINO export")
+    output = Path(output).with_suffix(".xml")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    model = ov.convert_model(str(onnx_path))
+    for key, value in read_metadata(onnx_path).items():
+        model.set_rt_info(value, ["nanodet", key])
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
+        staged = Path(tmp) / output.name
+        ov.save_model(model, str(staged), compress_to_fp16=False)
+        os.replace(staged.with_suffix(".bin"), output.with_suffix(".bin"))
+        os.replace(staged, output)
+    return output
+
+
+def _require(module: str, purpose: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        extra = "openvino" if module == "openvino" else "onnx"
+        raise ExportError(f"{purpose} needs the '{module}' package: pip install 'nanodet-ymir[{extra}]'") from None
+
+
+EXPORTED_SUFFIXES = (".onnx", ".xml")
+
+
+def is_exported(path: str | Path | None) -> bool:
+    """Whether ``path`` names an exported graph (ONNX, or OpenVINO IR) rather than PyTorch weights."""
+    return path is not None and Path(path).suffix.lower() in EXPORTED_SUFFIXES
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """The :class:`ModelSpec` stored in an exported ``.onnx`` (metadata) or ``.xml`` (runtime info)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: model file not found")
+    if path.suffix.lower() == ".xml":
+        ov = _require("openvino", "reading an OpenVINO model")
+        model = ov.Core().read_model(str(path))
+        meta = {
+            key: str(model.get_rt_info(["nanodet", key]).astype(str))
+            for key in ModelSpec.metadata_keys()
+            if model.has_rt_info(["nanodet", key])
+        }
+    else:
+        meta = read_metadata(path)
+    try:
+        return ModelSpec.from_metadata(meta, str(path))
+    except ValueError as err:
+        raise ExportError(str(err)) from None

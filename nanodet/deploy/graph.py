@@ -1,0 +1,75 @@
+"""The inference graph: the detector and its box decode as one module, so that every runtime
+(PyTorch eager, an exported ONNX file in ONNX Runtime or OpenVINO) gives the same three outputs
+and the caller only runs NMS:
+
+- ``boxes``      ``[N, P, 4]`` x1, y1, x2, y2 in input pixels, clipped to the input;
+- ``scores``     ``[N, P, C]`` sigmoid class scores;
+- ``cls_logits`` ``[N, P, C]`` the raw class logits (what uncertainty mining reads).
+
+``P`` runs over the prior cells of every pyramid level, finest first (row-major in each level).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..model.detector import NanoDet
+from ..postprocess import decode
+
+OUTPUT_NAMES = ("boxes", "scores", "cls_logits")
+
+
+@dataclass
+class GraphOutputs:
+    boxes: Tensor  # [N, P, 4]
+    scores: Tensor  # [N, P, C]
+    cls_logits: Tensor  # [N, P, C]
+
+
+class InferenceGraph(nn.Module):
+    """``[N, 3, H, W]`` normalised images of one fixed size → (boxes, scores, cls_logits).
+
+    The priors of that size are a constant of the graph (an exported file holds them)."""
+
+    def __init__(self, model: NanoDet, input_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_hw = tuple(input_hw)
+        self.num_classes = model.head.num_classes
+        self.reg_max = model.head.reg_max
+        device = next(model.parameters()).device
+        self.register_buffer("priors", model.head.priors(self.input_hw, device), persistent=False)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        preds = self.model(images)
+        scores, boxes = decode(preds, self.priors, self.num_classes, self.reg_max, self.input_hw)
+        return boxes, scores, preds[..., : self.num_classes].float()
+
+
+def level_sizes(input_hw: tuple[int, int], strides: tuple[int, ...] | list[int]) -> list[tuple[int, int]]:
+    """(h, w) of each pyramid level for an input of ``input_hw`` (ceil division, as the priors)."""
+    h, w = input_hw
+    return [(-(-h // s), -(-w // s)) for s in strides]
+
+
+def class_level_maps(
+    cls_logits: Tensor, input_hw: tuple[int, int], strides: tuple[int, ...] | list[int]
+) -> list[Tensor]:
+    """``[N, P, C]`` flat class logits → per-level maps ``[N, C, H_l, W_l]``, finest first: the
+    layout of the head's own per-level outputs, which the mining algorithms read."""
+    sizes = level_sizes(input_hw, strides)
+    chunks = cls_logits.split([h * w for h, w in sizes], dim=1)
+    return [c.permute(0, 2, 1).reshape(c.shape[0], c.shape[2], h, w) for c, (h, w) in zip(chunks, sizes)]
+
+
+def split_outputs(outputs: tuple[Tensor, ...] | list[Tensor]) -> GraphOutputs:
+    boxes, scores, cls_logits = outputs
+    return GraphOutputs(boxes, scores, cls_logits)
+
+
+@torch.no_grad()
+def run_graph(graph: InferenceGraph, images: Tensor) -> GraphOutputs:
+    return split_outputs(graph(images))

@@ -1,0 +1,171 @@
+"""Runtimes that execute the inference graph, one interface for all: ``run(images)`` takes a
+pre-processed ``[N, 3, H, W]`` float batch and gives :class:`~.graph.GraphOutputs` (CPU or
+device tensors).
+
+- ``torch``: the BN-fused PyTorch model, channels-last on the CPU, ``inference_mode``; any
+  device, any input size.
+- ``onnxruntime``: an ONNX graph (an exported file, or exported in memory from PyTorch weights).
+- ``openvino``: the same ONNX graph (or OpenVINO IR) compiled by OpenVINO for the CPU, one
+  compiled model per batch size.
+
+The ONNX runtimes take batches of the graph's input size, ``N`` free when the graph was
+exported with a dynamic batch, else one image at a time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model.detector import NanoDet
+from .graph import GraphOutputs, InferenceGraph, split_outputs
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+# The CPU default is the first one installed. Measured with bench/detect.py on 2 cores (Plus-m
+# 416, batches of 16): ONNX Runtime's forward is ahead of OpenVINO's and of PyTorch's.
+CPU_PREFERENCE = ("onnxruntime", "openvino", "torch")
+_MODULES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+class RuntimeUnavailable(RuntimeError):
+    """A backend that is not installed or cannot run here; names the package to install."""
+
+
+def installed_backends() -> list[str]:
+    return [b for b in BACKENDS if importlib.util.find_spec(_MODULES[b]) is not None]
+
+
+def choose_backend(requested: str, device: torch.device) -> str:
+    """``auto`` → torch on CUDA, else the fastest installed CPU backend; a named backend is
+    checked: installed, and on the CPU unless it is torch."""
+    if requested == "auto":
+        if device.type != "cpu":
+            return "torch"
+        installed = installed_backends()
+        return next(b for b in CPU_PREFERENCE if b in installed)
+    if requested not in BACKENDS:
+        raise RuntimeUnavailable(f"unknown backend {requested!r} (one of: auto, {', '.join(BACKENDS)})")
+    if requested not in installed_backends():
+        raise RuntimeUnavailable(f"backend {requested!r} is not installed: pip install 'nanodet-ymir[{requested}]'")
+    if requested != "torch" and device.type != "cpu":
+        raise RuntimeUnavailable(f"backend {requested!r} runs on the CPU only here; use backend 'torch' on {device}")
+    return requested
+
+
+class TorchRuntime:
+    name = "torch"
+
+    def __init__(self, model: NanoDet, device: torch.device, channels_last: bool) -> None:
+        self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
+        self._graphs: dict[tuple[int, int], InferenceGraph] = {}
+
+    def graph(self, input_hw: tuple[int, int]) -> InferenceGraph:
+        if input_hw not in self._graphs:  # the priors of each input size, computed once
+            self._graphs[input_hw] = InferenceGraph(self.model, input_hw)
+        return self._graphs[input_hw]
+
+    @torch.inference_mode()
+    def run(self, images: torch.Tensor) -> GraphOutputs:
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return split_outputs(self.graph((images.shape[2], images.shape[3]))(images))
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+
+    def __init__(self, model: bytes | str | Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initializers are noise here
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        shape = self.session.get_inputs()[0].shape
+        self.input_name = self.session.get_inputs()[0].name
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        self.input_hw = (int(shape[2]), int(shape[3]))
+
+    def run(self, images: torch.Tensor) -> GraphOutputs:
+        x = fit_to_graph(images, self.input_hw)
+        if self.fixed_batch is None:
+            return _as_outputs(self.session.run(None, {self.input_name: x}))
+        pieces = [self.session.run(None, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
+        return _as_outputs([np.concatenate(parts) for parts in zip(*pieces)])
+
+
+class OpenVinoRuntime:
+    name = "openvino"
+
+    def __init__(self, model: bytes | str | Path, threads: int) -> None:
+        import openvino as ov
+
+        self.core = ov.Core()
+        if isinstance(model, bytes):
+            import io
+
+            self.model = ov.convert_model(io.BytesIO(model))
+        else:
+            self.model = self.core.read_model(str(model))
+        shape = self.model.inputs[0].get_partial_shape()
+        self.input_hw = (shape[2].get_length(), shape[3].get_length())
+        self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
+        # f32: on CPUs with bf16 units OpenVINO would otherwise compute in bf16 (scores off by ~3e-3)
+        self.config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        self._compiled: dict[int, object] = {}
+
+    def compiled(self, batch: int):
+        """The model compiled for a static batch size (faster than a dynamic shape on the CPU)."""
+        if batch not in self._compiled:
+            model = self.model.clone()
+            model.reshape({0: [batch, 3, *self.input_hw]})
+            self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
+        return self._compiled[batch]
+
+    def run(self, images: torch.Tensor) -> GraphOutputs:
+        x = fit_to_graph(images, self.input_hw)
+        if self.fixed_batch is not None:
+            pieces = [self._infer(x[i : i + 1]) for i in range(len(x))]
+            return _as_outputs([np.concatenate(parts) for parts in zip(*pieces)])
+        return _as_outputs(self._infer(x))
+
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        result = self.compiled(len(x))(x)
+        return [result[i] for i in range(len(result))]
+
+
+def fit_to_graph(images: torch.Tensor, graph_hw: tuple[int, int]) -> np.ndarray:
+    """A batch as the graph's contiguous float32 input: padded (right/bottom, zeros) up to the
+    graph's size; a batch larger than the graph cannot run on it."""
+    h, w = images.shape[2], images.shape[3]
+    if h > graph_hw[0] or w > graph_hw[1]:
+        raise ValueError(f"a {h}x{w} batch does not fit this exported graph ({graph_hw[0]}x{graph_hw[1]} input)")
+    if (h, w) != graph_hw:
+        images = torch.nn.functional.pad(images, (0, graph_hw[1] - w, 0, graph_hw[0] - h))
+    return np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+
+
+def _as_outputs(arrays: list[np.ndarray]) -> GraphOutputs:
+    return split_outputs([torch.from_numpy(np.asarray(a)) for a in arrays])
+
+
+def open_runtime(name: str, onnx_model: bytes | str | Path, threads: int) -> OnnxRuntime | OpenVinoRuntime:
+    """An ONNX runtime by name over an exported graph (bytes, an ``.onnx`` file, or IR ``.xml``)."""
+    if name == "onnxruntime":
+        return OnnxRuntime(onnx_model, threads)
+    if name == "openvino":
+        return OpenVinoRuntime(onnx_model, threads)
+    raise RuntimeUnavailable(f"{name!r} does not run exported graphs")

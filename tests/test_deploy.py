@@ -1,0 +1,191 @@
+"""Export and runtimes: an exported ONNX / OpenVINO model gives what the PyTorch model gives.
+
+The ONNX file is written by ``python -m nanodet export``; its three outputs are compared with
+the PyTorch inference graph on the sample pictures (raw outputs within 1e-4), and every
+backend of the Predictor must give the same detections and the same mining maps.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nanodet.checkpoint import save_pth
+from nanodet.data.image_io import read_image
+from nanodet.data.transforms import stack_batch
+from nanodet.deploy.export import ExportError, read_metadata, read_spec, with_metadata
+from nanodet.deploy.graph import class_level_maps
+from nanodet.deploy.runtimes import RuntimeUnavailable, choose_backend
+from nanodet.mining import aldd_scores, entropy_scores
+from nanodet.predictor import Predictor
+
+from .conftest import CONFIG_DIR, ROOT, randomized_model
+from .test_predictor import assert_same_detections
+
+ort = pytest.importorskip("onnxruntime")
+ov = pytest.importorskip("openvino")
+
+CONFIG = CONFIG_DIR / "nanodet-plus-m_320.yml"
+
+
+def nanodet_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nanodet", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, plus_cfg) -> Path:
+    """Weights that score like a trained model: plenty of boxes above the thresholds to compare."""
+    path = tmp_path_factory.mktemp("weights") / "plus.pth"
+    save_pth(randomized_model(plus_cfg, seed=3, cls_bias=-3.0), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, weights) -> dict[str, Path]:
+    """The same weights as ONNX (batch 1), ONNX with a free batch, and OpenVINO IR, by the CLI."""
+    out = tmp_path_factory.mktemp("export")
+    files = {}
+    for name, extra in (("onnx", []), ("dynamic", ["--dynamic-batch"]), ("xml", ["--format", "openvino"])):
+        target = out / name / ("model.xml" if name == "xml" else "model.onnx")
+        proc = nanodet_cli(
+            "export", "--config", str(CONFIG), "--weights", str(weights), "--output", str(target), *extra
+        )
+        assert proc.returncode == 0, proc.stderr
+        files[name] = target
+        assert json.loads(proc.stdout.splitlines()[-1])["files"][0] == str(target.with_suffix(".onnx"))
+    assert files["xml"].with_suffix(".bin").is_file()
+    return files
+
+
+@pytest.fixture(scope="module")
+def batch(sample_images):
+    torch_predictor = Predictor(CONFIG, None, backend="torch")
+    images = [read_image(p) for p in sample_images]
+    inputs, matrices = zip(*(torch_predictor.preprocess(img) for img in images))
+    return {
+        "images": images,
+        "tensor": stack_batch([torch.from_numpy(x) for x in inputs]),
+        "matrices": list(matrices),
+        "sizes": [(img.shape[1], img.shape[0]) for img in images],
+    }
+
+
+def test_onnx_file_describes_itself(exported, plus_cfg):
+    meta = read_metadata(exported["onnx"])
+    assert json.loads(meta["class_names"]) == list(plus_cfg.class_names)
+    assert json.loads(meta["input_size"]) == [320, 320]
+    assert json.loads(meta["mean"]) == [103.53, 116.28, 123.675] and json.loads(meta["std"]) == [57.375, 57.12, 58.395]
+    assert json.loads(meta["strides"]) == [8, 16, 32, 64] and meta["reg_max"] == "7"
+    spec = read_spec(exported["xml"])  # the IR carries the same spec in its runtime info
+    assert spec == read_spec(exported["onnx"]) and spec.num_classes == 80 and spec.graph_hw == (320, 320)
+    session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["boxes", "scores", "cls_logits"]
+    assert session.get_inputs()[0].shape == [1, 3, 320, 320]
+    dynamic = ort.InferenceSession(str(exported["dynamic"]), providers=["CPUExecutionProvider"])
+    assert dynamic.get_inputs()[0].shape[0] == "batch"
+
+
+def test_onnx_runtime_matches_pytorch_on_pictures(exported, weights, batch):
+    """Raw outputs within 1e-4 (boxes in input pixels: 1e-3), same detections."""
+    torch_p = Predictor(CONFIG, weights, backend="torch")
+    expected = torch_p.run(batch["tensor"])
+    session = ort.InferenceSession(str(exported["dynamic"]), providers=["CPUExecutionProvider"])
+    boxes, scores, logits = session.run(None, {"images": batch["tensor"].numpy()})
+    assert np.abs(scores - expected.scores.numpy()).max() < 1e-4
+    assert np.abs(logits - expected.cls_logits.numpy()).max() < 1e-4
+    assert np.abs(boxes - expected.boxes.numpy()).max() < 1e-3
+    assert float(expected.scores.max()) > 0.3, "the weights should score something to compare"
+    onnx_p = Predictor(None, exported["onnx"], backend="onnxruntime")  # batch-1 file: one image at a time
+    ours = onnx_p.predict_batch(batch["tensor"], batch["matrices"], batch["sizes"])
+    theirs = torch_p.predict_batch(batch["tensor"], batch["matrices"], batch["sizes"])
+    assert sum(len(d) for d in theirs) > 0
+    for a, b in zip(theirs, ours):
+        assert_same_detections(a, b, score_tol=1e-4, box_tol=0.05)
+
+
+@pytest.mark.parametrize(
+    "source,backend",
+    [("pth", "onnxruntime"), ("pth", "openvino"), ("dynamic", "onnxruntime"), ("dynamic", "openvino"), ("xml", "auto")],
+)
+def test_every_backend_gives_the_same_detections_and_mining_maps(exported, weights, batch, source, backend):
+    reference = Predictor(CONFIG, weights, backend="torch")
+    if source == "pth":
+        other = Predictor(CONFIG, weights, backend=backend)
+    else:
+        other = Predictor(None, exported[source], backend=backend)
+    assert other.backend == ("openvino" if backend == "auto" else backend)
+    assert other.class_names == reference.class_names and other.input_wh == reference.input_wh
+    ref_levels, ref_dets = reference.predict_batch_with_levels(batch["tensor"], batch["matrices"], batch["sizes"])
+    levels, dets = other.predict_batch_with_levels(batch["tensor"], batch["matrices"], batch["sizes"])
+    for a, b in zip(ref_dets, dets):
+        assert_same_detections(a, b, score_tol=1e-3, box_tol=0.5)
+    assert [lvl.shape for lvl in levels] == [lvl.shape for lvl in ref_levels]
+    hw = tuple(batch["tensor"].shape[2:])
+    for algorithm in (lambda lv: aldd_scores(lv, 80, hw), lambda lv: entropy_scores(lv, 80)):
+        assert torch.allclose(algorithm(levels), algorithm(ref_levels), atol=1e-5)
+
+
+def test_level_maps_are_the_heads_own_maps(plus_cfg, weights):
+    """Per-level maps rebuilt from the flat class logits are the head's per-level class channels."""
+    predictor = Predictor(plus_cfg, weights, backend="torch")
+    x = torch.randn(2, 3, 320, 320)
+    with torch.inference_mode():
+        raw = predictor.model.forward_levels(x.contiguous(memory_format=torch.channels_last))
+    rebuilt = class_level_maps(predictor.run(x).cls_logits, (320, 320), [8, 16, 32, 64])
+    assert [r.shape[2:] for r in rebuilt] == [(40, 40), (20, 20), (10, 10), (5, 5)]
+    for a, b in zip(raw, rebuilt):
+        assert torch.allclose(a[:, :80], b, atol=1e-6)
+
+
+def test_detect_runs_an_onnx_file_without_its_config(exported, weights, sample_images, tmp_path):
+    """`nanodet detect --weights model.onnx` (no --config) reports what the PyTorch weights do."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in sample_images:
+        (folder / p.name).write_bytes(p.read_bytes())
+    common = ["--conf", "0.3", "--workers", "0", "--no-progress", str(folder)]
+    onnx = nanodet_cli("detect", "--weights", str(exported["dynamic"]), *common)
+    pth = nanodet_cli("detect", "--config", str(CONFIG), "--weights", str(weights), "--backend", "torch", *common)
+    assert onnx.returncode == 0 and pth.returncode == 0, onnx.stderr + pth.stderr
+    assert "backend onnxruntime" in onnx.stderr and "backend torch" in pth.stderr
+    a = [json.loads(line) for line in onnx.stdout.splitlines()]
+    b = [json.loads(line) for line in pth.stdout.splitlines()]
+    assert [r["file"] for r in a] == [r["file"] for r in b] and len(a) == len(sample_images)
+    assert sum(len(r["detections"]) for r in a) > 0
+    for ra, rb in zip(a, b):
+        assert len(ra["detections"]) == len(rb["detections"])
+        for da, db in zip(sorted(ra["detections"], key=str), sorted(rb["detections"], key=str)):
+            assert da["class_id"] == db["class_id"] and abs(da["score"] - db["score"]) <= 1e-3
+            assert np.abs(np.subtract(da["bbox"], db["bbox"])).max() <= 0.5
+
+
+def test_unusable_exports_and_backends_are_refused_clearly(exported, weights, tmp_path):
+    with pytest.raises(RuntimeUnavailable, match="backend 'torch' needs PyTorch weights"):
+        Predictor(None, exported["onnx"], backend="torch")
+    with pytest.raises(RuntimeUnavailable, match="runs with backend 'openvino' only"):
+        Predictor(None, exported["xml"], backend="onnxruntime")
+    with pytest.raises(RuntimeUnavailable, match="unknown backend 'tensorrt'"):
+        Predictor(CONFIG, weights, backend="tensorrt")
+    foreign = tmp_path / "foreign.onnx"  # an ONNX file, but not one of ours: no NanoDet metadata
+    foreign.write_bytes(with_metadata(exported["onnx"].read_bytes(), {"author": "someone"}))
+    with pytest.raises(ExportError, match=r"foreign.onnx: not a NanoDet export \(metadata 'format' is None"):
+        Predictor(None, foreign)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf at all")
+    proc = nanodet_cli("detect", "--weights", str(junk), str(tmp_path))
+    assert proc.returncode == 2 and f"error: {junk}: not an ONNX model" in proc.stderr
+    proc = nanodet_cli("detect", "--weights", str(weights), str(tmp_path))
+    assert proc.returncode == 2 and "--config is needed with PyTorch weights" in proc.stderr
+
+
+def test_auto_backend_is_torch_on_cuda_and_the_fastest_installed_on_cpu():
+    assert choose_backend("auto", torch.device("cuda", 0)) == "torch"
+    assert choose_backend("auto", torch.device("cpu")) == "onnxruntime"
+    with pytest.raises(RuntimeUnavailable, match="runs on the CPU only here"):
+        choose_backend("openvino", torch.device("cuda", 0))
