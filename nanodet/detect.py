@@ -67,8 +67,17 @@ def classify_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
 class Detector:
     """Runs a Predictor over inputs and emits records (and annotated files)."""
 
-    def __init__(self, predictor: Predictor, conf: float, batch_size: int, workers: int, save_dir: Path | None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        conf: float,
+        batch_size: int,
+        workers: int,
+        save_dir: Path | None,
+        reduced_decode: bool = False,
+    ) -> None:
         self.predictor = predictor
+        self.reduced_decode = reduced_decode
         self.conf = conf
         self.batch_size = batch_size
         self.workers = workers
@@ -80,7 +89,13 @@ class Detector:
     def images(self, paths: list[Path], progress: bool) -> Iterator[dict]:
         p = self.predictor
         dataset = ImageFileDataset(
-            paths, p.input_wh, p.keep_ratio, p.mean, p.std, keep_original=self.save_dir is not None
+            paths,
+            p.input_wh,
+            p.keep_ratio,
+            p.mean,
+            p.std,
+            keep_original=self.save_dir is not None,
+            reduced_decode=self.reduced_decode,
         )
         bar = tqdm(total=len(paths), desc="detect", unit="img", disable=not progress, file=sys.stderr)
         for batch in inference_batches(dataset, self.batch_size, self.workers):
@@ -147,7 +162,8 @@ def run_detect(args) -> int:
     predictor = Predictor(args.config, args.weights, device=device, backend=args.backend, threads=args.threads)
     images, streams = classify_inputs(args.inputs)
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
-    detector = Detector(predictor, args.conf, args.batch_size, workers, Path(args.save_dir) if args.save_dir else None)
+    save_dir = Path(args.save_dir) if args.save_dir else None
+    detector = Detector(predictor, args.conf, args.batch_size, workers, save_dir, args.reduced_decode)
     progress = not args.no_progress
     out = sys.stdout
     count = 0

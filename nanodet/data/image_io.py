@@ -22,7 +22,64 @@ class ImageReadError(ValueError):
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to BGR uint8 (3 channels); raises ImageReadError naming the file."""
+    return _decode(Path(path), _read_bytes(Path(path)), cv2.IMREAD_COLOR)
+
+
+# libjpeg decodes at 1/2, 1/4 or 1/8 of the size by scaling its DCT: far less work than a full
+# decode for an image much larger than the network input.
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def read_image_reduced(path: str | Path, min_wh: tuple[int, int]) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """Decode at the smallest of 1/8, 1/4, 1/2 or full size that keeps at least ``min_wh``
+    (JPEG only: other formats decode whole). Returns (BGR image, reduction factor, original
+    (width, height)); pixel ``i`` of an image reduced ``k`` times covers pixels ``k*i .. k*i+k-1``
+    of the original."""
     path = Path(path)
+    data = _read_bytes(path)
+    size = jpeg_size(data)
+    factor = 1
+    if size is not None:
+        factor = max((k for k in _REDUCED_FLAGS if size[0] // k >= min_wh[0] and size[1] // k >= min_wh[1]), default=1)
+    if factor == 1:
+        image = _decode(path, data, cv2.IMREAD_COLOR)
+        return image, 1, (image.shape[1], image.shape[0])
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ImageReadError(f"{path}: image too large ({size[0]}x{size[1]})")
+    image = _decode(path, data, _REDUCED_FLAGS[factor])
+    reduced = (-(-size[0] // factor), -(-size[1] // factor))
+    if (image.shape[1], image.shape[0]) != reduced:  # turned by its EXIF orientation: width and height swap
+        size = (size[1], size[0])
+    return image, factor, size
+
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, or None when ``data`` is not a JPEG whose
+    header can be read (the caller then decodes it whole, which reports any error)."""
+    buf = data.tobytes() if len(data) < 65536 else data[:65536].tobytes()
+    if buf[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 9 <= len(buf):
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+        if marker in _SOF_MARKERS:
+            height = int.from_bytes(buf[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(buf[pos + 7 : pos + 9], "big")
+            return (width, height) if width and height else None
+        pos += 2 + length
+    return None
+
+
+def _read_bytes(path: Path) -> np.ndarray:
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # a device or pipe would be read forever
             raise ImageReadError(f"{path}: not a regular file")
@@ -31,8 +88,12 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"{path}: cannot read ({err.strerror})") from None
     if data.size == 0:
         raise ImageReadError(f"{path}: empty file")
+    return data
+
+
+def _decode(path: Path, data: np.ndarray, flags: int) -> np.ndarray:
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(data, flags)
     except cv2.error as err:  # OpenCV refuses a header over its size limits by raising
         if "CV_IO_MAX_IMAGE" in str(err):
             raise ImageReadError(

@@ -89,15 +89,25 @@ def preprocess(
     keep_ratio: bool,
     mean: Sequence[float] = DEFAULT_MEAN,
     std: Sequence[float] = DEFAULT_STD,
+    reduced: tuple[int, tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inference pre-processing: resize (or letterbox) to ``input_wh`` and normalise.
 
-    Returns the CHW float32 input and the 3x3 matrix from original image coordinates
-    to input coordinates.
+    ``reduced`` = (k, original (w, h)) for an image decoded at 1/k of its size
+    (:func:`~nanodet.data.image_io.read_image_reduced`): the input is warped from it as if
+    from the original. Returns the CHW float32 input and the 3x3 matrix from *original* image
+    coordinates to input coordinates.
     """
     height, width = img.shape[:2]
-    M = resize_matrix((width, height), input_wh, keep_ratio)
-    warped = cv2.warpPerspective(img, M, dsize=tuple(input_wh))
+    if reduced is None:
+        M = resize_matrix((width, height), input_wh, keep_ratio)
+        warped = cv2.warpPerspective(img, M, dsize=tuple(input_wh))
+    else:
+        factor, original_wh = reduced
+        M = resize_matrix(original_wh, input_wh, keep_ratio)
+        # reduced pixel i (centre) sits at original pixel k*i + (k-1)/2
+        from_reduced = np.array([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2], [0, 0, 1.0]])
+        warped = cv2.warpPerspective(img, M @ from_reduced, dsize=tuple(input_wh))
     return _to_chw(normalize(warped, mean, std)), M
 
 

@@ -1,0 +1,171 @@
+"""``nanodet detect`` on a folder against the official NanoDet demo Predictor, side by side.
+
+    .venv/bin/python bench/detect.py [--images 1024] [--config nanodet-plus-m_416.yml] [--threads 2]
+                                     [--ref ../shared/ref] [--variants auto,torch,openvino,onnx]
+
+The same generated JPEGs (480x360 to 1280x960 shapes pictures) and the same weights (fixed
+random weights calibrated like a trained model, ``bench._common.random_detector``, saved as an
+official ``.pth``) go through:
+
+* the official demo Predictor's loop (``bench/official_detect.py`` in the official code's
+  environment, ``--ref``: see ``../shared/ref/README.md``), one image at a time as its demo does:
+  the baseline, timed over its loop only (process start and model load left out);
+* our ``python -m nanodet detect`` as a whole process (start, imports, model load, ONNX export
+  for the ONNX backends, decode, NMS, JSON lines out) for each variant: ``auto`` (the default:
+  the fastest installed CPU backend), ``torch``, ``openvino``, ``onnx`` (the exported file as
+  ``--weights``, no config), each with ``--threads``.
+
+Every variant's detections (score > 0.05) are matched to the official ones image by image:
+same class, box within 0.5 px, score within 1e-3. Prints ONE JSON object (progress on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import REPO, host_info, log, random_detector  # noqa: E402
+from nanodet.checkpoint import save_pth  # noqa: E402
+from nanodet.config import load_config  # noqa: E402
+from nanodet.data.synthetic import synthetic_image  # noqa: E402
+from nanodet.deploy.export import export_onnx  # noqa: E402
+
+VARIANTS = ("auto", "torch", "openvino", "onnx")
+
+
+def write_images(folder: Path, count: int, seed: int = 0) -> list[tuple[int, int]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, i])
+        size = (int(rng.integers(480, 1281)), int(rng.integers(360, 961)))
+        image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        sizes.append(size)
+    return sizes
+
+
+def run_official(ref: Path, config: str, weights: Path, folder: Path, threads: int) -> dict:
+    env = {**os.environ, "THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    ref_config = Path(os.environ.get("REF_DIR", "/tmp/nanodet-ref")) / "config" / config
+    cmd = [str(ref / "run.sh"), str(REPO / "bench" / "official_detect.py"), str(ref_config), str(weights), str(folder)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"the official run failed: {proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_seconds"] = round(wall, 3)
+    return out
+
+
+def run_ours(variant: str, config: Path, weights: Path, onnx: Path, folder: Path, threads: int, batch: int) -> dict:
+    model = ["--weights", str(onnx)] if variant == "onnx" else ["--config", str(config), "--weights", str(weights)]
+    backend = "auto" if variant == "onnx" else variant
+    cmd = [sys.executable, "-m", "nanodet", "detect", *model, "--backend", backend, "--threads", str(threads)]
+    cmd += ["--conf", "0.05", "--batch-size", str(batch), "--no-progress", str(folder)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{variant}: {proc.stderr[-2000:]}")
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    detections = {
+        Path(r["file"]).name: [[*d["bbox"], d["score"], d["class_id"]] for d in r["detections"]] for r in records
+    }
+    return {"images": len(records), "process_seconds": round(wall, 3), "detections": detections}
+
+
+def match(official: dict[str, list], ours: dict[str, list]) -> dict:
+    """Official detections found in ours (same class, box within 0.5 px, score within 1e-3).
+    Ours rounds boxes to 0.01 px and scores to 1e-4 in its JSON lines."""
+    total = found = 0
+    worst_box = worst_score = 0.0
+    for name, theirs in official.items():
+        mine = np.asarray(ours.get(name, []), dtype=np.float64).reshape(-1, 6)
+        for det in theirs:
+            total += 1
+            same = mine[mine[:, 5] == det[5]]
+            if not len(same):
+                continue
+            box_err = np.abs(same[:, :4] - det[:4]).max(axis=1)
+            score_err = np.abs(same[:, 4] - det[4])
+            best = int(np.argmin(box_err + score_err))
+            if box_err[best] <= 0.5 and score_err[best] <= 1e-3:
+                found += 1
+                worst_box, worst_score = max(worst_box, box_err[best]), max(worst_score, score_err[best])
+    extra = sum(len(v) for v in ours.values()) - total
+    return {
+        "official_detections": total,
+        "matched": found,
+        "ours_minus_official_count": extra,
+        "max_box_px": round(float(worst_box), 3),
+        "max_score": round(float(worst_score), 5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--config", default="nanodet-plus-m_416.yml")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--ref", default=str(REPO.parent / "shared" / "ref"))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    cfg = load_config(REPO / "config" / args.config)
+    report: dict = {"benchmark": "bench/detect.py", "host": host_info(), "config": args.config}
+    report["threads"], report["batch_size"] = args.threads, args.batch_size
+    with tempfile.TemporaryDirectory(prefix="nanodet-bench-detect-") as tmp_name:
+        tmp = Path(tmp_name)
+        log(f"writing {args.images} JPEGs ...")
+        sizes = write_images(tmp / "images", args.images)
+        report["images"] = {
+            "count": args.images,
+            "min_wh": list(map(min, zip(*sizes))),
+            "max_wh": list(map(max, zip(*sizes))),
+        }
+        weights = tmp / "weights.pth"
+        save_pth(random_detector(cfg), weights)
+        onnx = export_onnx(cfg, weights, tmp / "model.onnx", dynamic_batch=True)
+        official = None
+        if (Path(args.ref) / "run.sh").is_file():
+            log("official demo Predictor ...")
+            official = run_official(Path(args.ref), args.config, weights, tmp / "images", args.threads)
+            loop_rate = official["images"] / official["loop_seconds"]
+            report["official"] = {
+                "loop_images_per_s": round(loop_rate, 2),
+                "loop_seconds": official["loop_seconds"],
+                "process_seconds": official["process_seconds"],
+            }
+        else:
+            report["official"] = {"skipped": f"no official harness at {args.ref} (see ../shared/ref/README.md)"}
+        report["ours"] = {}
+        for variant in args.variants.split(","):
+            log(f"ours: {variant} ...")
+            result = run_ours(
+                variant, REPO / "config" / args.config, weights, onnx, tmp / "images", args.threads, args.batch_size
+            )
+            rate = result["images"] / result["process_seconds"]
+            entry = {"process_images_per_s": round(rate, 2), "process_seconds": result["process_seconds"]}
+            if official is not None:
+                entry["speedup_vs_official_loop"] = round(rate / report["official"]["loop_images_per_s"], 2)
+                entry["parity"] = match(official["detections"], result["detections"])
+            report["ours"][variant] = entry
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
