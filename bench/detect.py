@@ -61,7 +61,8 @@ def run_official(ref: Path, config: str, weights: Path, folder: Path, threads: i
     ref_config = Path(os.environ.get("REF_DIR", "/tmp/nanodet-ref")) / "config" / config
     cmd = [str(ref / "run.sh"), str(REPO / "bench" / "official_detect.py"), str(ref_config), str(weights), str(folder)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # its Logger writes logs.txt into the working directory: the temp folder, not the repository
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=folder.parent)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"the official run failed: {proc.stderr[-2000:]}")
