@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,10 @@ def run_official(ref: Path, config: str, weights: Path, folder: Path, threads: i
         raise RuntimeError(f"the official run failed: {proc.stderr[-2000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["process_seconds"] = round(wall, 3)
+    # its inference prints "forward time: Xs | decode time: Ys" per image (the warm-up image first)
+    forward = [float(t) for t in re.findall(r"forward time: ([0-9.]+)s", proc.stdout)][1:]
+    decode = [float(t) for t in re.findall(r"decode time: ([0-9.]+)s", proc.stdout)][1:]
+    out["forward_seconds"], out["decode_nms_seconds"] = round(sum(forward), 3), round(sum(decode), 3)
     return out
 
 
@@ -149,7 +154,10 @@ def main() -> None:
             report["official"] = {
                 "loop_images_per_s": round(loop_rate, 2),
                 "loop_seconds": official["loop_seconds"],
+                "of_which_forward_seconds": official["forward_seconds"],
+                "of_which_decode_nms_seconds": official["decode_nms_seconds"],
                 "process_seconds": official["process_seconds"],
+                "nms": "the harness's pure-PyTorch stand-in for torchvision.ops.nms (../shared/ref/setup.sh)",
             }
         else:
             report["official"] = {"skipped": f"no official harness at {args.ref} (see ../shared/ref/README.md)"}

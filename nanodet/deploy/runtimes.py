@@ -15,6 +15,7 @@ exported with a dynamic batch, else one image at a time.
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
 from pathlib import Path
 
@@ -111,8 +112,6 @@ class OpenVinoRuntime:
 
         self.core = ov.Core()
         if isinstance(model, bytes):
-            import io
-
             self.model = ov.convert_model(io.BytesIO(model))
         else:
             self.model = self.core.read_model(str(model))

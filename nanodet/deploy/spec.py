@@ -69,20 +69,8 @@ class ModelSpec:
 
     @staticmethod
     def metadata_keys() -> tuple[str, ...]:
-        return (
-            "format",
-            "class_names",
-            "input_size",
-            "keep_ratio",
-            "mean",
-            "std",
-            "strides",
-            "reg_max",
-            "prior_offset",
-            "arch",
-            "outputs",
-            "preprocess",
-        )
+        """Every key :meth:`to_metadata` writes."""
+        return tuple(_EXAMPLE.to_metadata())
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str) -> ModelSpec:
@@ -105,3 +93,6 @@ class ModelSpec:
             )
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"{source}: unreadable NanoDet metadata ({type(err).__name__}: {err})") from None
+
+
+_EXAMPLE = ModelSpec(("a",), (32, 32), False, (0.0,) * 3, (1.0,) * 3, (8,), 7, 0.0, "")
