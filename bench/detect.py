@@ -13,7 +13,7 @@ official ``.pth``) go through:
 * our ``python -m nanodet detect`` as a whole process (start, imports, model load, ONNX export
   for the ONNX backends, decode, NMS, JSON lines out) for each variant: ``auto`` (the default:
   the fastest installed CPU backend), ``torch``, ``openvino``, ``onnx`` (the exported file as
-  ``--weights``, no config), each with ``--threads``.
+  ``--weights``, no config), ``reduced`` (``auto`` with ``--reduced-decode``), each with ``--threads``.
 
 Every variant's detections (score > 0.05) are matched to the official ones image by image:
 same class, box within 0.5 px, score within 1e-3. Prints ONE JSON object (progress on stderr).
@@ -42,7 +42,7 @@ from nanodet.config import load_config  # noqa: E402
 from nanodet.data.synthetic import synthetic_image  # noqa: E402
 from nanodet.deploy.export import export_onnx  # noqa: E402
 
-VARIANTS = ("auto", "torch", "openvino", "onnx")
+VARIANTS = ("auto", "torch", "openvino", "onnx", "reduced")
 
 
 def write_images(folder: Path, count: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -78,8 +78,9 @@ def run_official(ref: Path, config: str, weights: Path, folder: Path, threads: i
 
 def run_ours(variant: str, config: Path, weights: Path, onnx: Path, folder: Path, threads: int, batch: int) -> dict:
     model = ["--weights", str(onnx)] if variant == "onnx" else ["--config", str(config), "--weights", str(weights)]
-    backend = "auto" if variant == "onnx" else variant
+    backend = "auto" if variant in ("onnx", "reduced") else variant
     cmd = [sys.executable, "-m", "nanodet", "detect", *model, "--backend", backend, "--threads", str(threads)]
+    cmd += ["--reduced-decode"] if variant == "reduced" else []
     cmd += ["--conf", "0.05", "--batch-size", str(batch), "--no-progress", str(folder)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()

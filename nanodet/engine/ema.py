@@ -26,11 +26,17 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
+        """Blend every floating-point tensor (one multi-tensor op per step), copy the others."""
         w = self.weight(step)
         ema_state = self.model.state_dict()
+        blend_ema, blend_model = [], []
         for name, value in model.state_dict().items():
             target = ema_state[name]
             if target.dtype.is_floating_point:
-                target.mul_(1 - w).add_(value.detach(), alpha=w)
+                blend_ema.append(target)
+                blend_model.append(value)
             else:
                 target.copy_(value)
+        # the same arithmetic as target.mul_(1 - w).add_(value, alpha=w), tensor by tensor
+        torch._foreach_mul_(blend_ema, 1 - w)
+        torch._foreach_add_(blend_ema, blend_model, alpha=w)

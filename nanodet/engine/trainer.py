@@ -12,6 +12,7 @@ evaluations; only rank 0 writes files.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,27 @@ class _TrainForward(nn.Module):
         return self.model.forward_train(images, epoch)
 
 
+def training_memory_format(device: torch.device, channels_last: bool | None = None) -> torch.memory_format:
+    """Channels-last by default on CPU, where it alone made a training step of NanoDet-Plus-m-320
+    ~1.2x faster (depthwise convs, batch norm and the stem conv run much faster NHWC; measured
+    step against step in one process). Elsewhere NCHW (unmeasured)."""
+    if channels_last is None:
+        channels_last = device.type == "cpu"
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    A checkpoint written by an NCHW run (an older version, CUDA, the official code) holds NCHW
+    moments; the fused CPU Adam(W) of torch walks parameter, gradient and moments as raw memory
+    and updates wrongly when their layouts differ (torch 2.13, checked in the tests)."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def autocast_dtype(cfg: NanoDetConfig, device: torch.device) -> torch.dtype | None:
     """Mixed precision only on CUDA with ``precision: 16``: bf16 where supported, else fp16."""
     if cfg.device.precision != 16 or device.type != "cuda":
@@ -97,7 +119,10 @@ def autocast_dtype(cfg: NanoDetConfig, device: torch.device) -> torch.dtype | No
 
 class Trainer:
     """Trains built parts (:class:`~nanodet.engine.build.TrainingParts`); :meth:`from_config`
-    builds them from a config."""
+    builds them from a config.
+
+    ``channels_last`` (default: on CPU) puts the weights of the model and of its EMA copy, and
+    every input batch, in the channels-last memory layout: the same computation, only faster."""
 
     def __init__(
         self,
@@ -106,6 +131,7 @@ class Trainer:
         ctx: DistContext,
         parts: TrainingParts,
         callbacks: list[Callback] | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.work_dir = Path(work_dir)
@@ -116,6 +142,10 @@ class Trainer:
         self.model, self.criterion, self.optimizer = parts.model, parts.criterion, parts.optimizer
         self.train_loader, self.val_loader, self.evaluator = parts.train_loader, parts.val_loader, parts.evaluator
         self.ema = parts.ema
+        self.memory_format = training_memory_format(self.device, channels_last)
+        self.model.to(memory_format=self.memory_format)  # in place: the optimizer keeps its parameters
+        if self.ema is not None:
+            self.ema.model.to(memory_format=self.memory_format)
         self.lr_schedule = LrSchedule(cfg.schedule)
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -162,6 +192,7 @@ class Trainer:
             ema_state = split_state_dict(state, "avg_model.")
             self.ema.model.load_state_dict(ema_state or split_state_dict(state, "model."))
         self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
+        match_state_layout(self.optimizer)
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state.epoch = int(ckpt["epoch"])
@@ -245,25 +276,27 @@ class Trainer:
         lr = self.lr_schedule.lr_at(epoch, self.state.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        images = batch.images.to(self.device, non_blocking=True)
+        images = batch.images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             preds, aux_preds = self.train_module(images, epoch)
         priors = self.model.head.priors((images.shape[2], images.shape[3]), self.device)
         loss, states = self.criterion(preds, aux_preds, priors, batch.gt_bboxes, batch.gt_labels)
-        if not torch.isfinite(loss):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in states.items())
+        # every logged number in one device-to-host copy
+        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in states.values())]).tolist()
+        out = dict(zip(states, values[1:]))
+        if not math.isfinite(values[0]):
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in out.items())
             raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {self.state.step}: {terms}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, self.state.step)
-        out = {k: v.item() for k, v in states.items()}
-        out["loss"] = loss.item()
+        out["loss"] = values[0]
         out["lr"] = lr
         return out
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import BackboneConfig
-from .layers import activation_layer
+from .layers import activation_layer, dense_grad
 
 STAGE_CHANNELS: dict[str, list[int]] = {
     "0.5x": [24, 48, 96, 192, 1024],
@@ -20,9 +20,17 @@ STAGE_CHANNELS: dict[str, list[int]] = {
 STAGE_REPEATS = [4, 8, 4]
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+def concat_shuffle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The channels of ``a`` and ``b`` interleaved, ``a0, b0, a1, b1, ...``: ShuffleNet's
+    concatenation followed by a channel shuffle of 2 groups, in one copy instead of two.
+
+    Channels-last inputs (channels the innermost axis) give a channels-last result."""
+    n, c, h, w = a.shape
+    if b.stride(1) != 1:
+        return torch.stack((a, b), dim=2).reshape(n, 2 * c, h, w)
+    # each input gets every other channel of the gradient: dense copies for the layers before
+    pairs = torch.stack((dense_grad(a).permute(0, 2, 3, 1), dense_grad(b).permute(0, 2, 3, 1)), dim=4)
+    return pairs.reshape(n, h, w, 2 * c).permute(0, 3, 1, 2)
 
 
 def _depthwise(channels: int, kernel: int, stride: int) -> nn.Conv2d:
@@ -58,10 +66,8 @@ class ShuffleV2Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             skip, x = x.chunk(2, dim=1)
-            out = torch.cat((skip, self.branch2(x)), dim=1)
-        else:
-            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return channel_shuffle(out, 2)
+            return concat_shuffle(skip, self.branch2(x))
+        return concat_shuffle(self.branch1(x), self.branch2(x))
 
 
 class ShuffleNetV2(nn.Module):

@@ -141,6 +141,16 @@ def expected_distances(reg: Tensor, reg_max: int) -> Tensor:
     return torch.softmax(reg.reshape(*reg.shape[:-1], 4, reg_max + 1), dim=-1) @ bins
 
 
+def expected_distances_bins_leading(reg: Tensor, reg_max: int) -> Tensor:
+    """:func:`expected_distances` computed with the bins as the leading axis, for training.
+
+    The same softmax and mean (equal up to float rounding), ~4x faster forward and backward on
+    CPU, where torch's softmax over a last axis of ``reg_max + 1`` (8) elements is slow."""
+    logits = reg.unflatten(-1, (4, reg_max + 1)).movedim(-1, 0).contiguous()  # [R + 1, ..., 4]
+    bins = torch.arange(reg_max + 1, device=reg.device, dtype=reg.dtype).view(-1, *[1] * (logits.dim() - 1))
+    return (torch.softmax(logits, dim=0) * bins).sum(dim=0)
+
+
 def distributions_to_boxes(
     reg: Tensor, priors: Tensor, reg_max: int, max_shape: tuple[int, int] | None = None
 ) -> Tensor:

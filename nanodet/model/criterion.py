@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from ..config import HeadLossConfig
 from .assigner import DynamicSoftLabelAssigner
-from .box_ops import bbox2distance, distributions_to_boxes
+from .box_ops import bbox2distance, distance2bbox, expected_distances_bins_leading
 from .losses import DistributionFocalLoss, GIoULoss, QualityFocalLoss
 
 
@@ -55,7 +55,8 @@ class NanoDetPlusLoss:
     def decode(self, preds: torch.Tensor, priors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class logits, box logits, decoded boxes) from ``[N, P, C + 4(R+1)]``."""
         cls_preds, reg_preds = preds.float().split((self.num_classes, 4 * (self.reg_max + 1)), dim=-1)
-        return cls_preds, reg_preds, distributions_to_boxes(reg_preds, priors, self.reg_max)
+        distances = expected_distances_bins_leading(reg_preds, self.reg_max) * priors[:, 2:3]
+        return cls_preds, reg_preds, distance2bbox(priors[:, :2], distances)
 
     def __call__(
         self,

@@ -31,6 +31,23 @@ def activation_layer(name: str | None) -> nn.Module:
     return factories[name]()
 
 
+def dense_grad(t: torch.Tensor) -> torch.Tensor:
+    """``t`` unchanged; in backward, its gradient reaches the layers that made ``t`` as a dense
+    channels-last tensor.
+
+    The backward of a concatenation (or channel interleave) hands each input a strided view of
+    its gradient. On CPU, channels-last batch norm and activation backward run several times
+    slower on such views than on a dense copy (measured: ~5x for batch norm on a channel slice,
+    ~12x for LeakyReLU on every other channel). Only for channels-last tensors that need grad."""
+    if t.requires_grad and t.dim() == 4 and t.stride(1) == 1:
+        t.register_hook(_dense_channels_last)
+    return t
+
+
+def _dense_channels_last(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous(memory_format=torch.channels_last)
+
+
 def norm_layer(cfg: NormConfig, channels: int) -> tuple[str, nn.Module]:
     """(attribute name, layer) for a norm config: ``bn`` for batch norm, ``gn`` for group norm.
 

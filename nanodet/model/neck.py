@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GhostPANConfig, NormConfig, PANConfig
-from .layers import ConvModule, DepthwiseConvModule, activation_layer
+from .layers import ConvModule, DepthwiseConvModule, activation_layer, dense_grad
 
 
 class GhostModule(nn.Module):
@@ -25,6 +25,7 @@ class GhostModule(nn.Module):
     def __init__(self, inp: int, oup: int, activation: str | None, ratio: int = 2, dw_size: int = 3) -> None:
         super().__init__()
         self.oup = oup
+        self.norm_is_last = activation is None  # cheap_operation ends with its batch norm
         init_channels = math.ceil(oup / ratio)
         new_channels = init_channels * (ratio - 1)
         self.primary_conv = nn.Sequential(
@@ -41,7 +42,11 @@ class GhostModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
         x2 = self.cheap_operation(x1)
-        return torch.cat((x1, x2), dim=1)[:, : self.oup]
+        if self.norm_is_last:  # a batch norm right before the concatenation
+            x2 = dense_grad(x2)
+        out = torch.cat((x1, x2), dim=1)
+        # an odd ``oup`` makes one channel too many; slicing only then spares backward a zero-filled copy
+        return out[:, : self.oup] if out.shape[1] > self.oup else out
 
 
 class GhostBottleneck(nn.Module):
@@ -81,7 +86,8 @@ class GhostBlocks(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.blocks(x)
-        return out + self.reduce_conv(x) if self.use_res else out
+        out = out + self.reduce_conv(x) if self.use_res else out
+        return dense_grad(out)  # concatenated next, and the bottleneck's shortcut ends with a batch norm
 
 
 class GhostPAN(nn.Module):
