@@ -32,6 +32,8 @@ def check_training(out: Path) -> None:
     for name, stage in stages.items():
         if not 0 <= stage["mAP"] <= 1:
             fail(f"stage {name}: mAP {stage['mAP']}")
+        if "nanodet_model.onnx" not in stage["files"]:  # the image has onnx: every stage carries its export
+            fail(f"stage {name}: no ONNX attachment in {stage['files']}")
         for f in stage["files"]:
             path = models / name / f if (models / name / f).exists() else models / f
             if not path.is_file() or path.is_symlink():
