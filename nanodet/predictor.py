@@ -110,7 +110,7 @@ class Predictor:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """The raw head output ``[N, P, C + 4(R+1)]`` of a batch (torch backend)."""
         runtime = self._torch_runtime()
-        return runtime.model(batch.to(self.device).contiguous(memory_format=runtime.memory_format))
+        return runtime.model(runtime.prepare(batch))
 
     def _torch_runtime(self) -> TorchRuntime:
         if not isinstance(self.runtime, TorchRuntime):

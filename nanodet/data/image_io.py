@@ -59,7 +59,7 @@ _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD
 def jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
     """(width, height) from a JPEG's frame header, or None when ``data`` is not a JPEG whose
     header can be read (the caller then decodes it whole, which reports any error)."""
-    buf = data.tobytes() if len(data) < 65536 else data[:65536].tobytes()
+    buf = data[:65536].tobytes()  # the frame header comes before the image data
     if buf[:2] != b"\xff\xd8":
         return None
     pos = 2

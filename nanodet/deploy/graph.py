@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from ..model.detector import NanoDet
+from ..model.head import level_sizes
 from ..postprocess import decode
 
 OUTPUT_NAMES = ("boxes", "scores", "cls_logits")
@@ -49,12 +49,6 @@ class InferenceGraph(nn.Module):
         return boxes, scores, preds[..., : self.num_classes].float()
 
 
-def level_sizes(input_hw: tuple[int, int], strides: tuple[int, ...] | list[int]) -> list[tuple[int, int]]:
-    """(h, w) of each pyramid level for an input of ``input_hw`` (ceil division, as the priors)."""
-    h, w = input_hw
-    return [(-(-h // s), -(-w // s)) for s in strides]
-
-
 def class_level_maps(
     cls_logits: Tensor, input_hw: tuple[int, int], strides: tuple[int, ...] | list[int]
 ) -> list[Tensor]:
@@ -68,8 +62,3 @@ def class_level_maps(
 def split_outputs(outputs: tuple[Tensor, ...] | list[Tensor]) -> GraphOutputs:
     boxes, scores, cls_logits = outputs
     return GraphOutputs(boxes, scores, cls_logits)
-
-
-@torch.no_grad()
-def run_graph(graph: InferenceGraph, images: Tensor) -> GraphOutputs:
-    return split_outputs(graph(images))

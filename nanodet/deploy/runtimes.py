@@ -74,9 +74,13 @@ class TorchRuntime:
             self._graphs[input_hw] = InferenceGraph(self.model, input_hw)
         return self._graphs[input_hw]
 
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch on the model's device, in its memory layout."""
+        return images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
     @torch.inference_mode()
     def run(self, images: torch.Tensor) -> GraphOutputs:
-        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        images = self.prepare(images)
         return split_outputs(self.graph((images.shape[2], images.shape[3]))(images))
 
 
@@ -101,11 +105,10 @@ class OnnxRuntime:
         self.input_hw = (int(shape[2]), int(shape[3]))
 
     def run(self, images: torch.Tensor) -> GraphOutputs:
-        x = fit_to_graph(images, self.input_hw)
-        if self.fixed_batch is None:
-            return _as_outputs(self.session.run(None, {self.input_name: x}))
-        pieces = [self.session.run(None, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
-        return _as_outputs([np.concatenate(parts) for parts in zip(*pieces)])
+        return run_exported(self._infer, fit_to_graph(images, self.input_hw), self.fixed_batch)
+
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: x})
 
 
 class OpenVinoRuntime:
@@ -139,11 +142,7 @@ class OpenVinoRuntime:
         return self._compiled[batch]
 
     def run(self, images: torch.Tensor) -> GraphOutputs:
-        x = fit_to_graph(images, self.input_hw)
-        if self.fixed_batch is not None:
-            pieces = [self._infer(x[i : i + 1]) for i in range(len(x))]
-            return _as_outputs([np.concatenate(parts) for parts in zip(*pieces)])
-        return _as_outputs(self._infer(x))
+        return run_exported(self._infer, fit_to_graph(images, self.input_hw), self.fixed_batch)
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         result = self.compiled(len(x))(x)
@@ -161,7 +160,14 @@ def fit_to_graph(images: torch.Tensor, graph_hw: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
 
 
-def _as_outputs(arrays: list[np.ndarray]) -> GraphOutputs:
+def run_exported(infer, x: np.ndarray, fixed_batch: int | None) -> GraphOutputs:
+    """``infer`` (one call of an exported graph) over a batch: whole when the graph's batch is
+    free, else one image at a time, the pieces joined."""
+    if fixed_batch is None:
+        arrays = infer(x)
+    else:
+        pieces = [infer(x[i : i + 1]) for i in range(len(x))]
+        arrays = [np.concatenate(parts) for parts in zip(*pieces)]
     return split_outputs([torch.from_numpy(np.asarray(a)) for a in arrays])
 
 

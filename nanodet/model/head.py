@@ -50,6 +50,12 @@ def make_priors(
     return torch.cat(rows, dim=0)
 
 
+def level_sizes(input_hw: tuple[int, int], strides: tuple[int, ...] | list[int]) -> list[tuple[int, int]]:
+    """(h, w) of each pyramid level for an input of ``input_hw`` (ceil division)."""
+    h, w = input_hw
+    return [(-(-h // s), -(-w // s)) for s in strides]
+
+
 class DetectionHead(nn.Module):
     """What every head shares: layout of the outputs and the prior cells."""
 
@@ -59,9 +65,7 @@ class DetectionHead(nn.Module):
     prior_offset: float = 0.0  # NanoDet-Plus puts priors at the cell corner; legacy GFL at its centre
 
     def priors(self, input_hw: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
-        h, w = input_hw
-        sizes = [(-(-h // s), -(-w // s)) for s in self.strides]  # ceil division
-        return make_priors(sizes, self.strides, self.prior_offset, device)
+        return make_priors(level_sizes(input_hw, self.strides), self.strides, self.prior_offset, device)
 
     def forward_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         raise NotImplementedError
