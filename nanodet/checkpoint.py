@@ -5,6 +5,8 @@
   the averaged weights win when present.
 
 Files are read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
+The few Lightning/yacs/argparse/numpy names that old official checkpoints carry beside their
+weights are read into inert stand-ins (``checkpoint_globals``); every other name is refused.
 Tensors whose shape differs from the model (another class count) are skipped and reported,
 so COCO weights fine-tune onto a user's classes.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint_globals import allowed_globals
 from .utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,8 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign files
         raise CheckpointError(f"{path}: {_load_failure(err)}") from None
     if not isinstance(obj, dict):
