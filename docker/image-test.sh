@@ -82,17 +82,55 @@ fi
 wheel_dir=$(dirname "$(ls /opt/wheels/torch-*.whl 2>/dev/null | head -n 1)")
 [ -n "$wheel_dir" ] || skip "no local torch wheel under /opt/wheels"
 ca=/etc/ssl/certs/ca-certificates.crt
+rm -rf "$WORK" && mkdir -p "$WORK/served"
+# The build downloads one weights file as the default build does, from a local server standing
+# in for the release host (CI reaches package registries only): an official-format COCO
+# checkpoint (a Lightning 1.4 pickle naming its callback classes), verified once the code is in.
+"$PY" -c 'import sys; from pathlib import Path
+from nanodet.config import load_config
+from nanodet.model import build_model
+from tests.old_checkpoints import save_lightning_checkpoint
+state = build_model(load_config("config/nanodet-plus-m_320.yml").model.arch).state_dict()
+save_lightning_checkpoint(state, Path(sys.argv[1]) / "nanodet-plus-m_320_checkpoint.ckpt", "1.4.9")' "$WORK/served"
+port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$PY" -m http.server "$port" --bind 127.0.0.1 --directory "$WORK/served" >/dev/null 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+build() {  # CONTEXT LOG
+    podman build --network host "${ULIMITS[@]}" -t "$IMAGE" --build-arg BASE_IMAGE="$BASE" \
+        --build-arg FETCH_WEIGHTS=1 --build-arg WEIGHTS_ONLY=nanodet-plus-m_320 \
+        --build-arg WEIGHTS_MIRROR="http://127.0.0.1:$port/" \
+        -v "$wheel_dir:/wheels:ro" -v "$ca:$ca:ro" -f "$1/Dockerfile" "$1" >"$2" 2>&1
+}
+# the line after the download step's STEP line in a build log: the cache hit, or its first output
+download_step() { grep -A1 -E '^STEP [0-9]+/[0-9]+: RUN case .*download_weights.py' "$1" | tail -n 1; }
 say "building $IMAGE"
 t0=$(date +%s)
-build() {
-    # FETCH_WEIGHTS=0: CI reaches package registries only, not the weights' download hosts
-    podman build -q --network host "${ULIMITS[@]}" -t "$IMAGE" --build-arg BASE_IMAGE="$BASE" \
-        --build-arg FETCH_WEIGHTS=0 -v "$wheel_dir:/wheels:ro" -v "$ca:$ca:ro" -f Dockerfile . >/dev/null
-}
-build || { say "build failed, retrying once (package downloads can flake)"; build; }
+if ! build "$ROOT" "$WORK/build-1.log"; then
+    say "build failed, retrying once (package downloads can flake)"
+    build "$ROOT" "$WORK/build-1.log" || { tail -n 30 "$WORK/build-1.log"; say "FAILED: build"; exit 1; }
+fi
 build_s=$(( $(date +%s) - t0 ))
+grep -q "downloaded from http://127.0.0.1:$port/nanodet-plus-m_320_checkpoint.ckpt" "$WORK/build-1.log" \
+    || { tail -n 30 "$WORK/build-1.log"; say "FAILED: the build did not download the weights"; exit 1; }
+verified=$(grep -o "ok nanodet-plus-m_320_checkpoint.ckpt: fits.*" "$WORK/build-1.log" | head -n 1)
+[ -n "$verified" ] || { tail -n 30 "$WORK/build-1.log"; say "FAILED: the weights were not verified"; exit 1; }
+say "build verified the weights: $verified"
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 say "built in ${build_s}s, image size $((size / 1024 / 1024)) MiB"
+
+# A second build after an edit of README.md: the weights layer comes from the cache.
+context=$(mktemp -d /var/tmp/nanodet-context.XXXX)
+cp -a Dockerfile .dockerignore README.md start.py nanodet executor config docker "$context/"
+echo "edited for the cache check" >> "$context/README.md"
+t0=$(date +%s)
+build "$context" "$WORK/build-2.log" || { tail -n 30 "$WORK/build-2.log"; say "FAILED: second build"; exit 1; }
+rm -rf "$context"
+step=$(download_step "$WORK/build-2.log")
+case "$step" in
+    *"Using cache"*) say "second build after a README edit: $(( $(date +%s) - t0 ))s, weights step: $step" ;;
+    *) say "FAILED: the README edit re-ran the weights download ($step)"; exit 1 ;;
+esac
 
 # --- templates, as the platform reads them ---------------------------------------------------
 for t in training mining infer; do
@@ -102,7 +140,6 @@ done
 say "templates: ok"
 
 # --- a training task, then mining+infer on its model -----------------------------------------
-rm -rf "$WORK" && mkdir -p "$WORK"
 "$PY" - "$WORK" <<'EOF'
 import sys
 from pathlib import Path
@@ -112,14 +149,18 @@ make_training_workspace(Path(sys.argv[1]) / "train-in", train_images=24, val_ima
 EOF
 mkdir -p "$WORK/train-out" "$WORK/predict-out"
 chmod 777 "$WORK/train-out" "$WORK/predict-out"
-run_task() {  # IN OUT: as the platform runs the image
+run_task() {  # IN OUT: as the platform runs the image (its log: OUT.log)
     find "$1" -type f -exec sha1sum {} + | sort > "$WORK/in-before.txt"
     docker run --rm --network none --user "$USER_ID" --shm-size 1g "${ULIMITS[@]}" \
-        -v "$1:/in:ro" -v "$2:/out" "$IMAGE" || { say "FAILED: task exited $?"; tail -n 5 "$2/monitor.txt"; exit 1; }
+        -v "$1:/in:ro" -v "$2:/out" "$IMAGE" >"$2.log" 2>&1 \
+        || { say "FAILED: task exited $?"; tail -n 20 "$2.log"; tail -n 5 "$2/monitor.txt"; exit 1; }
     find "$1" -type f -exec sha1sum {} + | sort | cmp -s - "$WORK/in-before.txt" \
         || { say "FAILED: the task changed /in"; exit 1; }
 }
 t0=$(date +%s); run_task "$WORK/train-in" "$WORK/train-out"; say "training task: $(( $(date +%s) - t0 ))s"
+grep -q "starting weights: COCO checkpoint /weights/nanodet-plus-m_320_checkpoint.ckpt" "$WORK/train-out.log" \
+    || { tail -n 20 "$WORK/train-out.log"; say "FAILED: training did not start from the baked checkpoint"; exit 1; }
+say "training: $(grep -o "class convs of .*" "$WORK/train-out.log" | head -n 1)"
 "$PY" - "$WORK" <<'EOF'
 import sys
 from pathlib import Path

@@ -11,7 +11,9 @@ that need several processes run them under torchrun (``launch.py``); a worker ru
 
 Every failure ends with monitor.txt in the error state (return code + one-line reason),
 the reason as the last line on stderr, and a non-zero exit code. SIGTERM (the platform
-stopping the task) is a failure like any other: outputs stay consistent, exit non-zero.
+stopping the task) is no failure of the task: outputs stay consistent, monitor.txt goes to
+the error state *without* a return code (the platform then shows its own stop, not one of
+ours; the reason is on the record's second line), and the exit code is 143 (128 + SIGTERM).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from .paths import MONITOR_NAME, OUT_ROOT, PathMapper, check_output_paths, monit
 from .protocol import EnvConfig, PredictConfig, TrainingConfig, parse_env, parse_task_config, read_yaml
 
 log = logging.getLogger("executor")
+
+STOPPED_EXIT_CODE = 128 + signal.SIGTERM  # the shell's code for a process ended by SIGTERM
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -82,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("removed %d temp files left by an interrupted run", len(stale))
         run(env, mapper, monitor)
         return 0
+    except TaskTerminated as err:  # asked for by the platform: report no error code of ours
+        try:
+            monitor.stopped(str(err))
+        except OSError as write_err:
+            print(f"cannot write monitor file: {write_err}", file=sys.stderr)
+        sys.stdout.flush()
+        print(f"stopped: {err} (no error code: the platform asked for it)", file=sys.stderr)
+        return STOPPED_EXIT_CODE
     except BaseException as err:  # noqa: BLE001 - every failure is reported the same way
         if isinstance(err, SystemExit) and err.code in (0, None):
             raise

@@ -60,6 +60,5 @@ class NanLossError(ExecutorError):
 
 class TaskTerminated(BaseException):
     """SIGTERM (the platform stopping the task). A BaseException, like KeyboardInterrupt, so
-    that no ``except Exception`` on the way (e.g. around torch.load) mistakes it for a bad file."""
-
-    code = ReturnCode.CONFIG
+    that no ``except Exception`` on the way (e.g. around torch.load) mistakes it for a bad file.
+    It carries no return code: the platform asked for the stop (``app.main`` reports it so)."""

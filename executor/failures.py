@@ -9,11 +9,11 @@ from nanodet.config import ConfigError as ModelConfigError
 from nanodet.data.image_io import ImageReadError
 from nanodet.engine.trainer import NonFiniteLossError
 
-from .errors import ExecutorError, ReturnCode, TaskTerminated
+from .errors import ExecutorError, ReturnCode
 
 
 def classify(err: BaseException) -> tuple[ReturnCode, str]:
-    if isinstance(err, (ExecutorError, TaskTerminated)):
+    if isinstance(err, ExecutorError):
         return err.code, str(err)
     if isinstance(err, NonFiniteLossError):
         return ReturnCode.NAN_LOSS, f"{err} (try a lower learning_rate)"

@@ -44,6 +44,13 @@ class Monitor:
         self.percent = max(self.percent, self._written_percent())  # another process (a worker) may have got further
         self._write(f"{self.task_id}\t{time.time():.6f}\t{self.percent:.4f}\t{ERROR}\t{int(code)}\t{one_line}", details)
 
+    def stopped(self, reason: str) -> None:
+        """The task was stopped from outside (SIGTERM): the error state with no return code (the
+        record's optional fields), so the platform reports its own stop, not an executor error;
+        the reason is free text on the next line."""
+        self.percent = max(self.percent, self._written_percent())
+        self._write(f"{self.task_id}\t{time.time():.6f}\t{self.percent:.4f}\t{ERROR}", reason)
+
     def _written_percent(self) -> float:
         """The progress in the current record of this task (0 when there is none)."""
         try:

@@ -184,6 +184,7 @@ def starting_point(hp: TrainingConfig, models_dir: Path, mapper: PathMapper) -> 
         saved = load_config(choice.saved_config)
     except ModelConfigError as err:
         raise ConfigError(str(err)) from None
+    choice.class_names = list(saved.class_names)
     recipe, recipe_path = training_recipe(saved, base_path)
     log.info(
         "model config saved with the starting model: %s (training recipe: %s)",
@@ -226,7 +227,10 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
         log.info("starting weights: %s", choice.source)
     cfg = cfg.merged(
         {
-            "schedule": {"load_model": str(choice.path) if choice.path else None},
+            "schedule": {
+                "load_model": str(choice.path) if choice.path else None,
+                "load_model_classes": choice.class_names,
+            },
             "model": {"arch": {"backbone": {"pretrain": choice.kind == "imagenet"}}},
         }
     )
@@ -294,7 +298,8 @@ class StageRecorder(Callback):
         name = stage_name(result.epoch)
         folder = Path(self.plan.models_dir) / name
         folder.mkdir(parents=True, exist_ok=True)
-        save_pth(trainer.eval_model, folder / STAGE_WEIGHTS)  # aux branch included: the next round keeps it
+        # aux branch included: the next round keeps it; the class names let it fine-tune onto other classes
+        save_pth(trainer.eval_model, folder / STAGE_WEIGHTS, class_names=list(trainer.cfg.class_names))
         atomic_copy(self.plan.model_config, folder / SAVED_CONFIG)
         val = trainer.val_set
         counts = count_matches(

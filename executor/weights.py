@@ -43,6 +43,7 @@ class WeightsChoice:
     saved_config: Path | None
     source: str  # what the log says was chosen
     kind: str = "model"  # load_from | pretrained | coco | imagenet | random | model
+    class_names: list[str] | None = None  # the classes of the weights' head, from the saved config
 
 
 def resolve_model_path(path: str, models_dir: Path, mapper: PathMapper) -> Path:

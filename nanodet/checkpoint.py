@@ -7,8 +7,10 @@
 Files are read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
 The few Lightning/yacs/argparse/numpy names that old official checkpoints carry beside their
 weights are read into inert stand-ins (``checkpoint_globals``); every other name is refused.
-Tensors whose shape differs from the model (another class count) are skipped and reported,
-so COCO weights fine-tune onto a user's classes.
+Fine-tuning onto another class set keeps what transfers (``class_transfer``): the box rows of
+the class convs and the rows of every class the file and the model share by name; other tensors
+whose shape differs from the model are skipped and reported. Weights of another architecture
+(too few backbone/neck tensors fit) are refused rather than trained almost from scratch.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ import torch
 from torch import nn
 
 from .checkpoint_globals import allowed_globals
+from .class_transfer import COCO_CLASS_NAMES, ClassTransfer, transfer_class_rows
 from .utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 AUX_PREFIXES = ("aux_fpn.", "aux_head.")
+HEAD_PREFIXES = ("head.", *AUX_PREFIXES)
+# Fine-tuning needs this share of the backbone and neck tensors to fit, else the file is refused.
+MIN_BODY_FIT = 0.9
 
 
 class CheckpointError(ValueError):
@@ -39,6 +45,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     source_format: str = ""
+    class_transfer: ClassTransfer | None = None
 
     def summary(self) -> str:
         return (
@@ -97,11 +104,31 @@ def extract_state_dict(ckpt: dict, source: str = "<checkpoint>") -> tuple[dict[s
     return out, "pth" if "state_dict" in ckpt else "bare state dict"
 
 
-def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], fmt: str = "") -> LoadReport:
-    """Copy every tensor whose name and shape fit; report the rest (nothing raises)."""
+def file_class_names(ckpt: dict) -> list[str] | None:
+    """The class names a checkpoint of ours records (``class_names``), else None."""
+    names = ckpt.get("class_names")
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def load_state_dict_into(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    fmt: str = "",
+    class_names: list[str] | None = None,
+    source_names: list[tuple[list[str], str]] = (),
+    carry_classes: bool = False,
+) -> LoadReport:
+    """Copy every tensor whose name and shape fit; report the rest (nothing raises). With
+    ``carry_classes``, a model with a ``head`` of ``num_classes`` first has the file's class
+    convs carried over to its classes (:func:`~nanodet.class_transfer.transfer_class_rows`)."""
     own = model.state_dict()
     has_aux = any(k.startswith(AUX_PREFIXES) for k in own)
     report = LoadReport(source_format=fmt)
+    num_classes = getattr(getattr(model, "head", None), "num_classes", None)
+    if carry_classes and num_classes is not None:
+        state, report.class_transfer = transfer_class_rows(own, state, num_classes, class_names, source_names)
     usable = {}
     for key, value in state.items():
         if key not in own:
@@ -117,21 +144,42 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], fmt: 
     return report
 
 
-def load_weights(model: nn.Module, path: str | Path, logger: logging.Logger = log, strict: bool = False) -> LoadReport:
+def load_weights(
+    model: nn.Module,
+    path: str | Path,
+    logger: logging.Logger = log,
+    strict: bool = False,
+    class_names: list[str] | None = None,
+    source_class_names: list[str] | None = None,
+) -> LoadReport:
     """Load an official ``.pth``/``.ckpt`` (or one of ours) into ``model`` and log what happened.
 
-    Not strict (training, fine-tuning): tensors of another shape are skipped and logged, so
-    weights of another class count start a new head. Strict (inference): every tensor of the
-    model must be in the file with its shape, else :class:`CheckpointError` says what does not
-    fit. Training-only aux keys are ignored by a model without the aux branch either way.
+    Not strict (training, fine-tuning): the file's class convs are carried over to the model's
+    classes ``class_names`` (box rows, and the rows of classes matched by name; the file's
+    names are ``source_class_names``, else those it records, else COCO's for an 80-class file:
+    the official release); other tensors of another shape are skipped and logged. Fewer than
+    ``MIN_BODY_FIT`` of the backbone and neck tensors fitting is an error (another
+    architecture). Strict (inference): every tensor of the model must be in the file with its
+    shape, else :class:`CheckpointError` says what does not fit. Training-only aux keys are
+    ignored by a model without the aux branch either way.
     """
     ckpt = read_checkpoint(path)
     state, fmt = extract_state_dict(ckpt, str(path))
-    report = load_state_dict_into(model, state, fmt)
+    candidates = []
+    if source_class_names:
+        candidates.append((list(source_class_names), "given with the weights"))
+    if recorded := file_class_names(ckpt):
+        candidates.append((recorded, "recorded in the file"))
+    candidates.append((list(COCO_CLASS_NAMES), "COCO's 80, as in the official release files"))
+    report = load_state_dict_into(model, state, fmt, class_names, candidates, carry_classes=not strict)
     if not report.loaded:
         raise CheckpointError(f"{path}: no tensor in this checkpoint fits the model (wrong architecture?)")
     if strict and (report.shape_mismatch or report.missing):
         raise CheckpointError(misfit_message(path, model, report))
+    if not strict:
+        check_body_fit(path, model, report)
+    if report.class_transfer is not None:
+        logger.info("class convs of %s: %s", path, report.class_transfer.summary())
     for key, theirs, ours in report.shape_mismatch:
         logger.warning("skip %s: checkpoint shape %s, model shape %s", key, list(theirs), list(ours))
     if report.missing:
@@ -144,6 +192,28 @@ def load_weights(model: nn.Module, path: str | Path, logger: logging.Logger = lo
         )
     logger.info("loaded %s: %s", path, report.summary())
     return report
+
+
+def check_body_fit(path: str | Path, model: nn.Module, report: LoadReport) -> None:
+    """Refuse weights of which too few backbone and neck tensors fit (a 1.5x file for a 1.0x
+    config): training would start almost from scratch while looking like a fine-tune."""
+    body = [k for k in model.state_dict() if not k.startswith(HEAD_PREFIXES)]
+    if not body:
+        return
+    fit = sum(1 for k in report.loaded if not k.startswith(HEAD_PREFIXES))
+    if fit >= MIN_BODY_FIT * len(body):
+        return
+    wrong = [(k, theirs, ours) for k, theirs, ours in report.shape_mismatch if not k.startswith(HEAD_PREFIXES)]
+    example = (
+        f"e.g. {wrong[0][0]}: {list(wrong[0][1])} in the file, {list(wrong[0][2])} in the model"
+        if wrong
+        else f"e.g. {next(k for k in body if k not in report.loaded)} missing from the file"
+    )
+    raise CheckpointError(
+        f"{path}: only {fit} of the model's {len(body)} backbone and neck tensors fit "
+        f"(at least {MIN_BODY_FIT:.0%} must; {len(wrong)} of another shape, {example}): "
+        "weights of another architecture or width than the model config"
+    )
 
 
 def misfit_message(path: str | Path, model: nn.Module, report: LoadReport) -> str:
@@ -169,9 +239,18 @@ def misfit_message(path: str | Path, model: nn.Module, report: LoadReport) -> st
     return f"{path}: these weights do not fit the model config: {reasons} (another class count or architecture?)"
 
 
-def save_pth(model: nn.Module | dict[str, torch.Tensor], path: str | Path, inference_only: bool = False) -> None:
-    """Write ``{"state_dict": ...}`` (the official ``.pth`` layout) atomically."""
+def save_pth(
+    model: nn.Module | dict[str, torch.Tensor],
+    path: str | Path,
+    inference_only: bool = False,
+    class_names: list[str] | None = None,
+) -> None:
+    """Write ``{"state_dict": ...}`` (the official ``.pth`` layout) atomically, with the class
+    names beside it when given (official tools ignore the extra key; fine-tuning reads it)."""
     state = model.state_dict() if isinstance(model, nn.Module) else model
     if inference_only:
         state = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIXES)}
-    atomic_torch_save({"state_dict": {k: v.detach().cpu() for k, v in state.items()}}, path)
+    ckpt: dict = {"state_dict": {k: v.detach().cpu() for k, v in state.items()}}
+    if class_names:
+        ckpt["class_names"] = list(class_names)
+    atomic_torch_save(ckpt, path)

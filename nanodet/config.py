@@ -364,6 +364,8 @@ class LrScheduleConfig(Strict):
 class ScheduleConfig(Strict):
     resume: str | bool | None = None
     load_model: str | None = None
+    # the class names of load_model's head, when the file does not record them (not an official key)
+    load_model_classes: list[str] | None = None
     optimizer: OptimizerConfig
     warmup: WarmupConfig = WarmupConfig()
     total_epochs: int = Field(gt=0)

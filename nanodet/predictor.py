@@ -9,7 +9,8 @@ cell (the box decode is part of the graph); NMS and the inverse warp to original
 - ``torch``: BatchNorm folded into the convolutions, channels-last on the CPU, ``inference_mode``;
 - ``onnxruntime`` / ``openvino``: the same graph exported to ONNX (in memory when given PyTorch
   weights, or the exported file itself);
-- ``auto`` (default): torch on CUDA; on the CPU the fastest backend installed.
+- ``auto`` (default): torch on CUDA; on the CPU the fastest backend installed, and torch (with a
+  warning) when exporting to it or opening its session fails.
 """
 
 from __future__ import annotations
@@ -61,12 +62,24 @@ class Predictor:
             self.spec = ModelSpec.from_config(self.cfg)
             self.backend = choose_backend(backend, self.device)
             model = inference_model(self.cfg, weights, optimize)
+            if self.backend != "torch":
+                try:
+                    self.runtime = open_runtime(self.backend, onnx_bytes(model, self.spec), threads)
+                except Exception as err:  # noqa: BLE001 - export or session: any failure of the ONNX path
+                    if backend != "auto":
+                        raise  # a backend the user named fails as such
+                    reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+                    log.warning(
+                        "backend auto: %s could not run this model (%s: %s): using torch instead",
+                        self.backend,
+                        type(err).__name__,
+                        reason,
+                    )
+                    self.backend = "torch"
             if self.backend == "torch":
                 if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
                     channels_last = optimize and self.device.type == "cpu"
                 self.runtime = TorchRuntime(model, self.device, channels_last)
-            else:
-                self.runtime = open_runtime(self.backend, onnx_bytes(model, self.spec), threads)
         log.info("predictor: %s, backend %s", self.spec.arch, self.backend)
 
     # --- what the model expects -------------------------------------------------------------

@@ -21,25 +21,18 @@ from nanodet.model.pretrained import IMAGENET_BACKBONES
 
 from .conftest import CONFIG_DIR, randomized_model
 from .executor_helpers import assert_failure, assert_success, check_training_outputs, run_start
+from .old_checkpoints import save_lightning_checkpoint
 
 PREVIOUS_IMAGE_PATTERNS = "model_last.ckpt, model_best.ckpt, nanodet_model_best.pth, .*.json, .*.yaml, .*.yml"
 SMALL = dict(epochs=2, input_size=128, val_intervals=1, batch_size_per_gpu=8, workers_per_gpu=0)
 
 
 def write_official_coco_checkpoint(path: Path) -> None:
-    """What the official release holds: a Lightning checkpoint of the 80-class model with
-    ``model.*`` and ``avg_model.*`` (887 keys each), as ``nanodet-plus-m_320_checkpoint.ckpt``."""
+    """What the official release holds: a Lightning 1.4 checkpoint of the 80-class model with
+    ``model.*`` and ``avg_model.*`` (887 keys each) and Lightning's pickled bookkeeping (callbacks
+    keyed by class, hyper-parameters), as ``nanodet-plus-m_320_checkpoint.ckpt``."""
     cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml")
-    state = randomized_model(cfg, seed=3).state_dict()
-    torch.save(
-        {
-            "epoch": 299,
-            "global_step": 370000,
-            "pytorch-lightning_version": "1.9.0",
-            "state_dict": {f"{p}.{k}": v for p in ("model", "avg_model") for k, v in state.items()},
-        },
-        path,
-    )
+    save_lightning_checkpoint(randomized_model(cfg, seed=3).state_dict(), path, "1.4.9")
 
 
 def log_lines(text: str, pattern: str) -> list[str]:
@@ -106,9 +99,11 @@ def test_round_1_starts_from_the_images_coco_checkpoint(loop):
     out = loop["r1"].stdout + loop["r1"].stderr
     ckpt = loop["weights"] / "nanodet-plus-m_320_checkpoint.ckpt"
     assert f"starting weights: COCO checkpoint {ckpt}" in out
-    # 80 COCO classes onto the project's 3: the two class convs are skipped, everything else loads
-    assert "skip head.gfl_cls.0.weight: checkpoint shape [112, 96, 1, 1], model shape [35, 96, 1, 1]" in out
-    assert re.search(r"loaded .*nanodet-plus-m_320_checkpoint.ckpt: 8\d\d tensors loaded, \d+ skipped \(shape\)", out)
+    # 80 COCO classes onto the project's 3 (none of them COCO's): the box rows of the class convs
+    # transfer, the class rows start anew; everything else loads
+    assert "10 class-conv tensors rebuilt from 80 to 3 classes; box-distribution rows kept (32 per tensor)" in out
+    assert "new classes at their initial rows: circle, square, triangle" in out
+    assert re.search(r"loaded .*nanodet-plus-m_320_checkpoint.ckpt: 887 tensors loaded, 0 skipped \(shape\)", out)
     assert "assign-guidance branch (aux_fpn, aux_head): " in out and "tensors restored from" in out
     stage_checks(loop["root"] / "r1" / "out")
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from nanodet.model import build_model
 from nanodet.model.backbone import ShuffleNetV2
 
 from .conftest import ROOT
+from .old_checkpoints import save_lightning_checkpoint
 
 SCRIPT = "docker/fetch_weights.py"
 PLUS_CONFIG = "config/nanodet-plus-m_320.yml"
@@ -265,15 +267,88 @@ def test_a_bad_manifest_stops_before_downloading(tmp_path):
     assert not dest.exists()
 
 
-def test_default_manifest_covers_the_bundled_plus_configs():
+def _docker_module(name: str):
     sys.path.insert(0, str(ROOT / "docker"))
     try:
-        import fetch_weights
+        return __import__(name)
     finally:
         sys.path.remove(str(ROOT / "docker"))
-    entries = fetch_weights.default_manifest()
-    fetch_weights.check_manifest(entries)
+
+
+def test_default_manifest_covers_the_bundled_plus_configs():
+    from nanodet.model.pretrained import IMAGENET_BACKBONES
+
+    fetch_weights, download_weights = _docker_module("fetch_weights"), _docker_module("download_weights")
+    entries = download_weights.read_manifest(ROOT / "docker" / "weights.json")
+    download_weights.check_entries(entries, fetch_weights.entry_problems)
     configs = sorted(e.config for e in entries if e.kind == "coco-checkpoint")
     assert configs == sorted(f"config/{p.name}" for p in (ROOT / "config").glob("nanodet-plus-*.yml"))
-    assert {e.model_size for e in entries if e.kind == "imagenet-backbone"} == {"0.5x", "1.0x", "1.5x"}
     assert all(e.file_name.startswith(Path(e.config).stem) for e in entries if e.config)
+    # the list the stdlib-only build step reads is the library's own list of ImageNet files
+    backbones = {e.model_size: (e.url, e.file_name, e.sha256) for e in entries if e.kind == "imagenet-backbone"}
+    assert backbones == {k: (w.url, w.file_name, w.sha256_prefix) for k, w in IMAGENET_BACKBONES.items()}
+
+
+def test_release_format_checkpoint_verifies(served, tmp_path):
+    """A Lightning 1.4 file as the official release holds it (callbacks keyed by class): the
+    strict fit of the build passes, no Lightning needed."""
+    folder, url = served
+    full = build_model(load_config(ROOT / PLUS_CONFIG).model.arch).state_dict()
+    save_lightning_checkpoint(full, folder / "release.ckpt", "1.4.9")
+    proc, dest = fetch(tmp_path, [coco_entry(url + "release.ckpt")])
+    assert proc.returncode == 0, proc.stderr
+    assert f"all 887 tensors, ckpt (EMA weights)); sha256 {sha256(folder / 'release.ckpt')}" in proc.stderr
+    assert f"{(folder / 'release.ckpt').stat().st_size} bytes" in proc.stderr
+
+
+def test_an_unreachable_host_is_tried_once_and_named(served, tmp_path):
+    """No network to one source: no retry, no second file tried from it, one line saying which
+    source was reachable and how to build without the other; within seconds, not minutes."""
+    folder, url = served
+    down = Server(folder)
+    down.stop()  # nothing listens on this port any more: connection refused
+    entries = [
+        coco_entry(down.url + "coco.ckpt"),
+        coco_entry(down.url + "coco.ckpt", name="nanodet-plus-m_416"),
+        backbone_entry(url + "backbone-0.5x.pth", sha256(folder / "backbone-0.5x.pth")[:10]),
+    ]
+    started = time.monotonic()
+    proc, dest = fetch(tmp_path, entries)
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 1 and "retrying" not in proc.stderr, proc.stderr
+    host = down.url.split("/")[2]
+    errors = error_lines(proc)
+    assert len(errors) == 1 and f"cannot reach {host}" in errors[0] and "not trying the other files" in errors[0]
+    summary = next(line for line in proc.stderr.splitlines() if "no network to some sources" in line)
+    assert f"cannot reach {host}" in summary and "2 files not fetched" in summary
+    assert f"reachable: {url.split('/')[2]} (1 files)" in summary
+    hint = proc.stderr.splitlines()[-2]
+    assert "--build-arg FETCH_WEIGHTS=0" in hint and "docker/weights/" in hint
+    assert [p.name for p in dest.iterdir()] == ["shufflenetv2_x0.5-f707e7126e.pth"]
+
+
+def test_download_step_needs_only_the_standard_library(served, tmp_path):
+    """The build's download layer runs before any code is copied: it imports no torch, numpy or
+    nanodet; --mirror serves the listed file names from elsewhere; --verify-only then checks."""
+    folder, url = served
+    (folder / "shufflenetv2_x0.5-f707e7126e.pth").write_bytes((folder / "backbone-0.5x.pth").read_bytes())
+    entry = backbone_entry("https://download.invalid/models/shufflenetv2_x0.5-f707e7126e.pth", "")
+    entry["sha256"] = sha256(folder / "backbone-0.5x.pth")
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps([entry]))
+    dest = tmp_path / "weights"
+    code = (
+        "import sys; sys.path.insert(0, 'docker'); import download_weights as d; "
+        f"rc = d.main(['--dest', {str(dest)!r}, '--manifest', {str(manifest)!r}, '--mirror', {url!r}]); "
+        "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'numpy', 'nanodet', 'yaml'}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "0 []", proc.stdout + proc.stderr
+    assert "(verified after the code)" in proc.stderr
+    assert sha256(dest / "shufflenetv2_x0.5-f707e7126e.pth") == entry["sha256"]
+
+    proc, _ = fetch(tmp_path, [entry], "--verify-only")
+    assert proc.returncode == 0 and "fits ShuffleNetV2 0.5x" in proc.stderr, proc.stderr
+    (dest / "shufflenetv2_x0.5-f707e7126e.pth").unlink()
+    proc, _ = fetch(tmp_path, [entry], "--verify-only")
+    assert proc.returncode == 1 and "not in" in proc.stderr and "did not fetch it" in proc.stderr

@@ -62,23 +62,46 @@ def dockerfile_instructions(text: str) -> list[str]:
     return instructions
 
 
-def test_weights_are_fetched_only_under_fetch_weights():
-    """Build-time downloads are switchable (CI builds offline) and the script is in the image."""
+def test_weights_download_before_the_code_and_are_verified_after():
+    """The download layer sees only the weights list and its stdlib script (editing code or the
+    README cannot re-run it); verification runs once the code is in; CI builds offline."""
     instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text())
-    arg = instructions.index("ARG FETCH_WEIGHTS=1")
-    fetches = [i for i, ins in enumerate(instructions) if "fetch_weights.py --dest /weights" in ins]
-    assert len(fetches) == 1, fetches
-    run = instructions[fetches[0]]
-    assert run.startswith("RUN ") and fetches[0] > arg
-    assert re.search(r'case "\$FETCH_WEIGHTS" in 1\) python3 /app/docker/fetch_weights.py --dest /weights ;;', run)
-    assert "0) echo" in run and "chmod -R a+rX /app /img-man /weights" in run
-    copied = instructions.index("COPY docker/fetch_weights.py /app/docker/fetch_weights.py")
-    after = [
-        instructions.index(f"COPY {src}")
-        for src in ("nanodet /app/nanodet", "config /app/config", "docker/weights /weights")
+    download = next(i for i, ins in enumerate(instructions) if "download_weights.py --dest /weights" in ins)
+    verify = next(i for i, ins in enumerate(instructions) if "fetch_weights.py --dest /weights --verify-only" in ins)
+    assert instructions.index("ARG FETCH_WEIGHTS=1") < download < verify
+    assert re.search(
+        r'case "\$FETCH_WEIGHTS" in 1\) python3 /opt/weights-fetch/download_weights.py', instructions[download]
+    )
+    before = [ins for ins in instructions[:download] if ins.startswith("COPY ")]
+    assert before == [
+        "COPY docker/constraints.txt /tmp/constraints.txt",
+        "COPY docker/weights /weights",
+        "COPY docker/weights.json docker/download_weights.py /opt/weights-fetch/",
     ]
-    assert max(after + [copied]) < fetches[0]
-    assert "--build-arg FETCH_WEIGHTS=0" in (ROOT / "docker" / "image-test.sh").read_text()
+    code = [f"COPY {src}" for src in ("README.md /app/", "nanodet /app/nanodet", "executor /app/executor")]
+    assert all(download < instructions.index(c) < verify for c in code)
+    assert "--build-arg FETCH_WEIGHTS=" in (ROOT / "docker" / "image-test.sh").read_text()
+
+
+def test_the_image_runs_the_torch_the_tests_run():
+    """One torch version, pinned in docker/constraints.txt: pyproject's range holds it, this
+    suite runs it, and the image installs it under the constraints and checks it."""
+    import tomllib
+
+    import torch
+    from packaging.specifiers import SpecifierSet
+
+    pins = dict(
+        line.split("==") for line in (ROOT / "docker" / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    pinned = pins["torch"]
+    assert torch.__version__.split("+")[0] == pinned
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_range = next(d for d in deps if d.startswith("torch"))
+    assert pinned in SpecifierSet(torch_range.removeprefix("torch"))
+    install = next(ins for ins in dockerfile_instructions((ROOT / "Dockerfile").read_text()) if '"$torch"' in ins)
+    assert 'pip install -c /tmp/constraints.txt ${index:-} "$torch"' in install
+    assert "is not the pinned" in install
 
 
 def test_start_sh_runs_start_py(tmp_path):

@@ -81,3 +81,26 @@ def test_decoded_box_lands_where_the_distribution_points(plus_cfg):
     assert dets.labels.tolist() == [5]
     np.testing.assert_allclose(dets.boxes[0], [2 * (64 - 32), 2 * (96 - 16), 2 * (64 + 48), 2 * (96 + 64)], atol=1e-3)
     assert abs(dets.scores[0] - torch.sigmoid(torch.tensor(5.0)).item()) < 1e-6
+
+
+@pytest.mark.parametrize("failing", ["onnx_bytes", "open_runtime"])
+def test_auto_backend_falls_back_to_torch_when_the_onnx_path_fails(
+    plus_cfg, plus_weights, images, predictor, monkeypatch, caplog, failing
+):
+    """auto: an export or session failure costs speed, not the task; a named backend still fails."""
+    import nanodet.predictor as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"{failing} broke\nsecond line")
+
+    monkeypatch.setattr(module, failing, broken)
+    monkeypatch.setattr(module, "choose_backend", lambda requested, device: "onnxruntime")
+    fallback = Predictor(plus_cfg, plus_weights, backend="auto")
+    assert fallback.backend == "torch"
+    assert f"backend auto: onnxruntime could not run this model (RuntimeError: {failing} broke): using torch" in (
+        caplog.text
+    )
+    for a, b in zip(fallback.predict(images[:2]), predictor.predict(images[:2])):
+        assert_same_detections(a, b)
+    with pytest.raises(RuntimeError, match=f"{failing} broke"):
+        Predictor(plus_cfg, plus_weights, backend="onnxruntime")

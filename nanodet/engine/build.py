@@ -40,11 +40,17 @@ class TrainingParts:
 
 def build_training_model(cfg: NanoDetConfig) -> NanoDet:
     """The training model (aux branch included) with its starting weights: ``load_model``
-    (the whole model; tensors of another shape skipped) or, failing that, the backbone's
+    (the whole model; the class convs carried over to the config's classes) or, failing that, the backbone's
     ImageNet weights when ``backbone.pretrain`` (else random init)."""
     model = build_model(cfg.model.arch)
     if cfg.schedule.load_model:
-        report = load_weights(model, cfg.schedule.load_model, log)
+        report = load_weights(
+            model,
+            cfg.schedule.load_model,
+            log,
+            class_names=list(cfg.class_names),
+            source_class_names=cfg.schedule.load_model_classes,
+        )
         if model.has_aux:
             aux = sum(k.startswith(AUX_PREFIXES) for k in report.loaded)
             restored = f"{aux} tensors restored from" if aux else "not in"

@@ -213,7 +213,7 @@ class Trainer:
             self.state.epoch,
             self.state.step,
             self.state.best_metric,
-            extra={"best_epoch": self.state.best_epoch},
+            extra={"best_epoch": self.state.best_epoch, "class_names": list(self.cfg.class_names)},
         )
 
     def save_last(self) -> None:
@@ -226,7 +226,7 @@ class Trainer:
         guidance; inference ignores the aux keys."""
         if self.ctx.is_main:
             self._save_checkpoint("model_best.ckpt")
-            save_pth(self.eval_model, self.work_dir / "nanodet_model_best.pth")
+            save_pth(self.eval_model, self.work_dir / "nanodet_model_best.pth", class_names=list(self.cfg.class_names))
 
     # --- the loop --------------------------------------------------------------------------
     @property

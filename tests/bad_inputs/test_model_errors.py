@@ -49,6 +49,17 @@ def _truncated_checkpoint(path: Path, sentinel: Path) -> None:
     path.write_bytes(data[: len(data) // 2])  # a zip cut in the middle, as a failed copy leaves it
 
 
+def _wider_plus_weights(path: Path) -> None:
+    """NanoDet-Plus-m 1.5x weights, for the 1.0x model of the workspace's config."""
+    from nanodet.checkpoint import save_pth
+    from nanodet.config import load_config
+    from nanodet.model import build_model
+
+    from ..conftest import CONFIG_DIR
+
+    save_pth(build_model(load_config(CONFIG_DIR / "nanodet-plus-m-1.5x_320.yml").model.arch), path)
+
+
 TRAINING_CASES = [
     # (id, damage, text the monitor message must contain)
     ("load-from-missing", _load_from("nope/missing.pth", None), "load_from: weights file 'nope/missing.pth' not found"),
@@ -67,6 +78,11 @@ TRAINING_CASES = [
         "load-from-other-architecture",
         _load_from("resnet.pth", lambda p, s: foreign_architecture_weights(p)),
         "resnet.pth: no tensor in this checkpoint fits the model (wrong architecture?)",
+    ),
+    (
+        "load-from-another-width",
+        _load_from("wide.pth", lambda p, s: _wider_plus_weights(p)),
+        "wide.pth: only 100 of the model's 540 backbone and neck tensors fit (at least 90% must; 440 of another shape",
     ),
     (
         "load-from-code-running-pickle",
