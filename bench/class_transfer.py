@@ -50,7 +50,8 @@ def dataset(root: Path, name: str, classes: list[str], images: int, size: int, s
 
 def schedule(epochs: int, lr: float, load_model: str | None = None) -> dict:
     return {
-        "model": {"arch": {"detach_epoch": max(epochs // 2, 1)}},
+        # no ImageNet file here: both variants start from the same source weights anyway
+        "model": {"arch": {"detach_epoch": max(epochs // 2, 1), "backbone": {"pretrain": False}}},
         "schedule": {
             "load_model": load_model,
             "optimizer": {"lr": lr},

@@ -198,7 +198,5 @@ def test_overrides_errors_name_the_file_the_config_came_from():
         built.merged(bad)
 
 
-def test_gpu_ids_do_not_pick_devices_and_say_so():
-    doc = DeviceConfig.__doc__ or ""
-    assert "gpu_ids" in doc and "CUDA_VISIBLE_DEVICES" in doc and "--device" in doc
-    assert DeviceConfig(gpu_ids=[0, 1]).gpu_ids == [0, 1]
+def test_gpu_ids_are_accepted_as_official_configs_write_them():
+    assert DeviceConfig(gpu_ids=[0, 1]).gpu_ids == [0, 1] and DeviceConfig(gpu_ids=-1).gpu_ids == -1

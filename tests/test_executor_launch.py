@@ -84,9 +84,10 @@ def test_distributed_training_failure_comes_back_from_train_worker(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_two_process_training_on_the_cpu(tmp_path, monkeypatch):
-    """The multi-GPU path (two ``executor.train_worker`` processes, DDP) on the CPU with gloo: rank 0
-    alone reports progress and writes every stage and result.yaml."""
+def test_two_process_training_on_the_cpu(tmp_path, monkeypatch, capfd):
+    """The multi-GPU path (two ``executor.train_worker`` processes, DDP) on the CPU with gloo: one
+    process alone (rank 0, the only one given the stage recorder) writes each stage, once, and
+    result.yaml."""
     import tempfile
 
     from executor.paths import PathMapper
@@ -117,6 +118,10 @@ def test_two_process_training_on_the_cpu(tmp_path, monkeypatch):
     result = check_training_outputs(out)
     assert sorted(result["model_stages"]) == ["epoch_1", "epoch_2"]
     assert monitor_fields(out)[3] == "2" and float(monitor_fields(out)[2]) > 0
+    logs = capfd.readouterr()
+    text = logs.out + logs.err
+    for epoch in (1, 2):  # the stage recorder logs each stage it writes: one process wrote each
+        assert text.count(f"epoch {epoch} stage epoch_{epoch}: mAP") == 1, text[-3000:]
 
 
 def test_task_process_is_not_a_worker(monkeypatch):

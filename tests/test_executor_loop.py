@@ -109,9 +109,36 @@ def test_round_1_starts_from_the_images_coco_checkpoint(loop):
 
 
 def test_mining_ranks_the_candidates_with_round_1s_model(loop):
-    lines = (loop["root"] / "mine" / "out" / "result.tsv").read_text().splitlines()
+    """The scores are those of round 1's best model: recomputed here, in this process, from that
+    stage's weights (batched as the task batches), they match the task's result.tsv."""
+    from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
+    from nanodet.mining import uncertainty_scores
+    from nanodet.predictor import Predictor
+
+    root = loop["root"]
+    lines = (root / "mine" / "out" / "result.tsv").read_text().splitlines()
+    written = {line.split("\t")[0]: float(line.split("\t")[1]) for line in lines}
     scores = [float(line.split("\t")[1]) for line in lines]
     assert len(lines) == 8 and scores == sorted(scores, reverse=True) and scores[0] > 0
+
+    models = root / "r1" / "out" / "models"
+    predictor = Predictor(
+        load_config(models / "train_cfg.yml"), models / loop["best1"] / "nanodet_model.pth", backend="torch"
+    )
+    mine_in = root / "mine" / "in"
+    listed = (mine_in / "candidate-index.tsv").read_text().split()
+    paths = [mine_in / p.removeprefix("/in/") for p in listed]
+    batch_size = yaml.safe_load((mine_in / "config.yaml").read_text())["batch_size_per_gpu"]
+    dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
+    ours = {}
+    for batch in inference_batches(dataset, batch_size, 0):
+        levels = predictor.forward_levels(batch.images)
+        hw = (batch.images.shape[2], batch.images.shape[3])
+        values = uncertainty_scores("aldd", levels, predictor.num_classes, hw).tolist()
+        ours.update((f"/in/{p.relative_to(mine_in)}", v) for p, v in zip(batch.paths, values))
+    assert ours.keys() == written.keys()
+    for path, value in written.items():  # the task ran ONNX Runtime: float noise only
+        assert value == pytest.approx(ours[path], rel=1e-3, abs=1e-5), path
 
 
 def test_round_2_starts_from_round_1_with_its_aux_branch(loop):
@@ -122,6 +149,15 @@ def test_round_2_starts_from_round_1_with_its_aux_branch(loop):
     assert "training recipe: nanodet-plus-m_320.yml" in out
     assert "887 tensors loaded, 0 skipped (shape), 0 missing" in out
     assert "assign-guidance branch (aux_fpn, aux_head): 242 tensors restored from" in out
+    # the tensors themselves: round 2's model, built from its saved config as its trainer builds it
+    # (before any step), equals round 1's best stage, aux branch included
+    from nanodet.engine.build import build_training_model
+
+    cfg = load_config(loop["root"] / "r2" / "out" / "models" / "train_cfg.yml")
+    start = build_training_model(cfg).state_dict()
+    best = read_checkpoint(loop["root"] / "r1" / "out" / "models" / loop["best1"] / "nanodet_model.pth")
+    assert start.keys() == best["state_dict"].keys() and len(start) == 887
+    assert all(torch.equal(start[k], v) for k, v in best["state_dict"].items())
     # the previous image's default patterns never drop a stage's weights
     stage_checks(loop["root"] / "r2" / "out")
 

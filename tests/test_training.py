@@ -1,6 +1,7 @@
 """Training engine: checkpoints, exact resume, non-finite loss, DDP, eval CLI."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -106,6 +107,19 @@ def test_fine_tune_onto_other_classes_keeps_fitting_weights(data_root, tmp_path,
     assert "10 class-conv tensors rebuilt from 80 to 3 classes; box-distribution rows kept" in caplog.text
 
 
+def test_gpu_ids_do_not_pick_the_device(data_root, tmp_path):
+    """An official config naming GPU 3 trains where the process was started: on this CPU-only
+    machine the CPU (``init_distributed``), without touching CUDA."""
+    from nanodet.engine.distributed import init_distributed
+
+    cfg = synthetic_training_config(data_root, epochs=1, device={"gpu_ids": [3], "batchsize_per_gpu": 4})
+    ctx = init_distributed("auto")
+    assert ctx.device == torch.device("cpu") and not torch.cuda.is_initialized()
+    trainer = Trainer.from_config(cfg, tmp_path, ctx)
+    losses = trainer.run_step(next(iter(trainer.train_loader)), 0)
+    assert math.isfinite(losses["loss"]) and {p.device.type for p in trainer.model.parameters()} == {"cpu"}
+
+
 def _env_one_thread():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -142,11 +156,14 @@ def test_two_process_gloo_ddp(data_root, tmp_path):
     assert proc.stderr.count("eval: mAP") == 1  # rank 0 alone reports
 
 
-def test_eval_cli_matches_pycocotools(data_root, tmp_path):
-    """`nanodet eval` (dataset loader → batched forward → CocoEvaluator) against pycocotools run
-    here on detections made another way (Predictor.predict one image at a time). The weights
-    are randomized so that there are detections, some of which hit the ground truth: the
-    numbers compared are not zero. (Our AP against hand-computed values: tests/test_coco_eval.py.)"""
+def test_eval_cli_plumbing_equals_per_image_prediction(data_root, tmp_path):
+    """What this checks is the eval CLI's plumbing: `nanodet eval` (dataset loader → batched,
+    padded forward → CocoEvaluator) gives the numbers that Predictor.predict, one image at a time,
+    scored by COCOeval here, gives. Both sides share the pre-processing, decode and NMS code and
+    the metric is COCOeval on both, so the metric itself is not what is checked here: our AP
+    against hand-computed cases is tests/test_coco_eval.py. The weights are randomized so that
+    there are detections, some of which hit the ground truth: the numbers compared are not zero,
+    and small ones are compared relatively."""
     from pycocotools.cocoeval import COCOeval
 
     from nanodet.checkpoint import save_pth
@@ -190,6 +207,6 @@ def test_eval_cli_matches_pycocotools(data_root, tmp_path):
     assert len(results) > 10 * len(gt.imgs)
     ev = COCOeval(gt, gt.loadRes(results), "bbox")
     ev.evaluate(), ev.accumulate(), ev.summarize()
-    assert ev.stats[8] > 0.05 and ev.stats[1] > 0  # AR@100 and AP50: some detections hit
+    assert ev.stats[8] > 0.05 and ev.stats[1] > 1e-3  # AR@100 and AP50: some detections hit
     for name, index in (("mAP", 0), ("AP_50", 1), ("AP_75", 2), ("AR_100", 8)):
-        assert ours[name] == pytest.approx(ev.stats[index], abs=1e-4), name
+        assert ours[name] == pytest.approx(ev.stats[index], rel=1e-3, abs=1e-6), name
