@@ -225,6 +225,11 @@ def guarded(run: Run, what: str, fn: Callable[[], dict], need_s: float = 0.0) ->
     return result
 
 
+def significant(value: float, digits: int = 4) -> float:
+    """A rate to ``digits`` significant digits (one decimal would make 0.75 images/s read 0.7)."""
+    return float(f"{value:.{digits}g}")
+
+
 def ratio(a: dict, b: dict, key: str = "images_per_s") -> float | None:
     """``a[key] / b[key]`` when both were measured."""
     x, y = a.get(key), b.get(key)
@@ -437,9 +442,9 @@ def step_summary(t: dict, batch: int, world: int = 1) -> dict:
     steps, wall, computes = len(t["computes"]), t["wall_s"], t["computes"]
     images = world * batch * steps
     return {
-        "images_per_s": round(images / wall, 1),
+        "images_per_s": significant(images / wall),
         "ms_per_step": round(1e3 * wall / steps, 2),
-        "compute_images_per_s": round(images / sum(computes), 1),
+        "compute_images_per_s": significant(images / sum(computes)),
         "compute_ms_per_step_median": round(1e3 * statistics.median(computes), 2),
         "compute_ms_per_step_min": round(1e3 * min(computes), 2),
         "data_wait_share": round(sum(t["waits"]) / wall, 4),
@@ -589,7 +594,7 @@ def folder_pass(predictor, paths: list[Path], batch: int, workers: int, pin: boo
         tick = time.perf_counter()
     sync()
     elapsed = time.perf_counter() - start
-    out = {"images": done, "images_per_s": round(done / elapsed, 1), "seconds": round(elapsed, 3)}
+    out = {"images": done, "images_per_s": significant(done / elapsed), "seconds": round(elapsed, 3)}
     out["data_wait_share"] = round(waited / elapsed, 4)
     if mode != "mine":
         out["detections_per_image"] = round(dets / max(done, 1), 2)

@@ -16,7 +16,7 @@ downloaded (temp file, checks, ``os.replace``) and checked the same way. Checks:
 
 Every problem is one line on stderr naming the file and what is wrong; the exit status is
 non-zero when any file failed (1) or the arguments/manifest are unusable (2), so a build fails
-loudly. Each verified file's sha256 and size are printed (the README's table records them).
+loudly. Each verified file's sha256 and size are printed (docs/image.md's table records them).
 """
 
 from __future__ import annotations
