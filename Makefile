@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q tests
+	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 
 # ruff (pinned in the test extra): lint rules and formatting, both configured in pyproject.toml.
 lint: $(STAMP)

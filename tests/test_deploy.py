@@ -31,6 +31,9 @@ ov = pytest.importorskip("openvino")
 
 CONFIG = CONFIG_DIR / "nanodet-plus-m_320.yml"
 
+# the tests share module fixtures (three CLI exports): one xdist worker runs them all, so they run once
+pytestmark = pytest.mark.xdist_group("deploy")
+
 
 def nanodet_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(

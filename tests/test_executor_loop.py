@@ -26,6 +26,9 @@ from .old_checkpoints import save_lightning_checkpoint
 PREVIOUS_IMAGE_PATTERNS = "model_last.ckpt, model_best.ckpt, nanodet_model_best.pth, .*.json, .*.yaml, .*.yml"
 SMALL = dict(epochs=2, input_size=128, val_intervals=1, batch_size_per_gpu=8, workers_per_gpu=0)
 
+# the tests share a module fixture (a whole task): one xdist worker runs them all, so it runs once
+pytestmark = pytest.mark.xdist_group("executor-loop")
+
 
 def write_official_coco_checkpoint(path: Path) -> None:
     """What the official release holds: a Lightning 1.4 checkpoint of the 80-class model with

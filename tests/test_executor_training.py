@@ -18,6 +18,9 @@ from .executor_helpers import (
     sample_workspace,
 )
 
+# the tests share a module fixture (a whole task): one xdist worker runs them all, so it runs once
+pytestmark = pytest.mark.xdist_group("executor-training")
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:

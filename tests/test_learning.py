@@ -1,7 +1,9 @@
 """A short CPU training run learns: the loss falls and AP50 passes a documented threshold.
 
-Threshold: on 64 synthetic 3-class images at 128 px, 12 epochs from random init reach
-AP50 ≈ 0.38 (seed 0, measured); we require 0.2, well clear of both noise and chance (0.0).
+Threshold: on 64 synthetic 3-class images at a 96 px input, 12 epochs from random init reach
+AP50 0.372 with the mean loss falling from 3.78 to 2.80 (seed 0, one thread, measured; at 128 px
+it is AP50 ≈ 0.38 for twice the time); we require AP50 0.2, well clear of both noise and chance
+(0.0), and a loss falling by a fifth.
 """
 
 from pathlib import Path
@@ -28,8 +30,9 @@ def test_training_learns_synthetic_shapes(tmp_path: Path):
         tmp_path / "data",
         train_images=64,
         val_images=16,
+        input_size=(96, 96),
         epochs=epochs,
-        schedule={"optimizer": {"lr": 0.003}, "warmup": {"steps": 20}, "val_intervals": 4},
+        schedule={"optimizer": {"lr": 0.003}, "warmup": {"steps": 20}, "val_intervals": epochs // 2},
         model={"arch": {"detach_epoch": epochs // 2}},
     )
     history = LossHistory()
