@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,10 @@ class NetworkError(FetchError):
 
 class HostUnreachable(FetchError):
     """The host could not be reached at all: no retry, and no other file from it is tried."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # what the connection attempt said, for the closing summary
 
 
 class ManifestError(Exception):
@@ -159,10 +163,7 @@ def mirrored(entries: list[Entry], mirror: str | None) -> list[Entry]:
     if not mirror:
         return entries
     base = mirror if mirror.endswith("/") else mirror + "/"
-    return [
-        Entry(**{**{f.name: getattr(e, f.name) for f in fields(Entry)}, "url": base + e.url.rsplit("/", 1)[-1]})
-        for e in entries
-    ]
+    return [replace(e, url=base + e.url.rsplit("/", 1)[-1]) for e in entries]
 
 
 # --- download --------------------------------------------------------------------------------
@@ -182,8 +183,8 @@ def download(url: str, out: Any, timeout: float) -> tuple[str, int]:
         error = NetworkError if err.code >= 500 else FetchError
         raise error(f"HTTP {err.code} {err.reason} from {url}") from None
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as err:
-        reason = getattr(err, "reason", None) or err
-        raise HostUnreachable(f"cannot reach {host} for {url} ({type(err).__name__}: {reason})") from None
+        reason = f"{type(err).__name__}: {getattr(err, 'reason', None) or err}"
+        raise HostUnreachable(f"cannot reach {host} for {url} ({reason})", reason) from None
     digest = hashlib.sha256()
     size = 0
     with response:
@@ -271,20 +272,20 @@ class Sources:
     def __init__(self) -> None:
         self.reached: dict[str, int] = {}
         self.unreachable: dict[str, str] = {}
-        self.skipped: dict[str, list[str]] = {}
+        self.skipped: dict[str, int] = {}
 
     def skip(self, entry: Entry) -> bool:
         """True (and counted) when the entry's host is already known to be unreachable."""
         if entry.host not in self.unreachable:
             return False
-        self.skipped.setdefault(entry.host, []).append(entry.file_name)
+        self.skipped[entry.host] = self.skipped.get(entry.host, 0) + 1
         return True
 
     def lines(self) -> list[str]:
         if not self.unreachable:
             return []
         down = "; ".join(
-            f"cannot reach {host} ({reason}; {len(self.skipped.get(host, [])) + 1} files not fetched)"
+            f"cannot reach {host} ({reason}; {self.skipped.get(host, 0) + 1} files not fetched)"
             for host, reason in self.unreachable.items()
         )
         up = ", ".join(f"{host} ({n} files)" for host, n in self.reached.items())
@@ -309,7 +310,7 @@ def run(entries: list[Entry], dest: Path, timeout: float, install) -> int:
                 present += 1
         except HostUnreachable as err:
             say(f"ERROR {entry.file_name}: {err}; not trying the other files from {entry.host}")
-            sources.unreachable[entry.host] = str(err).split(" (", 1)[-1].rstrip(")")
+            sources.unreachable[entry.host] = err.reason
             failed.append(entry.file_name)
         except FetchError as err:
             say(f"ERROR {entry.file_name}: {err}")

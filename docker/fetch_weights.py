@@ -104,10 +104,10 @@ def check_coco_checkpoint(entry: Entry, path: Path) -> str:
     return f"fits {entry.config} (all {len(report.loaded)} tensors, {report.source_format})"
 
 
-def verify(entry: Entry, path: Path) -> str:
+def verify(entry: Entry, path: Path, digest: tuple[str, int] | None = None) -> str:
     """All checks of one file; raises :class:`FetchError`, else says what was checked (with the
-    file's sha256 and size)."""
-    sha256, size = file_sha256(path), path.stat().st_size
+    file's sha256 and size). ``digest``: its (sha256, size) when the download already hashed it."""
+    sha256, size = digest or (file_sha256(path), path.stat().st_size)
     check_hash(entry, sha256, size)
     checked = check_backbone(entry, path) if entry.kind == "imagenet-backbone" else check_coco_checkpoint(entry, path)
     return f"{checked}; sha256 {sha256}, {size} bytes"
@@ -135,9 +135,9 @@ def install(entry: Entry, dest: Path, timeout: float) -> bool:
             return False
         except FetchError as err:
             say(f"{entry.file_name}: present in {dest} but {err}: downloading it again")
-    tmp, _, _ = fetch_to_temp(entry, dest, timeout)
+    tmp, sha256, size = fetch_to_temp(entry, dest, timeout)
     try:
-        checked = verify(entry, tmp)
+        checked = verify(entry, tmp, (sha256, size))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
