@@ -15,6 +15,7 @@ the file gave it and runs nothing. Every other name is still refused.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any
 
@@ -84,7 +85,10 @@ def _numpy_globals() -> list[tuple[Any, str]]:
     """numpy's value constructors under the names old and new numpy pickle them by: scalars
     (``best_model_score``), dtypes and plain arrays. They build data, not behaviour; an object
     array's items go through the same restricted unpickler."""
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:  # numpy 1.26, which pyproject still allows
+        from numpy.core import multiarray
 
     found: list[tuple[Any, str]] = []
     for package in ("numpy.core", "numpy._core"):
@@ -102,8 +106,9 @@ def _numpy_globals() -> list[tuple[Any, str]]:
     return found
 
 
+@functools.cache
 def allowed_globals() -> list[tuple[Any, str]]:
-    """``(object, qualified name)`` pairs for ``torch.serialization.safe_globals``."""
+    """``(object, qualified name)`` pairs for ``torch.serialization.safe_globals`` (built once)."""
     return [(cls, name) for name, cls in STAND_INS.items()] + _numpy_globals()
 
 
