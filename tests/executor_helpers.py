@@ -2,17 +2,80 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
 from .conftest import ROOT
 from .sample_data import SAMPLE_CLASSES, write_sample
+
+
+def read_progress(out_dir: Path) -> tuple[float, float] | None:
+    """(timestamp, percent) of the monitor record, None before the first one."""
+    try:
+        fields = (out_dir / "monitor.txt").read_text().splitlines()[0].split("\t")
+    except (FileNotFoundError, IndexError):
+        return None
+    return float(fields[1]), float(fields[2])
+
+
+class Watcher:
+    """Polls monitor.txt while a run goes on: every record it sees, in order."""
+
+    def __init__(self, out_dir: Path, since: float) -> None:
+        self.out_dir, self.since = out_dir, since
+        self.seen: list[float] = []
+
+    def poll(self) -> None:
+        record = read_progress(self.out_dir)
+        if record is not None and record[0] >= self.since and (not self.seen or record[1] != self.seen[-1]):
+            self.seen.append(record[1])
+
+    def wait_until(self, proc: subprocess.Popen, condition, timeout: float = 120.0) -> bool:
+        """Poll until ``condition()`` or the process ends; True when the condition came first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if condition():
+                return True
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.01)
+        raise AssertionError("timed out")
+
+    def sleep(self, proc: subprocess.Popen, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and proc.poll() is None:
+            self.poll()
+            time.sleep(0.005)
+
+    @contextlib.contextmanager
+    def in_background(self, interval: float = 0.02) -> Iterator[Watcher]:
+        """Poll from a thread while the body runs (a blocking ``run_start``, say)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                self.poll()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+            self.poll()
+
 
 NO_WEIGHTS = Path(tempfile.mkdtemp(prefix="nanodet-no-weights-"))  # an empty /weights and torch cache
 

@@ -25,7 +25,7 @@ from executor.workspace import make_training_workspace
 from nanodet.config import load_config
 
 from .conftest import ROOT
-from .executor_helpers import assert_success, check_training_outputs, edit_yaml, monitor_fields
+from .executor_helpers import Watcher, assert_success, check_training_outputs, edit_yaml, monitor_fields
 
 EPOCHS = 4
 
@@ -40,46 +40,6 @@ def start(in_dir: Path, out_dir: Path, log: Path) -> subprocess.Popen:
             start_new_session=True,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
-
-
-def read_progress(out_dir: Path) -> tuple[float, float] | None:
-    """(timestamp, percent) of the monitor record, None before the first one."""
-    try:
-        fields = (out_dir / "monitor.txt").read_text().splitlines()[0].split("\t")
-    except (FileNotFoundError, IndexError):
-        return None
-    return float(fields[1]), float(fields[2])
-
-
-class Watcher:
-    """Polls monitor.txt while a run goes on: every record it sees, in order."""
-
-    def __init__(self, out_dir: Path, since: float) -> None:
-        self.out_dir, self.since = out_dir, since
-        self.seen: list[float] = []
-
-    def poll(self) -> None:
-        record = read_progress(self.out_dir)
-        if record is not None and record[0] >= self.since and (not self.seen or record[1] != self.seen[-1]):
-            self.seen.append(record[1])
-
-    def wait_until(self, proc: subprocess.Popen, condition, timeout: float = 120.0) -> bool:
-        """Poll until ``condition()`` or the process ends; True when the condition came first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.poll()
-            if condition():
-                return True
-            if proc.poll() is not None:
-                return False
-            time.sleep(0.01)
-        raise AssertionError("timed out")
-
-    def sleep(self, proc: subprocess.Popen, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and proc.poll() is None:
-            self.poll()
-            time.sleep(0.005)
 
 
 def assert_valid_at_this_instant(out_dir: Path) -> list[str]:

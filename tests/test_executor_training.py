@@ -1,6 +1,6 @@
 """The training task end to end through start.py, checked as the platform would."""
 
-import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +9,7 @@ import yaml
 from executor.workspace import make_training_workspace
 
 from .executor_helpers import (
+    Watcher,
     assert_failure,
     assert_success,
     check_training_outputs,
@@ -36,40 +37,14 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         batch_size_per_gpu=8,
         workers_per_gpu=0,
     )
-    with MonitorSampler(root / "out" / "monitor.txt") as sampler:
+    with Watcher(root / "out", time.time()).in_background() as watch:
         proc = run_start(in_dir, root / "out")
     assert_success(proc, root / "out")
-    TRAINING_PROGRESS[:] = sampler.progress
+    TRAINING_PROGRESS[:] = watch.seen
     return root / "out", proc
 
 
 TRAINING_PROGRESS: list[float] = []  # monitor.txt's progress values seen while the shared task ran
-
-
-class MonitorSampler:
-    """Reads monitor.txt every 20 ms in a thread while a task runs; keeps each new progress value."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.progress, self._stop = path, [], threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            try:
-                fields = self.path.read_text().splitlines()[0].split("\t")
-            except (OSError, IndexError):
-                continue
-            value = float(fields[2])
-            if fields[3] == "2" and (not self.progress or value != self.progress[-1]):
-                self.progress.append(value)
-
-    def __enter__(self) -> "MonitorSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_training_outputs(trained):
