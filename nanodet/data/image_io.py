@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 
 from .. import MAX_IMAGE_PIXELS
+from .image_header import HeaderError, header_size
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -53,30 +55,46 @@ def read_image_reduced(path: str | Path, min_wh: tuple[int, int]) -> tuple[np.nd
     return image, factor, size
 
 
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
 def jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, or None when ``data`` is not a JPEG whose
-    header can be read (the caller then decodes it whole, which reports any error)."""
-    buf = data[:65536].tobytes()  # the frame header comes before the image data
-    if buf[:2] != b"\xff\xd8":
+    """(width, height) as stored in a JPEG's frame header (before any EXIF turn), or None
+    when ``data`` is not a JPEG whose header can be read (the caller then decodes it whole,
+    which reports any error)."""
+    if data[:2].tobytes() != b"\xff\xd8":
         return None
-    pos = 2
-    while pos + 9 <= len(buf):
-        if buf[pos] != 0xFF:
-            return None
-        marker = buf[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-        if marker in _SOF_MARKERS:
-            height = int.from_bytes(buf[pos + 5 : pos + 7], "big")
-            width = int.from_bytes(buf[pos + 7 : pos + 9], "big")
-            return (width, height) if width and height else None
-        pos += 2 + length
-    return None
+    try:
+        size = header_size(io.BytesIO(data[:65536].tobytes()))  # the frame header comes before the image data
+    except HeaderError:
+        return None
+    return size.width, size.height
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the image :func:`read_image` decodes from ``path``, read from the
+    file's header (JPEG, PNG, BMP, WebP; EXIF orientation honoured as the decoder does) or,
+    for other formats, from one grayscale decode. Raises ImageReadError naming the file when
+    it is not a regular file, is empty, is no image, or claims more than MAX_PIXELS. A header
+    can lie (a truncated file): the size :func:`read_image` returns later is the truth."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe must not block the open
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ImageReadError(f"{path}: not a regular file")
+        with open(fd, "rb") as stream:
+            try:
+                width, height = header_size(stream).decoded
+            except HeaderError:
+                stream.seek(0)
+                data = np.frombuffer(stream.read(), dtype=np.uint8)
+                if data.size == 0:
+                    raise ImageReadError(f"{path}: empty file") from None
+                image = _decode(path, data, cv2.IMREAD_GRAYSCALE)
+                width, height = image.shape[1], image.shape[0]
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read ({err.strerror})") from None
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(f"{path}: image too large ({width}x{height})")
+    return width, height
 
 
 def _read_bytes(path: Path) -> np.ndarray:
