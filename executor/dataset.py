@@ -13,23 +13,28 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import xml.etree.ElementTree as ET
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from math import isfinite
 from pathlib import Path
+from typing import TypeVar
 
-import numpy as np
-
-from nanodet.data.image_io import ImageReadError, read_image
+from nanodet.data.image_io import ImageReadError, image_size
 from nanodet.utils.io import atomic_write_text
 
 from .errors import DatasetError, ImageFormatError
 from .paths import PathMapper
 
 log = logging.getLogger("executor.dataset")
+T = TypeVar("T")
+R = TypeVar("R")
 
 MISSING = "missing image files (skipped)"  # a problem of its own: the assets are not where the index says
-MISSING_WARNINGS = 5  # missing files listed one by one per split or task; the count covers the rest
+MISSING_WARNINGS = 5  # missing or unreadable files listed one by one per split or task; the count covers the rest
 
 
 @dataclass
@@ -83,16 +88,16 @@ def parse_ark(path: Path, num_classes: int, report: ConversionReport) -> list[Bo
         raise DatasetError(f"{path}: cannot read annotation file ({err})") from None
     boxes = []
     for number, line in enumerate(text.splitlines(), start=1):
-        fields = [f.strip() for f in line.split(",")]
-        if not line.strip():
+        if not line or line.isspace():
             continue
+        fields = line.split(",")  # float() ignores the spaces around a field
         if len(fields) < 5:
             raise DatasetError(f"{path}:{number}: expected 'class_idx, x1, y1, x2, y2', got {line.strip()[:120]!r}")
         if len(fields) > 7:
             report.problems["lines with extra columns (ignored)"] += 1
         try:
             label = int(float(fields[0]))
-            x1, y1, x2, y2 = (float(v) for v in fields[1:5])
+            x1, y1, x2, y2 = float(fields[1]), float(fields[2]), float(fields[3]), float(fields[4])
         except ValueError:
             raise DatasetError(f"{path}:{number}: non-numeric box field in {line.strip()[:120]!r}") from None
         if not 0 <= label < num_classes:
@@ -134,7 +139,8 @@ def clean_boxes(boxes: list[Box], width: int, height: int, report: ConversionRep
     """Clip to the image; drop boxes that are degenerate or entirely outside."""
     kept = []
     for b in boxes:
-        if not all(np.isfinite([b.x1, b.y1, b.x2, b.y2])) or b.x2 <= b.x1 or b.y2 <= b.y1:
+        finite = isfinite(b.x1) and isfinite(b.y1) and isfinite(b.x2) and isfinite(b.y2)
+        if not finite or b.x2 <= b.x1 or b.y2 <= b.y1:
             report.problems["degenerate boxes (dropped)"] += 1
             continue
         c = Box(
@@ -173,10 +179,64 @@ def warn_missing(what: str, path: str | Path, count: int) -> None:
         log.warning("%s: more image files are missing; only the first %d are named", what, MISSING_WARNINGS)
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a readable image; ImageReadError otherwise."""
-    image = read_image(path)
-    return image.shape[1], image.shape[0]
+def warn_unreadable(what: str, reason: str, count: int) -> None:
+    """Warn about the ``count``-th unreadable image of ``what``, the first few by name only."""
+    if count <= MISSING_WARNINGS:
+        log.warning("%s: %s", what, reason)
+    elif count == MISSING_WARNINGS + 1:
+        log.warning("%s: more images cannot be read; only the first %d are named", what, MISSING_WARNINGS)
+
+
+@dataclass
+class Row:
+    """What one index row becomes: its image's size and boxes, or why it is skipped."""
+
+    image: Path
+    file_name: str = ""  # the image's real path, links resolved
+    width: int = 0
+    height: int = 0
+    boxes: list[Box] = field(default_factory=list)
+    problems: Counter = field(default_factory=Counter)
+    missing: bool = False
+    unreadable: str = ""  # the reason, naming the file
+
+
+def convert_row(image_path: Path, ann_path: Path, class_names: list[str], annotation_format: str) -> Row:
+    """One row: the image's size from its header (no decode), its annotation parsed and clipped."""
+    row = Row(image_path)
+    if is_missing(image_path):
+        row.missing = True
+        return row
+    try:
+        row.width, row.height = image_size(image_path)
+    except ImageReadError as err:
+        row.unreadable = str(err)
+        return row
+    report = ConversionReport()
+    if annotation_format in ("voc", "det-voc"):
+        boxes = parse_voc(ann_path, class_names, report)
+    else:
+        boxes = parse_ark(ann_path, len(class_names), report)
+    row.boxes = clean_boxes(boxes, row.width, row.height, report)
+    row.problems = report.problems
+    row.file_name = os.path.realpath(image_path)
+    return row
+
+
+def in_order(pool: Executor, fn: Callable[[T], R], items: list[T], window: int = 1024) -> Iterator[R]:
+    """``fn`` over ``items`` in ``pool``, results in order, at most ``window`` in flight (a
+    100k-row index does not become 100k pending futures). An exception comes out in order."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+CONVERSION_THREADS = 16  # the work is file reads (often from network storage) and small parses
+PROGRESS_EVERY = 256  # rows between two progress calls
 
 
 def convert_split(
@@ -186,44 +246,46 @@ def convert_split(
     annotation_format: str,
     out_json: Path,
     split: str,
+    progress: Callable[[float], None] | None = None,
+    threads: int = CONVERSION_THREADS,
 ) -> ConversionReport:
-    """Write a COCO json (absolute image paths as file names) for one split."""
+    """Write a COCO json (absolute image paths as file names) for one split. Rows are read in a
+    thread pool, in order; ``progress`` gets the fraction of rows done as they complete."""
     report = ConversionReport()
     images, annotations = [], []
     rows = read_index(index_file, mapper, columns=2)
     first_missing, first_unreadable = "", ""
-    for image_path, ann_path in rows:
-        if is_missing(image_path):
-            report.problems[MISSING] += 1
-            first_missing = first_missing or str(image_path)
-            warn_missing(f"{split} set", image_path, report.problems[MISSING])
-            continue
-        try:
-            width, height = image_size(image_path)
-        except ImageReadError as err:
-            report.problems["unreadable images (skipped)"] += 1
-            first_unreadable = first_unreadable or str(err)
-            log.warning("%s set: %s", split, err)
-            continue
-        if annotation_format in ("voc", "det-voc"):
-            boxes = parse_voc(ann_path, class_names, report)
-        else:
-            boxes = parse_ark(ann_path, len(class_names), report)
-        boxes = clean_boxes(boxes, width, height, report)
-        image_id = len(images) + 1
-        images.append({"id": image_id, "file_name": str(image_path.resolve()), "width": width, "height": height})
-        for b in boxes:
-            w, h = b.x2 - b.x1, b.y2 - b.y1
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": b.label + 1,
-                    "bbox": [b.x1, b.y1, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="convert") as pool:
+        done = in_order(pool, lambda r: convert_row(r[0], r[1], class_names, annotation_format), rows)
+        for number, row in enumerate(done, start=1):
+            if progress is not None and (number % PROGRESS_EVERY == 0 or number == len(rows)):
+                progress(number / len(rows))
+            if row.missing:
+                report.problems[MISSING] += 1
+                first_missing = first_missing or str(row.image)
+                warn_missing(f"{split} set", row.image, report.problems[MISSING])
+                continue
+            if row.unreadable:
+                report.problems["unreadable images (skipped)"] += 1
+                unreadable = report.problems["unreadable images (skipped)"]
+                first_unreadable = first_unreadable or row.unreadable
+                warn_unreadable(f"{split} set", row.unreadable, unreadable)
+                continue
+            report.problems.update(row.problems)
+            image_id = len(images) + 1
+            images.append({"id": image_id, "file_name": row.file_name, "width": row.width, "height": row.height})
+            for b in row.boxes:
+                w, h = b.x2 - b.x1, b.y2 - b.y1
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": b.label + 1,
+                        "bbox": [b.x1, b.y1, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
     report.images, report.boxes = len(images), len(annotations)
     report.log(split)
     check_split(index_file, split, len(rows), report, first_missing, first_unreadable)

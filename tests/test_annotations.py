@@ -162,3 +162,84 @@ def test_is_missing(tmp_path: Path):
     assert not is_missing(tmp_path / "file") and not is_missing(tmp_path)
     assert is_missing(tmp_path / "nowhere") and is_missing(tmp_path / "dangling")
     assert is_missing(tmp_path / "file" / "below-a-file.jpg")
+
+
+def test_conversion_reads_sizes_from_headers_in_order_with_progress(tmp_path: Path, caplog):
+    """Many rows through the thread pool: the json keeps the index order, sizes are the decoded
+    ones (an EXIF quarter turn included), unreadable files cost a bounded number of warnings,
+    and progress climbs to 1."""
+    from executor.dataset import MISSING_WARNINGS
+    from nanodet.data.image_io import read_image
+    from tests.test_image_header import jpeg_with_exif
+
+    in_dir = tmp_path / "in"
+    (in_dir / "assets").mkdir(parents=True)
+    (in_dir / "annotations").mkdir()
+    lines, expected = [], []
+    for i in range(300):
+        name = f"img-{i:03d}"
+        if i % 50 == 7:
+            (in_dir / "assets" / f"{name}.jpg").write_bytes(b"broken")
+        elif i % 3 == 0:
+            (in_dir / "assets" / f"{name}.jpg").write_bytes(jpeg_with_exif(6, i % 2 == 0))  # 50x30 turned
+        else:
+            h, w = 40 + i % 7, 60 + i % 11
+            cv2.imencode(".png", np.zeros((h, w, 3), np.uint8))[1].tofile(in_dir / "assets" / f"{name}.jpg")
+        (in_dir / "annotations" / f"{name}.txt").write_text("0, 1, 2, 20, 25\n")
+        lines.append(f"/in/assets/{name}.jpg\t/in/annotations/{name}.txt")
+    (in_dir / "index.tsv").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        path = in_dir / line.split("\t")[0][len("/in/") :]
+        if path.read_bytes() != b"broken":
+            image = read_image(path)
+            expected.append((str(path.resolve()), image.shape[1], image.shape[0]))
+    seen: list[float] = []
+    mapper = PathMapper(in_dir, tmp_path / "out")
+    with caplog.at_level("WARNING", logger="executor.dataset"):
+        report = convert_split(
+            in_dir / "index.tsv", mapper, CLASSES, "ark", tmp_path / "c.json", "training", progress=seen.append
+        )
+    import json
+
+    coco = json.loads((tmp_path / "c.json").read_text())
+    assert [(im["file_name"], im["width"], im["height"]) for im in coco["images"]] == expected
+    assert report.images == 294 and report.problems["unreadable images (skipped)"] == 6
+    assert {(im["width"], im["height"]) for im in coco["images"][::100]} >= {(30, 50)}  # row 0: turned
+    named = [r for r in caplog.records if "not a decodable image" in r.getMessage()]
+    assert len(named) == MISSING_WARNINGS
+    assert sum("more images cannot be read" in r.getMessage() for r in caplog.records) == 1
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 2
+
+
+def test_a_lying_header_is_skipped_when_the_image_is_decoded(tmp_path: Path, caplog):
+    """Sizes come from headers; a file whose decode disagrees (replaced since, or truncated)
+    is skipped by the training data, with one warning, instead of training on misfit boxes."""
+    import json
+
+    from nanodet.data.coco_dataset import CocoDetection
+    from nanodet.data.transforms import EvalTransform
+
+    in_dir = tmp_path / "in"
+    (in_dir / "assets").mkdir(parents=True)
+    (in_dir / "annotations").mkdir()
+    for name in ("good", "resized", "truncated"):
+        cv2.imencode(".png", np.full((60, 80, 3), 90, np.uint8))[1].tofile(in_dir / "assets" / f"{name}.png")
+        (in_dir / "annotations" / f"{name}.txt").write_text("0, 1, 2, 30, 40\n")
+    (in_dir / "index.tsv").write_text(
+        "".join(f"/in/assets/{n}.png\t/in/annotations/{n}.txt\n" for n in ("good", "resized", "truncated"))
+    )
+    converted = tmp_path / "c.json"
+    convert_split(in_dir / "index.tsv", PathMapper(in_dir, tmp_path / "out"), CLASSES, "ark", converted, "training")
+    cv2.imencode(".png", np.zeros((50, 70, 3), np.uint8))[1].tofile(in_dir / "assets" / "resized.png")
+    truncated = in_dir / "assets" / "truncated.png"
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    assert [im["width"] for im in json.loads(converted.read_text())["images"]] == [80, 80, 80]
+    dataset = CocoDetection(converted, "", EvalTransform((64, 64), True, [[0, 0, 0], [1, 1, 1]]))
+    with caplog.at_level("WARNING", logger="nanodet.data.coco_dataset"):
+        items = [dataset[i] for i in range(3) for _ in range(2)]
+    assert items[0] is not None and items[0]["size"] == (80, 60)
+    assert items[2:] == [None] * 4
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2  # once per image
+    assert "decoded as 70x50, 80x60 in c.json" in messages[0]
+    assert "truncated.png" in messages[1]

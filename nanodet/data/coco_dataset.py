@@ -48,9 +48,17 @@ class CocoDetection(Dataset):
         self.class_names = [c["name"] for c in self.coco.loadCats(self.cat_ids)]
         self.label_of = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
         self.img_ids = sorted(self.coco.getImgIds())
+        self.ann_path = Path(ann_path)
+        self._warned: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.img_ids)
+
+    def _skip(self, index: int, message: str) -> None:
+        """Warn once per image (per loading process); the batch counts the skip every time."""
+        if index not in self._warned:
+            self._warned.add(index)
+            log.warning("%s", message)
 
     def annotations(self, img_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (xyxy) and labels of an image, crowd regions left out."""
@@ -70,7 +78,15 @@ class CocoDetection(Dataset):
         try:
             image = read_image(path)
         except ImageReadError as err:
-            log.warning("skipping unreadable training image %s", err)
+            self._skip(index, f"skipping unreadable image {err}")
+            return None
+        size = (image.shape[1], image.shape[0])
+        if (info.get("width"), info.get("height")) not in ((None, None), size):  # the header lied: boxes don't fit
+            self._skip(
+                index,
+                f"skipping {path}: decoded as {size[0]}x{size[1]}, "
+                f"{info['width']}x{info['height']} in {self.ann_path.name}",
+            )
             return None
         boxes, labels = self.annotations(img_id)
         rng = np.random.default_rng([self.seed, epoch, index])
@@ -81,7 +97,7 @@ class CocoDetection(Dataset):
             "gt_labels": torch.from_numpy(labels),
             "warp_matrix": matrix,
             "img_id": img_id,
-            "size": (image.shape[1], image.shape[0]),
+            "size": size,
             "path": str(path),
         }
 

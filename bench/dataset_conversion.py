@@ -1,0 +1,202 @@
+"""The training task's dataset conversion at platform scale: image sizes from file headers
+(in a thread pool) against a full decode of every image (the executor before, serially).
+
+    .venv/bin/python bench/dataset_conversion.py [--n 2000] [--rows 100000] [--threads 16]
+
+Generates ``--n`` JPEGs of 1920x1080 (photo-like: smooth gradients, shapes and sensor noise,
+~250 kB each; 40 distinct pictures, each file a different one of them) with ark annotations
+(3-8 boxes), and a platform index of those files. Then, each in a fresh subprocess (peak RSS
+is the child's own ``VmHWM``):
+
+* ``full_decode_serial``: the conversion with every image decoded to learn its size, one by
+  one (what the executor did before: the baseline);
+* ``header_serial``: sizes from headers, one thread;
+* ``header_pool``: sizes from headers, ``--threads`` threads (what the executor does);
+* ``header_pool_100k`` (``--rows``, 0 to skip): an index of ``--rows`` rows over hard links to
+  the same files (distinct paths, no extra data), converted as the executor does: the
+  100k-image claim measured, not extrapolated.
+
+Files are in the page cache for every mode (written just before, read once by a warm-up), so
+the numbers are CPU cost; on network storage the thread pool also hides the latency. Prints
+ONE JSON object on stdout (``--out`` also writes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import available_cores, host_info, log, peak_rss_mib  # noqa: E402
+
+CLASSES = ["person", "car", "dog"]
+WIDTH, HEIGHT = 1920, 1080
+DISTINCT = 40
+
+
+def photo(rng: np.random.Generator) -> np.ndarray:
+    """A photo-like 1080p picture: gradient sky and ground, filled shapes, sensor noise."""
+    y = np.linspace(0, 1, HEIGHT, dtype=np.float32)[:, None]
+    x = np.linspace(0, 1, WIDTH, dtype=np.float32)[None, :]
+    base = rng.uniform(40, 200, 3).astype(np.float32)
+    image = np.stack([base[c] + 50 * np.sin(3 * x + c) * y + 30 * x for c in range(3)], axis=-1)
+    for _ in range(12):
+        centre = (int(rng.integers(0, WIDTH)), int(rng.integers(0, HEIGHT)))
+        colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
+        cv2.circle(image, centre, int(rng.integers(20, 200)), colour, -1)
+    image += rng.normal(0, 6, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def generate(root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` JPEGs with ark annotations and ``index.tsv`` (absolute paths) under ``root``."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    pictures = [cv2.imencode(".jpg", photo(rng), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for _ in range(DISTINCT)]
+    lines = []
+    for i in range(n):
+        image, ann = root / "images" / f"{i:06d}.jpg", root / "annotations" / f"{i:06d}.txt"
+        image.write_bytes(pictures[i % DISTINCT])
+        boxes = []
+        for _ in range(int(rng.integers(3, 9))):
+            x1, y1 = int(rng.integers(0, WIDTH - 100)), int(rng.integers(0, HEIGHT - 100))
+            x2, y2 = x1 + int(rng.integers(20, 100)), y1 + int(rng.integers(20, 100))
+            boxes.append(f"{rng.integers(0, 3)}, {x1}, {y1}, {x2}, {y2}")
+        ann.write_text("\n".join(boxes) + "\n")
+        lines.append(f"{image}\t{ann}")
+    (root / "index.tsv").write_text("\n".join(lines) + "\n")
+    return root / "index.tsv"
+
+
+def linked_index(root: Path, rows: int) -> Path:
+    """An index of ``rows`` rows over hard links to the generated files (distinct paths)."""
+    sources = sorted((root / "images").glob("*.jpg"))
+    links = root / "links"
+    links.mkdir(exist_ok=True)
+    lines = []
+    for i in range(rows):
+        source = sources[i % len(sources)]
+        link = links / f"{i:07d}.jpg"
+        if not link.exists():
+            os.link(source, link)
+        lines.append(f"{link}\t{root / 'annotations' / (source.stem + '.txt')}")
+    (root / "index_linked.tsv").write_text("\n".join(lines) + "\n")
+    return root / "index_linked.tsv"
+
+
+def child(index: Path, mode: str, threads: int) -> dict:
+    """One conversion in this process (run as a subprocess by ``main``)."""
+    import executor.dataset as dataset
+    from executor.paths import PathMapper
+    from nanodet.data.image_io import read_image
+
+    if mode == "full_decode":
+
+        def decoded_size(path: str | Path) -> tuple[int, int]:
+            image = read_image(path)
+            return image.shape[1], image.shape[0]
+
+        dataset.image_size = decoded_size
+    rss_before = peak_rss_mib()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        report = dataset.convert_split(
+            index, PathMapper(), CLASSES, "ark", Path(tmp) / "out.json", "bench", threads=threads
+        )
+        seconds = time.perf_counter() - start
+        json_mib = (Path(tmp) / "out.json").stat().st_size / 2**20
+    return {
+        "images": report.images,
+        "boxes": report.boxes,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(report.images / seconds, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rss_before_mib": round(rss_before, 1),
+        "json_mib": round(json_mib, 2),
+    }
+
+
+def run_child(index: Path, mode: str, threads: int) -> dict:
+    command = [sys.executable, __file__, "--child", str(index), "--mode", mode, "--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def warm(index: Path) -> None:
+    """Read every file once so that every mode finds them in the page cache."""
+    for line in index.read_text().splitlines():
+        for path in line.split("\t"):
+            Path(path).read_bytes()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="JPEGs to generate (1920x1080)")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the hard-linked index (0: skip)")
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--dir", type=Path, help="generate here (kept) instead of a temp folder")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="header", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.mode, args.threads)))
+        return
+    with tempfile.TemporaryDirectory(prefix="conversion-bench-") as tmp:
+        root = args.dir or Path(tmp)
+        start = time.perf_counter()
+        index = generate(root, args.n)
+        log(f"generated {args.n} JPEGs in {time.perf_counter() - start:.1f} s")
+        warm(index)
+        runs = {
+            "full_decode_serial": run_child(index, "full_decode", 1),
+            "header_serial": run_child(index, "header", 1),
+            "header_pool": run_child(index, "header", args.threads),
+        }
+        for name, result in runs.items():
+            log(f"{name}: {result}")
+        if args.rows:
+            linked = linked_index(root, args.rows)
+            warm(linked)
+            runs["header_pool_100k"] = run_child(linked, "header", args.threads)
+            log(f"header_pool_100k: {runs['header_pool_100k']}")
+        file_mib = sum(p.stat().st_size for p in (root / "images").glob("*.jpg")) / 2**20
+    base, ours = runs["full_decode_serial"], runs["header_pool"]
+    per_image_full = base["seconds"] / base["images"]
+    report = {
+        "bench": "dataset_conversion",
+        "images": args.n,
+        "image_size": [WIDTH, HEIGHT],
+        "mean_file_kib": round(file_mib * 1024 / args.n, 1),
+        "threads": args.threads,
+        "cores": available_cores(),
+        "runs": runs,
+        "speedup_header_pool_vs_full_decode": round(base["seconds"] / ours["seconds"], 1),
+        "speedup_header_serial_vs_full_decode": round(base["seconds"] / runs["header_serial"]["seconds"], 1),
+        "extrapolated_100k_s": {
+            "full_decode_serial": round(per_image_full * 100_000, 1),
+            "header_pool": round(ours["seconds"] / ours["images"] * 100_000, 1),
+        },
+        "host": host_info(),
+    }
+    if "header_pool_100k" in runs:
+        report["measured_100k_rows_s"] = runs["header_pool_100k"]["seconds"]
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
