@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if stale:
                 log.info("removed %d temp files left by an interrupted run", len(stale))
-        run(env, mapper, monitor)
+        with monitor.heartbeat():  # the record changes at least every HEARTBEAT_S, whatever the phase
+            run(env, mapper, monitor)
         return 0
     except TaskTerminated as err:  # asked for by the platform: report no error code of ours
         try:

@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +46,8 @@ from .result import ResultWriter, Stage, keep_file, stage_name
 from .weights import SAVED_CONFIG, WeightsChoice, choose_training_weights
 
 log = logging.getLogger("executor.training")
+
+CONVERSION_SHARE = 0.02  # of the task's progress bar: reading the dataset, before the first step
 
 
 @dataclass
@@ -203,7 +206,14 @@ def refuse_untrainable(cfg: NanoDetConfig) -> None:
         )
 
 
-def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, work: Path) -> TrainingPlan:
+def prepare_training(
+    env: EnvConfig,
+    hp: TrainingConfig,
+    mapper: PathMapper,
+    work: Path,
+    progress: Callable[[float], None] = lambda fraction: None,
+) -> TrainingPlan:
+    """Everything training needs; ``progress`` follows the dataset conversion (0→CONVERSION_SHARE)."""
     if not hp.class_names:
         raise ConfigError("config.yaml: key 'class_names' is empty: training needs the project's classes")
     device, world_size = select_devices(hp.gpu_count, hp.gpu_id)
@@ -214,9 +224,23 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
     anno = annotation_format_of(hp.export_format)
     train_json, val_json = work / "train.json", work / "val.json"
     train_report = convert_split(
-        mapper(env.input.training_index_file), mapper, hp.class_names, anno, train_json, "training"
+        mapper(env.input.training_index_file),
+        mapper,
+        hp.class_names,
+        anno,
+        train_json,
+        "training",
+        progress=lambda f: progress(f * 0.8 * CONVERSION_SHARE),
     )
-    convert_split(mapper(env.input.val_index_file), mapper, hp.class_names, anno, val_json, "validation")
+    convert_split(
+        mapper(env.input.val_index_file),
+        mapper,
+        hp.class_names,
+        anno,
+        val_json,
+        "validation",
+        progress=lambda f: progress((0.8 + 0.2 * f) * CONVERSION_SHARE),
+    )
     if train_report.images < world_size:
         log.warning("%d training images for %d GPUs: training on one GPU", train_report.images, world_size)
         world_size = 1
@@ -259,15 +283,15 @@ def prepare_training(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, wor
 
 
 class MonitorProgress(Callback):
-    """monitor.txt after every batch (throttled): training takes 0→0.99, the rest is packing.
-    Rank 0 only."""
+    """monitor.txt after every batch (throttled): the dataset conversion took 0→CONVERSION_SHARE,
+    training takes the bar from there to 0.99, the rest is packing. Rank 0 only."""
 
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
 
     def on_step_end(self, trainer: Trainer, losses: dict[str, float]) -> None:
         total = trainer.steps_per_epoch * trainer.total_epochs
-        self.monitor.progress(0.99 * trainer.state.step / max(total, 1))
+        self.monitor.progress(CONVERSION_SHARE + (0.99 - CONVERSION_SHARE) * trainer.state.step / max(total, 1))
 
 
 STAGE_WEIGHTS = "nanodet_model.pth"
@@ -376,8 +400,8 @@ def train_with_plan(plan: TrainingPlan) -> None:
 def run_training_task(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, monitor: Monitor) -> None:
     with tempfile.TemporaryDirectory(prefix="nanodet-train-") as tmp:
         work = Path(tmp)
-        plan = prepare_training(env, hp, mapper, work)
-        monitor.progress(0.0, force=True)
+        plan = prepare_training(env, hp, mapper, work, monitor.progress)
+        monitor.progress(CONVERSION_SHARE, force=True)
         if plan.world_size > 1:
             launch_distributed(plan, work)
         else:
