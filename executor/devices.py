@@ -1,11 +1,18 @@
 """Which devices a task runs on: ``gpu_count: 0`` / ``gpu_id: ''`` is CPU; GPUs asked for
-must exist (no silent fallback to CPU)."""
+must exist (no silent fallback to CPU). Each process takes its share of the CPUs the
+container allows (cgroup quota, not the host's count) for compute threads and loaders."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from nanodet.utils.cpus import allowed_cpus
+
 from .errors import ExecutorError, NoGpuError, ReturnCode
+
+log = logging.getLogger("executor.devices")
 
 
 def select_devices(gpu_count: int, gpu_id: str) -> tuple[str, int]:
@@ -22,3 +29,26 @@ def select_devices(gpu_count: int, gpu_id: str) -> tuple[str, int]:
             f"config.yaml asks for {wanted} GPUs (gpu_id {gpu_id!r}) but {visible} are visible", ReturnCode.GPU_MISMATCH
         )
     return "cuda", wanted
+
+
+def share_cpus(processes: int, workers_per_process: int) -> int:
+    """Give this process (one of ``processes`` on this machine) its share of the allowed CPUs
+    as torch compute threads; returns the data-loading workers that fit in that share (at most
+    ``workers_per_process``; 0 stays 0)."""
+    cpus, limit = allowed_cpus()
+    share = max(1, cpus // max(processes, 1))
+    torch.set_num_threads(share)
+    workers = min(workers_per_process, share)
+    if workers < workers_per_process:
+        log.info(
+            "%d CPUs allowed (%s), %d per process: %d compute threads, %d data-loading workers instead of %d",
+            cpus,
+            limit,
+            share,
+            share,
+            workers,
+            workers_per_process,
+        )
+    else:
+        log.info("%d CPUs allowed (%s): %d compute threads per process", cpus, limit, share)
+    return workers

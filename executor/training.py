@@ -36,7 +36,7 @@ from nanodet.model.detector import NanoDet
 from nanodet.utils.io import atomic_copy, atomic_write_text
 
 from .dataset import annotation_format_of, convert_split
-from .devices import select_devices
+from .devices import select_devices, share_cpus
 from .errors import ConfigError
 from .launch import process_rank, run_workers
 from .monitor import Monitor
@@ -366,6 +366,8 @@ def train_with_plan(plan: TrainingPlan) -> None:
     from nanodet.engine.run import train
 
     cfg = load_config(plan.model_config)
+    workers = share_cpus(plan.world_size, cfg.device.workers_per_gpu)
+    cfg = cfg.merged({"device": {"workers_per_gpu": workers}})
     main = process_rank() == 0
     writer = ResultWriter(
         Path(plan.models_dir),

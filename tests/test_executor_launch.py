@@ -109,6 +109,7 @@ def test_two_process_training_on_the_cpu(tmp_path, monkeypatch, capfd):
     )
     out = tmp_path / "out"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two processes, one thread each
+    monkeypatch.setenv("NANODET_DIST_TIMEOUT_MIN", "45")
     env = parse_env(read_yaml(in_dir / "env.yaml", "env.yaml"))
     hp = parse_task_config(TrainingConfig, read_yaml(in_dir / "config.yaml", "config.yaml"))
     with tempfile.TemporaryDirectory() as work:
@@ -120,6 +121,7 @@ def test_two_process_training_on_the_cpu(tmp_path, monkeypatch, capfd):
     assert monitor_fields(out)[3] == "2" and float(monitor_fields(out)[2]) > 0
     logs = capfd.readouterr()
     text = logs.out + logs.err
+    assert "process group: gloo, 2 processes, collectives time out after 45 min" in text
     for epoch in (1, 2):  # the stage recorder logs each stage it writes: one process wrote each
         assert text.count(f"epoch {epoch} stage epoch_{epoch}: mAP") == 1, text[-3000:]
 

@@ -1,0 +1,46 @@
+"""How many CPUs this process may really use.
+
+``os.cpu_count()`` (and torch's default thread count) is the host's: in a container limited
+to 4 CPUs on a 64-core host, 64 compute threads plus data-loading workers fight over 4 CPUs'
+worth of time and every parallel region waits for its slowest, pre-empted thread. The
+allowance is the smallest of the CPUs this process may be scheduled on (affinity, cpusets)
+and the cgroup's CPU quota (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us`` /
+``cpu.cfs_period_us`` in v1; Docker's ``--cpus``), rounded up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """CPUs' worth of time the cgroup allows (2.5 for ``--cpus 2.5``), None when unlimited or unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # v2: "max 100000" or "250000 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in (root / "cpu", root / "cpu,cpuacct", root):  # v1
+        try:
+            quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+            period_us = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    return None
+
+
+def allowed_cpus(root: Path = CGROUP_ROOT) -> tuple[int, str]:
+    """(CPUs this process may use, what limits them) — at least 1."""
+    try:
+        schedulable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        schedulable = os.cpu_count() or 1
+    quota = cgroup_quota(root)
+    if quota is not None and math.ceil(quota) < schedulable:
+        return max(1, math.ceil(quota)), f"cgroup CPU quota {quota:g}"
+    return max(1, schedulable), "CPUs this process may run on"
