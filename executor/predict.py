@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -32,10 +33,10 @@ from nanodet.engine.distributed import DistContext, cleanup_distributed, init_di
 from nanodet.mining import uncertainty_scores
 from nanodet.postprocess import Detections
 from nanodet.predictor import Predictor
-from nanodet.utils.io import atomic_write_text
+from nanodet.utils.io import atomic_write, atomic_write_text
 
-from .dataset import is_missing, read_index, warn_missing
-from .devices import select_devices
+from .dataset import MISSING_WARNINGS, is_missing, read_index, warn_missing
+from .devices import select_devices, share_cpus
 from .errors import ConfigError, DatasetError, ImageFormatError
 from .launch import is_worker, run_workers
 from .monitor import Monitor
@@ -117,15 +118,48 @@ def _model_name(cfg: NanoDetConfig) -> str:
     return f"{cfg.model.arch.name}/{cfg.model.arch.backbone.model_size}"
 
 
-def batches(predictor: Predictor, paths: list[Path], hp: PredictConfig) -> Iterator[tuple[list[int], InferenceBatch]]:
-    """(candidate positions, batch) in order; unreadable files are reported as failed items."""
+def warn_unreadable(reason: str, count: int, scope: str = "") -> None:
+    """Warn about the ``count``-th candidate (of this process) that cannot be decoded, the first few
+    by name only: the summary at the end counts them all."""
+    if count <= MISSING_WARNINGS:
+        log.warning("unreadable candidate: %s", reason)
+    elif count == MISSING_WARNINGS + 1:
+        log.warning(
+            "unreadable candidate: more images cannot be read%s; only the first %d are named "
+            "(the summary at the end counts them all)",
+            scope,
+            MISSING_WARNINGS,
+        )
+
+
+def batches(
+    predictor: Predictor, paths: list[Path], hp: PredictConfig, scope: str = ""
+) -> Iterator[tuple[list[int], InferenceBatch]]:
+    """(positions in ``paths`` of the batch's decoded images, batch) in order; unreadable files
+    come as the batch's failed items and are warned about (the first few by name)."""
     dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
-    position = {p: i for i, p in enumerate(paths)}
     pin = hp.pin_memory and predictor.device.type == "cuda"
+    offset, unreadable = 0, 0
     for batch in inference_batches(dataset, hp.batch_size_per_gpu, hp.workers_per_gpu, pin_memory=pin):
         for _path, reason in batch.failed:
-            log.warning("unreadable candidate: %s", reason)
-        yield [position[p] for p in batch.paths], batch
+            unreadable += 1
+            warn_unreadable(reason, unreadable, scope)
+        size = len(batch.paths) + len(batch.failed)
+        yield _decoded_positions(paths, offset, size, batch.paths), batch
+        offset += size
+
+
+def _decoded_positions(paths: list[Path], offset: int, size: int, decoded: list[Path]) -> list[int]:
+    """Where the decoded images of the batch ``paths[offset : offset + size]`` are: they come in
+    order with the failed ones left out, so walking both in step finds them (a path listed
+    twice gets each of its positions, not the last one twice)."""
+    found: list[int] = []
+    for i in range(offset, offset + size):
+        if len(found) < len(decoded) and paths[i] == decoded[len(found)]:
+            found.append(i)
+    if len(found) != len(decoded):  # the loader does not keep the dataset's order
+        raise RuntimeError(f"batch at {offset}: {len(decoded)} decoded images, {len(found)} found in order")
+    return found
 
 
 def _run(
@@ -138,11 +172,13 @@ def _run(
     on_batch: Callable[[list[int], InferenceBatch], None],
 ) -> None:
     """Feed this rank's shard of the present candidates (``present[rank::world]``, possibly
-    empty) through ``on_batch`` with global positions."""
+    empty) through ``on_batch`` with global positions; progress after every batch (the monitor
+    writes it at most every ``min_interval``)."""
     mine = present[ctx.rank :: ctx.world_size]
     done, waited = 0, 0.0
     start = tick = time.perf_counter()
-    for local, batch in batches(predictor, [paths[i] for i in mine], hp):
+    scope = f" on rank {ctx.rank}" if ctx.distributed else ""
+    for local, batch in batches(predictor, [paths[i] for i in mine], hp, scope):
         waited += time.perf_counter() - tick
         if batch.images is not None:
             on_batch([mine[i] for i in local], batch)
@@ -160,12 +196,48 @@ def _run(
     )
 
 
-def _merge(ctx: DistContext, part: dict[int, object]) -> dict[int, object]:
-    """Every rank's {position: result} on every rank."""
-    merged: dict[int, object] = {}
-    for piece in ctx.gather_objects(part):
-        merged.update(piece)
-    return merged
+class CandidateResults:
+    """What the result files need of each candidate, kept compact as the batches come (memory
+    grows with the results, not with the model's outputs): whether it was decoded, its mining
+    score (a float of one array), and the boxes infer reports (one small array per candidate
+    that has any; see :func:`compact_boxes`)."""
+
+    def __init__(self, count: int) -> None:
+        self.read = np.zeros(count, dtype=bool)
+        self.scores = np.full(count, UNREADABLE_SCORE, dtype=np.float64)
+        self.boxes: dict[int, np.ndarray] = {}
+
+    def part(self) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        """This process's results: (positions decoded, their scores, their boxes)."""
+        read = np.flatnonzero(self.read)
+        return read, self.scores[read], self.boxes
+
+    def merge(self, ctx: DistContext) -> None:
+        """Every rank's results on every rank (nothing to do in a world of one)."""
+        if not ctx.distributed:
+            return
+        for read, scores, boxes in ctx.gather_objects(self.part()):
+            self.read[read] = True
+            self.scores[read] = scores
+            self.boxes.update(boxes)
+
+    @property
+    def decoded(self) -> int:
+        return int(self.read.sum())
+
+
+def compact_boxes(dets: Detections, conf_thres: float) -> np.ndarray | None:
+    """The boxes infer reports, as ``[K, 6]`` float64 rows (label, score rounded to 6 places,
+    x, y, w, h in integer pixels: all exact in float64), or None when there are none: boxes
+    under ``conf_thres`` or empty once rounded to pixels are left out."""
+    kept = dets.above(conf_thres)
+    rows = []
+    for (x1, y1, x2, y2), score, label in zip(kept.boxes, kept.scores, kept.labels):
+        x, y = int(round(float(x1))), int(round(float(y1)))
+        w, h = int(round(float(x2))) - x, int(round(float(y2))) - y
+        if w > 0 and h > 0:
+            rows.append((int(label), round(float(score), 6), x, y, w, h))
+    return np.array(rows, dtype=np.float64) if rows else None
 
 
 def check_some_readable(unreadable: int, total: int, env: EnvConfig, mapper: PathMapper, missing: int = 0) -> None:
@@ -194,31 +266,31 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
             )
         return
     present = present_candidates(written, paths, env, mapper, ctx)
-    scores: dict[int, float] = {}
-    detections: dict[int, Detections] = {}
+    results = CandidateResults(len(paths))
 
     def on_batch(positions: list[int], batch: InferenceBatch) -> None:
         levels, dets = forward(predictor, batch, uses_levels=algorithm in MODEL_BASED, detects=env.run_infer)
+        results.read[positions] = True
         if algorithm == "random":  # a baseline: a stable pseudo-random score per path
-            scores.update((pos, zlib.crc32(written[pos].encode("utf-8")) / 2**32) for pos in positions)
+            results.scores[positions] = [zlib.crc32(written[pos].encode("utf-8")) / 2**32 for pos in positions]
         elif algorithm:
             hw = (batch.images.shape[2], batch.images.shape[3])
-            values = uncertainty_scores(algorithm, levels, predictor.num_classes, hw).cpu().tolist()
-            scores.update(zip(positions, values))
-        if dets is not None:
-            detections.update((pos, d.above(hp.conf_thres)) for pos, d in zip(positions, dets))
+            results.scores[positions] = uncertainty_scores(algorithm, levels, predictor.num_classes, hw).cpu().tolist()
+        for pos, d in zip(positions, dets or ()):
+            rows = compact_boxes(d, hp.conf_thres)
+            if rows is not None:
+                results.boxes[pos] = rows
 
     _run(predictor, paths, present, hp, monitor, ctx, on_batch)
-    scores = _merge(ctx, scores) if algorithm else {}
-    detections = _merge(ctx, detections) if env.run_infer else {}
+    results.merge(ctx)
     if not ctx.is_main:
         return
-    done = scores if algorithm else detections
-    check_some_readable(len(paths) - len(done), len(paths), env, mapper, len(paths) - len(present))
+    missing = len(paths) - len(present)
+    check_some_readable(len(paths) - results.decoded, len(paths), env, mapper, missing)
     if algorithm:
-        write_mining_result(env, mapper, algorithm, written, scores, len(paths) - len(present))
+        write_mining_result(env, mapper, algorithm, written, results, missing)
     if env.run_infer:
-        write_infer_result(env, mapper, predictor, written, detections, len(paths) - len(present))
+        write_infer_result(env, mapper, predictor.class_names, written, results, missing)
 
 
 MODEL_BASED = ("aldd", "entropy")
@@ -237,19 +309,28 @@ def forward(
     return None, None
 
 
+WRITE_CHUNK = 4096  # result lines (or entries) encoded and written at a time
+
+
 def write_mining_result(
-    env: EnvConfig, mapper: PathMapper, algorithm: str, written: list[str], merged: dict[int, float], missing: int
+    env: EnvConfig, mapper: PathMapper, algorithm: str, written: list[str], results: CandidateResults, missing: int
 ) -> None:
-    """``result.tsv``: every candidate as written in the index, highest score first."""
-    scores = np.array([merged.get(i, UNREADABLE_SCORE) for i in range(len(written))], dtype=np.float64)
-    order = sorted(range(len(written)), key=lambda i: -scores[i])  # stable: ties keep index order
-    lines = [f"{written[i]}\t{scores[i]:.8g}" for i in order]
-    atomic_write_text(mapper(env.output.mining_result_file), "\n".join(lines) + "\n")
+    """``result.tsv``: every candidate as written in the index, highest score first (ties in
+    index order; unreadable and missing candidates have the lowest score). Streamed to the file
+    a chunk at a time, atomically."""
+    order = np.argsort(-results.scores, kind="stable").tolist()
+    scores = results.scores.tolist()
+
+    def write(f: IO[bytes]) -> None:
+        for start in range(0, len(order), WRITE_CHUNK):
+            f.write("".join(f"{written[i]}\t{scores[i]:.8g}\n" for i in order[start : start + WRITE_CHUNK]).encode())
+
+    atomic_write(mapper(env.output.mining_result_file), write)
     log.info(
         "mining (%s): %d images ranked, %d unreadable, %d missing",
         algorithm,
         len(written),
-        len(written) - len(merged) - missing,
+        len(written) - results.decoded - missing,
         missing,
     )
 
@@ -257,41 +338,67 @@ def write_mining_result(
 def write_infer_result(
     env: EnvConfig,
     mapper: PathMapper,
-    predictor: Predictor,
+    class_names: list[str],
     written: list[str],
-    merged: dict[int, Detections],
+    results: CandidateResults,
     missing: int,
 ) -> None:
-    """``infer-result.json``: an entry for every candidate by basename."""
+    """``infer-result.json``: an entry for every candidate by basename (the first candidate of
+    a basename only). The text of ``json.dumps({"detection": {...}})``, streamed to the file an
+    entry at a time, atomically."""
     key = "boxes" if env.uses_model_stages else "annotations"
-    detection: dict[str, dict] = {}
-    for i, path in enumerate(written):
-        name = Path(path).name
-        if name in detection:
-            log.warning("candidates share the basename %r: %s is reported under the first one only", name, path)
-            continue
-        detection[name] = {key: _boxes(merged[i], predictor.class_names) if i in merged else []}
-    atomic_write_text(mapper(env.output.infer_result_file), json.dumps({"detection": detection}))
+    boxes = 0
+    seen: set[str] = set()
+
+    def entries() -> Iterator[str]:
+        nonlocal boxes
+        shared = 0
+        for i, path in enumerate(written):
+            name = Path(path).name
+            if name in seen:
+                shared += 1
+                if shared <= MISSING_WARNINGS:
+                    log.warning("candidates share the basename %r: %s is reported under the first one only", name, path)
+                elif shared == MISSING_WARNINGS + 1:
+                    log.warning("more candidates share a basename; only the first %d are named", MISSING_WARNINGS)
+                continue
+            seen.add(name)
+            rows = results.boxes.get(i)
+            listed = [] if rows is None else [_box_entry(row, class_names) for row in rows.tolist()]
+            boxes += len(listed)
+            yield f"{json.dumps(name)}: {json.dumps({key: listed})}"
+
+    def write(f: IO[bytes]) -> None:
+        f.write(b'{"detection": {')
+        chunk: list[str] = []
+        first = True
+        for entry in entries():
+            chunk.append(entry)
+            if len(chunk) == WRITE_CHUNK:
+                f.write(("" if first else ", ").encode() + ", ".join(chunk).encode())
+                chunk, first = [], False
+        if chunk:
+            f.write(("" if first else ", ").encode() + ", ".join(chunk).encode())
+        f.write(b"}}")
+
+    atomic_write(mapper(env.output.infer_result_file), write)
     log.info(
         "infer: %d images, %d boxes, %d unreadable, %d missing",
         len(written),
-        sum(len(v[key]) for v in detection.values()),
-        len(written) - len(merged) - missing,
+        boxes,
+        len(written) - results.decoded - missing,
         missing,
     )
 
 
-def _boxes(dets: Detections, class_names: list[str]) -> list[dict]:
-    out = []
-    for (x1, y1, x2, y2), score, label in zip(dets.boxes, dets.scores, dets.labels):
-        x, y = int(round(float(x1))), int(round(float(y1)))
-        w, h = int(round(float(x2))) - x, int(round(float(y2))) - y
-        if w <= 0 or h <= 0:
-            continue
-        out.append(
-            {"class_name": class_names[label], "score": round(float(score), 6), "box": {"x": x, "y": y, "w": w, "h": h}}
-        )
-    return out
+def _box_entry(row: list[float], class_names: list[str]) -> dict:
+    """One box of :func:`compact_boxes` as infer-result.json lists it."""
+    label, score, x, y, w, h = row
+    return {
+        "class_name": class_names[int(label)],
+        "score": score,
+        "box": {"x": int(x), "y": int(y), "w": int(w), "h": int(h)},
+    }
 
 
 def run_predict_tasks(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monitor: Monitor) -> None:
@@ -306,6 +413,7 @@ def run_predict_tasks(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, mon
             "mining/infer",
         )
         return
+    hp = hp.model_copy(update={"workers_per_gpu": share_cpus(world, hp.workers_per_gpu)})
     ctx = init_distributed(device)
     try:
         run_candidates(env, hp, mapper, monitor, ctx)
