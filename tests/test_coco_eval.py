@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from nanodet.evaluation import METRIC_NAMES, CocoEvaluator
+from nanodet.postprocess import Detections
 
 CLASS_NAMES = ("cat", "dog", "bird")
 
@@ -198,3 +199,98 @@ def test_bad_inputs_are_rejected() -> None:
         evaluator.evaluate({999: [([0, 0, 10, 10], 0.9, 0)]})
     with pytest.raises(ValueError):
         CocoEvaluator(coco, class_names=["only-one"])
+
+
+def _array_detections(coco: COCO, seed: int = 2, per_image: int = 20) -> dict[int, Detections]:
+    """Detections as the post-processing returns them (float32, sorted by score): jittered
+    GT copies (some with a wrong class) and random boxes, for all images but the last; one
+    image has none."""
+    rng = np.random.default_rng(seed)
+    detections: dict[int, Detections] = {}
+    image_ids = coco.getImgIds()
+    for image_id in image_ids[:-1]:
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        gt = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        xywh = np.repeat(gt, 2, axis=0)
+        xywh += rng.normal(0, 0.05, size=xywh.shape) * xywh[:, [2, 3, 2, 3]]
+        labels = np.repeat([_label_of(a["category_id"]) for a in anns], 2)
+        labels[rng.random(len(labels)) < 0.2] = 2
+        extra = per_image - len(xywh)
+        wh = rng.uniform(5, 250, size=(extra, 2))
+        xywh = np.concatenate([xywh, np.concatenate([rng.uniform(0, 400, size=(extra, 2)), wh], axis=1)])
+        labels = np.concatenate([labels, rng.integers(0, 3, size=extra)])
+        scores = rng.uniform(0.05, 1.0, size=per_image)
+        scores[:3] = scores[3]  # ties: the order within an image must be kept
+        order = np.argsort(-scores, kind="stable")
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        detections[image_id] = Detections(
+            boxes[order].astype(np.float32), scores[order].astype(np.float32), labels[order].astype(np.int64)
+        )
+    detections[image_ids[len(image_ids) // 2]] = Detections(
+        np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    )
+    return detections
+
+
+def _as_tuples(detections: dict[int, Detections]) -> dict[int, list]:
+    """The form the trainer used to pass (``as_coco_detections``)."""
+    return {
+        image_id: [(box.tolist(), float(s), int(lab)) for box, s, lab in zip(d.boxes, d.scores, d.labels)]
+        for image_id, d in detections.items()
+    }
+
+
+def _as_rows(detections: dict[int, Detections]) -> dict[int, np.ndarray]:
+    """``[K, 6]`` float64 rows ``x1, y1, x2, y2, score, label``."""
+    return {
+        image_id: np.concatenate([d.boxes, d.scores[:, None], d.labels[:, None]], axis=1, dtype=np.float64)
+        for image_id, d in detections.items()
+    }
+
+
+@pytest.mark.parametrize("chunk_images", [500, 7, 1])
+def test_array_and_tuple_forms_give_identical_numbers(chunk_images: int) -> None:
+    """The compact forms (Detections, [K, 6] arrays) score exactly like the tuples, and like
+    pycocotools run by hand on the tuples, however many images are evaluated at a time."""
+    coco = _make_gt(seed=5, num_images=40)
+    detections = _array_detections(coco)
+    tuples = _as_tuples(detections)
+    stats, precision = _direct_stats(coco, tuples)
+
+    def score(dets: dict) -> dict:
+        evaluator = CocoEvaluator(coco, class_names=CLASS_NAMES, iou_thrs=[0.5, 0.62])  # 0.62: a second run
+        evaluator.chunk_images = chunk_images
+        return evaluator.evaluate(dets)
+
+    reference = score(tuples)
+    coco_metrics = {name: float(value) for name, value in zip(METRIC_NAMES, stats) if value != -1}
+    assert {k: v for k, v in reference["metrics"].items() if k in METRIC_NAMES} == coco_metrics
+    assert reference["metrics"]["AP_50"] == pytest.approx(coco_metrics["AP_50"], abs=1e-12)
+    assert 0.05 < reference["metrics"]["mAP"] < 0.9  # far from both ends: a non-trivial case
+    assert 0.0 < reference["metrics"]["AP_62"] <= reference["metrics"]["AP_50"]
+    expected_per_class = {}
+    for index, name in enumerate(CLASS_NAMES[:2]):
+        values = precision[:, :, index, 0, -1]
+        expected_per_class[name] = float(values[values > -1].mean())
+    assert reference["per_class_AP"] == expected_per_class
+    for form in (detections, _as_rows(detections)):
+        result = score(form)
+        assert result["metrics"] == reference["metrics"]
+        assert result["per_class_AP"] == reference["per_class_AP"]
+        assert result["summary"] == reference["summary"]
+
+
+def test_bad_inputs_are_rejected_in_array_forms() -> None:
+    coco = _make_gt()
+    evaluator = CocoEvaluator(coco)
+    box = np.array([[0, 0, 10, 10]], np.float32)
+    with pytest.raises(ValueError):
+        evaluator.evaluate({1: Detections(box, np.array([0.9], np.float32), np.array([3]))})
+    with pytest.raises(ValueError):
+        evaluator.evaluate({1: np.array([[0, 0, 10, 10, 0.9, -1]])})
+    with pytest.raises(ValueError):
+        evaluator.evaluate({1: np.zeros((2, 5))})  # not [K, 6]
+    with pytest.raises(KeyError):
+        evaluator.evaluate({999: Detections(box, np.array([0.9], np.float32), np.array([0]))})
+    with pytest.raises(KeyError):  # also without any detection, as for the tuple form
+        evaluator.evaluate({999: np.zeros((0, 6))})

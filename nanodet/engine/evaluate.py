@@ -21,7 +21,9 @@ def predict_loader(
     ctx: DistContext,
     autocast_dtype: torch.dtype | None = None,
 ) -> dict[int, Detections]:
-    """Detections for every image of the loader (gathered from every rank onto every rank)."""
+    """Detections for every image of the loader (gathered from every rank onto every rank),
+    compact: a few small numpy arrays per image, which :class:`~nanodet.evaluation.coco.CocoEvaluator`
+    evaluates as they are."""
     model.eval()
     head = model.head
     results: dict[int, Detections] = {}
@@ -46,6 +48,9 @@ def predict_loader(
 
 
 def as_coco_detections(results: dict[int, Detections]) -> dict[int, list[Detection]]:
+    """The detections as ``(box, score, label)`` tuples of Python objects, several times the
+    memory of ``results``: :class:`~nanodet.evaluation.coco.CocoEvaluator` takes ``results``
+    as they are; this is only for code that wants plain lists."""
     return {
         img_id: [(box.tolist(), float(s), int(lab)) for box, s, lab in zip(d.boxes, d.scores, d.labels)]
         for img_id, d in results.items()

@@ -14,7 +14,7 @@ from ..data.coco_dataset import build_dataset, collate_detection
 from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
 from .distributed import DistContext, cleanup_distributed, init_distributed
-from .evaluate import as_coco_detections, predict_loader
+from .evaluate import predict_loader
 from .tensorboard import TensorBoardLogger
 from .trainer import Callback, LogLines, ProgressBar, Trainer, TrainState
 
@@ -69,5 +69,5 @@ def evaluate(cfg: NanoDetConfig, weights: str | Path, device: str = "auto", batc
         collate_fn=collate_detection,
     )
     dets = predict_loader(model, loader, dev, DistContext(device=dev))
-    scored = CocoEvaluator(dataset.coco, list(cfg.class_names)).evaluate(as_coco_detections(dets))
+    scored = CocoEvaluator(dataset.coco, list(cfg.class_names)).evaluate(dets)
     return {"metrics": scored["metrics"], "per_class_AP": scored["per_class_AP"]}

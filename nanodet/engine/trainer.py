@@ -32,7 +32,7 @@ from .checkpointer import (
     split_state_dict,
 )
 from .distributed import DistContext, sync_batchnorm_if_asked
-from .evaluate import as_coco_detections, predict_loader
+from .evaluate import predict_loader
 from .lr_schedule import LrSchedule
 
 log = logging.getLogger("nanodet.train")
@@ -303,7 +303,7 @@ class Trainer:
     def evaluate(self) -> EvalResult:
         """COCO metrics of the EMA model on the validation set; keeps the best checkpoint."""
         dets = predict_loader(self.eval_model, self.val_loader, self.device, self.ctx, self.amp_dtype)
-        scored = self.evaluator.evaluate(as_coco_detections(dets)) if self.ctx.is_main else None
+        scored = self.evaluator.evaluate(dets) if self.ctx.is_main else None
         scored = self.ctx.broadcast_object(scored)
         result = EvalResult(self.state.epoch, scored["metrics"], scored["per_class_AP"], dets)
         self.state.evaluations.append(EvalSummary(result.epoch, result.metrics, result.per_class_AP))

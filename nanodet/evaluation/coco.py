@@ -9,8 +9,10 @@ thresholds, per object size, and as average recall at 1/10/100 detections per im
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections.abc import Mapping, Sequence
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -36,6 +38,20 @@ Detection = tuple[Sequence[float], float, int]
 """One detection: box ``(x1, y1, x2, y2)`` in original-image pixels, score, 0-based label."""
 
 
+@runtime_checkable
+class BoxDetections(Protocol):
+    """The detections of one image as arrays (what :class:`nanodet.postprocess.Detections` is)."""
+
+    boxes: np.ndarray  # [K, 4] x1, y1, x2, y2
+    scores: np.ndarray  # [K]
+    labels: np.ndarray  # [K] 0-based class index
+
+
+ImageDetections: TypeAlias = BoxDetections | np.ndarray | Sequence[Detection]
+"""The detections of one image in any accepted form: arrays (:class:`BoxDetections`), one
+``[K, 6]`` array of rows ``x1, y1, x2, y2, score, label``, or a sequence of :data:`Detection`."""
+
+
 def ap_key(iou_thr: float) -> str:
     """The metric name of AP at one IoU threshold: ``AP_50`` for 0.5, ``AP_70`` for 0.7."""
     return f"AP_{round(iou_thr * 100):d}"
@@ -57,7 +73,12 @@ class CocoEvaluator:
             0.6; 0.5 and 0.75 are COCO's own ``AP_50``/``AP_75``), e.g. the threshold a
             platform ranks models by.
         verbose: Let pycocotools print its progress and summary table to stdout.
+
+    ``chunk_images`` images are evaluated at a time (see :meth:`_run`); the numbers do not
+    depend on it.
     """
+
+    chunk_images: int = 500
 
     def __init__(
         self,
@@ -79,13 +100,15 @@ class CocoEvaluator:
                 raise ValueError(f"IoU threshold {thr} outside (0, 1)")
         self.verbose = verbose
 
-    def evaluate(self, detections: Mapping[int, Sequence[Detection]]) -> dict:
+    def evaluate(self, detections: Mapping[int, ImageDetections]) -> dict:
         """Run COCO box evaluation.
 
         Args:
-            detections: For each image id, its detections as
-                ``(box_xyxy, score, label)``. Images of the ground truth that are absent
-                count as images without detections.
+            detections: For each image id, its detections (see :data:`ImageDetections`):
+                arrays such as :class:`nanodet.postprocess.Detections` (the compact form:
+                no per-detection Python objects besides the one set pycocotools needs), a
+                ``[K, 6]`` array, or ``(box_xyxy, score, label)`` tuples. Images of the
+                ground truth that are absent count as images without detections.
 
         Returns:
             A dict with
@@ -101,44 +124,107 @@ class CocoEvaluator:
 
             Without any detection every defined number is 0.0.
         """
-        results = self._to_coco_results(detections)
-        if not results:
+        total = self._check(detections)
+        if not total:
             return self._no_detections()
         output = io.StringIO()
         with _maybe_captured(output, capture=not self.verbose):
-            coco_eval = self._run(results)
+            coco_eval = self._run(detections)
             summary = io.StringIO()
             with contextlib.redirect_stdout(summary):
                 coco_eval.summarize()
             if self.verbose:
                 print(summary.getvalue(), end="")
+            precision = coco_eval.eval["precision"]
             metrics = {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats) if v > -1}
             for thr in self.iou_thrs:
-                metrics[ap_key(thr)] = self._ap_at(coco_eval, thr, results)
+                metrics[ap_key(thr)] = self._ap_at(precision, coco_eval.params.iouThrs, thr, detections)
         return {
             "metrics": metrics,
-            "per_class_AP": self._per_class_ap(coco_eval.eval["precision"]),
+            "per_class_AP": self._per_class_ap(precision),
             "summary": summary.getvalue(),
         }
 
-    def _run(self, results: list[dict], iou_thrs: Sequence[float] | None = None) -> COCOeval:
-        coco_eval = COCOeval(self.coco_gt, self.coco_gt.loadRes(results), "bbox")
-        if iou_thrs is not None:
-            coco_eval.params.iouThrs = np.array(iou_thrs, dtype=np.float64)
-        coco_eval.evaluate()
+    def _check(self, detections: Mapping[int, ImageDetections]) -> int:
+        """The number of detections; raises on an unknown image id (``KeyError``) or a label
+        outside the classes (``ValueError``), in the order of ``detections``."""
+        known_images = set(self.coco_gt.getImgIds())
+        total = 0
+        for image_id, image_detections in detections.items():
+            if int(image_id) not in known_images:
+                raise KeyError(f"image id {image_id} is not in the ground truth")
+            _, _, labels = _as_arrays(image_detections)
+            outside = (labels < 0) | (labels >= len(self.cat_ids))
+            if outside.any():
+                raise ValueError(f"label {labels[outside][0]} outside [0, {len(self.cat_ids)})")
+            total += len(labels)
+        return total
+
+    def _run(self, detections: Mapping[int, ImageDetections], iou_thrs: Sequence[float] | None = None) -> COCOeval:
+        """COCOeval, evaluated and accumulated, with only ``eval`` and ``params`` kept.
+
+        Exactly what ``COCOeval(gt, gt.loadRes(all results)).evaluate(); .accumulate()``
+        computes, but the images are evaluated ``chunk_images`` at a time: COCOeval's
+        per-image, per-class matching (``evaluateImg``) depends only on that image's boxes,
+        so only one chunk's detections exist as pycocotools objects at a time, and each
+        match record keeps just what ``accumulate`` reads (scores as float64 arrays and
+        whether a detection matched as booleans, instead of float64 ground-truth ids).
+        """
+        by_id = {int(image_id): dets for image_id, dets in detections.items()}
+        image_ids = [int(i) for i in np.unique(self.coco_gt.getImgIds())]
+        coco_eval = None
+        eval_imgs: list[dict | None] = []
+        for first in range(0, len(image_ids), self.chunk_images):
+            chunk = image_ids[first : first + self.chunk_images]
+            results = self._to_coco_results({i: by_id[i] for i in chunk if i in by_id})
+            coco_eval = COCOeval(self.coco_gt, self._load_results(results), "bbox")
+            del results  # now owned by the results COCO only
+            coco_eval.params.imgIds = chunk
+            if iou_thrs is not None:
+                coco_eval.params.iouThrs = np.array(iou_thrs, dtype=np.float64)
+            coco_eval.evaluate()
+            if not eval_imgs:  # laid out [category][area range][image], as COCOeval.evaluate does
+                eval_imgs = [None] * (len(coco_eval.params.catIds) * len(coco_eval.params.areaRng) * len(image_ids))
+            per_block = len(chunk)
+            for block in range(len(coco_eval.evalImgs) // per_block):
+                target = block * len(image_ids) + first
+                records = coco_eval.evalImgs[block * per_block : (block + 1) * per_block]
+                eval_imgs[target : target + per_block] = [_compact(record) for record in records]
+            coco_eval.evalImgs, coco_eval.ious, coco_eval._dts, coco_eval.cocoDt = [], {}, {}, None
+        coco_eval.params.imgIds = image_ids
+        coco_eval._paramsEval = copy.deepcopy(coco_eval.params)
+        coco_eval.evalImgs = eval_imgs
         coco_eval.accumulate()
+        # summarize() reads only ``eval`` and ``params``: drop the match records now
+        coco_eval.evalImgs = []
         return coco_eval
 
-    def _ap_at(self, coco_eval: COCOeval, thr: float, results: list[dict]) -> float:
-        """AP at one IoU threshold, all sizes, 100 detections: read from the standard run
-        when ``thr`` is on COCO's grid, else from a run at that threshold alone."""
-        grid = coco_eval.params.iouThrs
+    def _load_results(self, results: list[dict]) -> COCO:
+        """``coco_gt.loadRes(results)``, which cannot take an empty list: then a results COCO
+        without annotations."""
+        if results:
+            return self.coco_gt.loadRes(results)
+        empty = COCO()
+        empty.dataset = {
+            "images": list(self.coco_gt.dataset["images"]),
+            "annotations": [],
+            "categories": copy.deepcopy(self.coco_gt.dataset["categories"]),
+        }
+        empty.createIndex()
+        return empty
+
+    def _ap_at(
+        self, precision: np.ndarray, grid: np.ndarray, thr: float, detections: Mapping[int, ImageDetections]
+    ) -> float:
+        """AP at one IoU threshold, all sizes, 100 detections: read from the standard run's
+        ``precision`` (over the IoU thresholds ``grid``) when ``thr`` is on that grid, else
+        from a run at that threshold alone."""
         hits = np.flatnonzero(np.isclose(grid, thr))
         if hits.size:
-            precision = coco_eval.eval["precision"][hits[0], :, :, 0, -1]
+            at_thr = precision[hits[0], :, :, 0, -1]
         else:
-            precision = self._run(results, [thr]).eval["precision"][0, :, :, 0, -1]
-        values = precision[precision > -1]
+            at_thr = self._run(detections, [thr]).eval["precision"][0, :, :, 0, -1]
+        values = at_thr[at_thr > -1]
         return float(values.mean()) if values.size else 0.0
 
     def _no_detections(self) -> dict:
@@ -157,25 +243,26 @@ class CocoEvaluator:
         present = {a["category_id"] for a in self.coco_gt.dataset.get("annotations", [])}
         return [name for name, cat in zip(self.class_names, self.cat_ids) if cat in present]
 
-    def _to_coco_results(self, detections: Mapping[int, Sequence[Detection]]) -> list[dict]:
-        """Detections in the COCO results format (``bbox`` as ``x, y, w, h``)."""
-        known_images = set(self.coco_gt.getImgIds())
-        results = []
+    def _to_coco_results(self, detections: Mapping[int, ImageDetections]) -> list[dict]:
+        """Detections (already checked) in the COCO results format (``bbox`` as ``x, y, w, h``),
+        built image by image from arrays: the dicts ``COCO.loadRes`` takes over and nothing else."""
+        cat_ids = np.asarray(self.cat_ids, dtype=np.int64)
+        results: list[dict] = []
         for image_id, image_detections in detections.items():
-            if int(image_id) not in known_images:
-                raise KeyError(f"image id {image_id} is not in the ground truth")
-            for box, score, label in image_detections:
-                if not 0 <= int(label) < len(self.cat_ids):
-                    raise ValueError(f"label {label} outside [0, {len(self.cat_ids)})")
-                x1, y1, x2, y2 = (float(v) for v in box)
-                results.append(
-                    {
-                        "image_id": int(image_id),
-                        "category_id": self.cat_ids[int(label)],
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "score": float(score),
-                    }
-                )
+            boxes, scores, labels = _as_arrays(image_detections)
+            boxes[:, 2:] -= boxes[:, :2]  # x1, y1, x2, y2 -> x, y, w, h (boxes is our own float64 copy)
+            # "segmentation" present (empty, one shared tuple) keeps loadRes from attaching a
+            # polygon to every box: box evaluation reads only "bbox", "score" and "area"
+            results.extend(
+                {
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": box,
+                    "score": score,
+                    "segmentation": _NO_SEGMENTATION,
+                }
+                for box, score, cat in zip(boxes.tolist(), scores.tolist(), cat_ids[labels].tolist())
+            )
         return results
 
     def _per_class_ap(self, precision: np.ndarray) -> dict[str, float]:
@@ -192,6 +279,51 @@ class CocoEvaluator:
             if values.size:
                 per_class[name] = float(np.mean(values))
         return per_class
+
+
+_NO_SEGMENTATION: tuple = ()
+
+
+def _compact(record: dict | None) -> dict | None:
+    """A COCOeval ``evaluateImg`` record reduced to what ``accumulate`` reads, with the same
+    outcome: scores as a float64 array, matches as booleans (``accumulate`` only tests them
+    for non-zero), the ignore flags as they are."""
+    if record is None:
+        return None
+    return {
+        "dtScores": np.asarray(record["dtScores"], dtype=np.float64),
+        "dtMatches": record["dtMatches"] != 0,
+        "dtIgnore": record["dtIgnore"],
+        "gtIgnore": record["gtIgnore"],
+    }
+
+
+def _as_arrays(detections: ImageDetections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(boxes [K, 4] float64, scores [K] float64, labels [K] int64)`` of one image; ``boxes``
+    is always a fresh array the caller may change. Scores and coordinates are converted
+    exactly (float32 -> float64); labels are truncated to integers like ``int()``."""
+    if isinstance(detections, np.ndarray):
+        rows = detections.reshape(0, 6) if detections.size == 0 else detections
+        if rows.ndim != 2 or rows.shape[1] != 6:
+            raise ValueError(f"detection array of shape {detections.shape}, expected [K, 6]")
+        boxes = rows[:, :4].astype(np.float64)
+        scores = rows[:, 4].astype(np.float64)
+        labels = rows[:, 5]
+    elif isinstance(detections, BoxDetections):
+        boxes = np.array(detections.boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(detections.scores, dtype=np.float64).reshape(-1)
+        labels = np.asarray(detections.labels).reshape(-1)
+    else:
+        boxes = np.array([[float(v) for v in box] for box, _, _ in detections], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([float(score) for _, score, _ in detections], dtype=np.float64)
+        labels = np.array([int(label) for _, _, label in detections], dtype=np.int64)
+    if not len(boxes) == len(scores) == len(labels):
+        raise ValueError(f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise ValueError("non-finite label")
+        labels = np.trunc(labels)
+    return boxes, scores, labels.astype(np.int64, copy=False)
 
 
 def _maybe_captured(buffer: io.StringIO, capture: bool) -> contextlib.AbstractContextManager:
