@@ -164,7 +164,8 @@ def test_is_missing(tmp_path: Path):
     assert is_missing(tmp_path / "file" / "below-a-file.jpg")
 
 
-def test_conversion_reads_sizes_from_headers_in_order_with_progress(tmp_path: Path, caplog):
+@pytest.mark.parametrize("pool", [True, False], ids=["thread pool", "one thread"])
+def test_conversion_reads_sizes_from_headers_in_order_with_progress(tmp_path: Path, caplog, pool: bool):
     """Many rows through the thread pool: the json keeps the index order, sizes are the decoded
     ones (an EXIF quarter turn included), unreadable files cost a bounded number of warnings,
     and progress climbs to 1."""
@@ -197,7 +198,14 @@ def test_conversion_reads_sizes_from_headers_in_order_with_progress(tmp_path: Pa
     mapper = PathMapper(in_dir, tmp_path / "out")
     with caplog.at_level("WARNING", logger="executor.dataset"):
         report = convert_split(
-            in_dir / "index.tsv", mapper, CLASSES, "ark", tmp_path / "c.json", "training", progress=seen.append
+            in_dir / "index.tsv",
+            mapper,
+            CLASSES,
+            "ark",
+            tmp_path / "c.json",
+            "training",
+            progress=seen.append,
+            pool=pool,
         )
     import json
 
@@ -243,3 +251,29 @@ def test_a_lying_header_is_skipped_when_the_image_is_decoded(tmp_path: Path, cap
     assert len(messages) == 2  # once per image
     assert "decoded as 70x50, 80x60 in c.json" in messages[0]
     assert "truncated.png" in messages[1]
+
+
+def test_rows_go_to_a_pool_only_when_reading_them_waits(monkeypatch):
+    """Rows whose reading mostly waits (slow storage) go to the thread pool after the probe; rows
+    that are all CPU stay in the calling thread. Either way results come in order."""
+    import threading
+    import time
+
+    import executor.dataset as dataset
+
+    monkeypatch.setattr(dataset, "PROBE_ROWS", 20)
+
+    def waits(i: int) -> tuple[int, str]:
+        time.sleep(0.002)
+        return i, threading.current_thread().name
+
+    def computes(i: int) -> tuple[int, str]:
+        sum(range(20000))
+        return i, threading.current_thread().name
+
+    for fn, pooled in ((waits, True), (computes, False)):
+        out = list(dataset.read_rows(fn, list(range(200)), threads=4))
+        assert [i for i, _ in out] == list(range(200))
+        names = {name for _, name in out[20:]}
+        assert all(n.startswith("convert") for n in names) if pooled else names == {"MainThread"}
+        assert {name for _, name in out[:20]} == {"MainThread"}
