@@ -12,8 +12,14 @@ official ``.pth``) go through:
   the baseline, timed over its loop only (process start and model load left out);
 * our ``python -m nanodet detect`` as a whole process (start, imports, model load, ONNX export
   for the ONNX backends, decode, NMS, JSON lines out) for each variant: ``auto`` (the default:
-  the fastest installed CPU backend), ``torch``, ``openvino``, ``onnx`` (the exported file as
-  ``--weights``, no config), ``reduced`` (``auto`` with ``--reduced-decode``), each with ``--threads``.
+  the fastest installed CPU backend; its first run, which exports the graph), ``auto_cached``
+  (``auto`` again: the export comes from the cache, as on every later run with these weights),
+  ``torch``, ``openvino``, ``onnx`` (the exported file as ``--weights``, no config), ``reduced``
+  (``auto_cached`` with ``--reduced-decode``), each with ``--threads``. The export cache is a
+  folder of this run (``NANODET_CACHE_DIR``), empty at the start.
+
+``startup`` times the same commands on one image: what a run costs before its first image
+(interpreter, imports, config, weights, export or cache hit, runtime session).
 
 Every variant's detections (score > 0.05) are matched to the official ones image by image:
 same class, box within 0.5 px, score within 1e-3. Prints ONE JSON object (progress on stderr).
@@ -42,7 +48,7 @@ from nanodet.config import load_config  # noqa: E402
 from nanodet.data.synthetic import synthetic_image  # noqa: E402
 from nanodet.deploy.export import export_onnx  # noqa: E402
 
-VARIANTS = ("auto", "torch", "openvino", "onnx", "reduced")
+VARIANTS = ("auto", "auto_cached", "torch", "openvino", "onnx", "reduced")
 
 
 def write_images(folder: Path, count: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -76,13 +82,15 @@ def run_official(ref: Path, config: str, weights: Path, folder: Path, threads: i
     return out
 
 
-def run_ours(variant: str, config: Path, weights: Path, onnx: Path, folder: Path, threads: int, batch: int) -> dict:
+def run_ours(
+    variant: str, config: Path, weights: Path, onnx: Path, folder: Path, threads: int, batch: int, cache: Path
+) -> dict:
     model = ["--weights", str(onnx)] if variant == "onnx" else ["--config", str(config), "--weights", str(weights)]
-    backend = "auto" if variant in ("onnx", "reduced") else variant
+    backend = "auto" if variant in ("onnx", "reduced", "auto_cached") else variant
     cmd = [sys.executable, "-m", "nanodet", "detect", *model, "--backend", backend, "--threads", str(threads)]
     cmd += ["--reduced-decode"] if variant == "reduced" else []
     cmd += ["--conf", "0.05", "--batch-size", str(batch), "--no-progress", str(folder)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NANODET_CACHE_DIR": str(cache)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.perf_counter() - start
@@ -158,15 +166,28 @@ def main() -> None:
                 "of_which_forward_seconds": official["forward_seconds"],
                 "of_which_decode_nms_seconds": official["decode_nms_seconds"],
                 "process_seconds": official["process_seconds"],
-                "nms": "the harness's pure-PyTorch stand-in for torchvision.ops.nms (../shared/ref/setup.sh)",
+                "nms": "OpenCV's C++ NMSBoxes as torchvision.ops.nms (../shared/ref/setup.sh's stand-in)",
             }
         else:
             report["official"] = {"skipped": f"no official harness at {args.ref} (see ../shared/ref/README.md)"}
         report["ours"] = {}
+        one = tmp / "one-image"
+        one.mkdir()
+        (one / "00000.jpg").symlink_to(tmp / "images" / "00000.jpg")
+        config = REPO / "config" / args.config
+        startup = {}
+        for variant, cache in (
+            ("auto", tmp / "cache-startup"),
+            ("auto_cached", tmp / "cache-startup"),
+            ("torch", tmp / "c"),
+        ):
+            startup[variant] = run_ours(variant, config, weights, onnx, one, args.threads, 1, cache)["process_seconds"]
+        report["startup_seconds_one_image"] = startup
+        log(f"start-up: {startup}")
         for variant in args.variants.split(","):
             log(f"ours: {variant} ...")
             result = run_ours(
-                variant, REPO / "config" / args.config, weights, onnx, tmp / "images", args.threads, args.batch_size
+                variant, config, weights, onnx, tmp / "images", args.threads, args.batch_size, tmp / "cache"
             )
             rate = result["images"] / result["process_seconds"]
             entry = {"process_images_per_s": round(rate, 2), "process_seconds": result["process_seconds"]}

@@ -24,9 +24,11 @@ import torch
 from .config import NanoDetConfig, load_config
 from .data.transforms import preprocess, stack_batch
 from .deploy.export import inference_model, is_exported, onnx_bytes, read_spec
+from .deploy.export_cache import KEY, export_key, file_digest, find_export, store_export
 from .deploy.graph import GraphOutputs, class_level_maps
 from .deploy.runtimes import RuntimeUnavailable, TorchRuntime, choose_backend, open_runtime
 from .deploy.spec import ModelSpec
+from .model.detector import NanoDet
 from .postprocess import Detections, detections_per_image
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,11 @@ class Predictor:
             self.cfg = config if isinstance(config, NanoDetConfig) else load_config(config)
             self.spec = ModelSpec.from_config(self.cfg)
             self.backend = choose_backend(backend, self.device)
-            model = inference_model(self.cfg, weights, optimize)
+            model = None
             if self.backend != "torch":
                 try:
-                    self.runtime = open_runtime(self.backend, onnx_bytes(model, self.spec), threads)
+                    graph, model = self._exported_graph(weights, optimize)
+                    self.runtime = open_runtime(self.backend, graph, threads)
                 except Exception as err:  # noqa: BLE001 - export or session: any failure of the ONNX path
                     if backend != "auto":
                         raise  # a backend the user named fails as such
@@ -77,10 +80,28 @@ class Predictor:
                     )
                     self.backend = "torch"
             if self.backend == "torch":
+                model = model or inference_model(self.cfg, weights, optimize)
                 if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
                     channels_last = optimize and self.device.type == "cpu"
                 self.runtime = TorchRuntime(model, self.device, channels_last)
         log.info("predictor: %s, backend %s", self.spec.arch, self.backend)
+
+    def _exported_graph(self, weights: str | Path | None, optimize: bool) -> tuple[bytes | Path, NanoDet | None]:
+        """The ONNX graph of the model: an earlier export of the same weights, config and code
+        when one exists (the stage's own graph, or the export cache), else a new export (kept in
+        the cache when it is writable). Returns (graph, the torch model if one was built)."""
+        if weights is None or not optimize:
+            model = inference_model(self.cfg, weights, optimize)
+            return onnx_bytes(model, self.spec), model
+        key = export_key(file_digest(weights), self.cfg, dynamic_batch=True)
+        found = find_export(Path(weights), key)
+        if found is not None:
+            log.info("using the ONNX export %s (made from these weights, this config and code)", found)
+            return found, None
+        model = inference_model(self.cfg, weights, optimize)
+        data = onnx_bytes(model, self.spec, extra_metadata={KEY: key})
+        store_export(data, key)
+        return data, model
 
     # --- what the model expects -------------------------------------------------------------
     @property

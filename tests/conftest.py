@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ from nanodet.model import build_model
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the subprocesses tests start
+
+# Exports cached by the predictor go to a folder of this run, not the user's ~/.cache (inherited
+# by the subprocesses tests start).
+os.environ.setdefault("NANODET_CACHE_DIR", tempfile.mkdtemp(prefix="nanodet-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"

@@ -51,8 +51,11 @@ def inference_model(cfg: NanoDetConfig, weights: str | Path | None, fuse: bool =
     return fuse_model(model) if fuse else model
 
 
-def onnx_bytes(model: NanoDet, spec: ModelSpec, dynamic_batch: bool = True) -> bytes:
-    """The serialized ONNX graph of ``model`` (eval mode, on the CPU) with ``spec`` as metadata."""
+def onnx_bytes(
+    model: NanoDet, spec: ModelSpec, dynamic_batch: bool = True, extra_metadata: dict[str, str] | None = None
+) -> bytes:
+    """The serialized ONNX graph of ``model`` (eval mode, on the CPU) with ``spec`` (and
+    ``extra_metadata``, e.g. its export key) as metadata."""
     graph = InferenceGraph(model, spec.graph_hw).eval()
     example = torch.zeros(1, 3, *spec.graph_hw)
     axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
@@ -72,7 +75,7 @@ def onnx_bytes(model: NanoDet, spec: ModelSpec, dynamic_batch: bool = True) -> b
             opset_version=OPSET,
             do_constant_folding=True,
         )
-    return with_metadata(buffer.getvalue(), spec.to_metadata())
+    return with_metadata(buffer.getvalue(), spec.to_metadata() | (extra_metadata or {}))
 
 
 def with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
@@ -104,12 +107,23 @@ def export_onnx(
     return write_onnx(inference_model(cfg, weights), cfg, output, dynamic_batch)
 
 
-def write_onnx(model: NanoDet, cfg: NanoDetConfig, output: str | Path, dynamic_batch: bool = True) -> Path:
+def write_onnx(
+    model: NanoDet,
+    cfg: NanoDetConfig,
+    output: str | Path,
+    dynamic_batch: bool = True,
+    weights_file: str | Path | None = None,
+) -> Path:
     """Write ``output`` for a model as it is (a training model too: a BN-fused CPU copy without
-    its aux branch is exported; ``model`` itself is left untouched)."""
+    its aux branch is exported; ``model`` itself is left untouched). ``weights_file``: the file
+    the model's weights were saved to; its export key goes into the metadata, so that a
+    predictor given that file uses this graph instead of exporting it again."""
+    from .export_cache import KEY, export_key, file_digest
+
     if model.training or model.has_aux or next(model.parameters()).device.type != "cpu":
         model = fuse_model(copy.deepcopy(model).drop_aux().cpu().eval())
-    data = onnx_bytes(model, ModelSpec.from_config(cfg), dynamic_batch=dynamic_batch)
+    extra = {KEY: export_key(file_digest(weights_file), cfg, dynamic_batch)} if weights_file else None
+    data = onnx_bytes(model, ModelSpec.from_config(cfg), dynamic_batch=dynamic_batch, extra_metadata=extra)
     output = Path(output)
     atomic_write(output, lambda f: f.write(data))
     return output

@@ -1,0 +1,98 @@
+"""An ONNX export is made once per weights, config and code, and never used for anything else."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nanodet.predictor as predictor_module
+from nanodet.checkpoint import save_pth
+from nanodet.deploy.export import inference_model, write_onnx
+from nanodet.deploy.export_cache import KEY, STAGE_GRAPH, key_of
+from nanodet.predictor import Predictor
+
+from .conftest import randomized_model
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def exports(monkeypatch) -> list[str]:
+    """Counts the exports the predictor makes (each one's export key)."""
+    made: list[str] = []
+    real = predictor_module.onnx_bytes
+
+    def counting(model, spec, dynamic_batch=True, extra_metadata=None):
+        made.append((extra_metadata or {}).get(KEY, ""))
+        return real(model, spec, dynamic_batch, extra_metadata)
+
+    monkeypatch.setattr(predictor_module, "onnx_bytes", counting)
+    return made
+
+
+def detect(predictor: Predictor, images: list[Path]) -> list[np.ndarray]:
+    import cv2
+
+    return [np.c_[d.boxes, d.scores, d.labels] for d in predictor.predict([cv2.imread(str(p)) for p in images])]
+
+
+def test_the_second_predictor_uses_the_cached_export(
+    plus_cfg, plus_weights, sample_images, tmp_path, exports, monkeypatch
+):
+    monkeypatch.setenv("NANODET_CACHE_DIR", str(tmp_path / "cache"))
+    first = Predictor(plus_cfg, plus_weights, backend="onnxruntime")
+    second = Predictor(plus_cfg, plus_weights, backend="onnxruntime")
+    assert len(exports) == 1 and exports[0]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{exports[0]}.onnx"]
+    for a, b in zip(detect(first, sample_images[:2]), detect(second, sample_images[:2])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_other_weights_or_config_never_use_a_cached_export(plus_cfg, plus_weights, tmp_path, exports, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NANODET_CACHE_DIR", str(cache))
+    Predictor(plus_cfg, plus_weights, backend="onnxruntime")
+    other = tmp_path / "other.pth"
+    save_pth(randomized_model(plus_cfg, seed=1, cls_bias=-7.5), other)
+    Predictor(plus_cfg, other, backend="onnxruntime")  # other weights: exported again
+    narrower = plus_cfg.merged({"data": {"val": {"keep_ratio": not plus_cfg.data.val.keep_ratio}}})
+    Predictor(narrower, plus_weights, backend="onnxruntime")  # another config: exported again
+    assert len(set(exports)) == 3
+    # a file under the right name whose key differs (copied over, stale) is not used either
+    key = exports[0]
+    shutil.copy(cache / f"{exports[1]}.onnx", cache / f"{key}.onnx")
+    Predictor(plus_cfg, plus_weights, backend="onnxruntime")
+    assert exports[-1] == key and len(exports) == 4
+    assert key_of(cache / f"{key}.onnx") == key  # and the cache now holds the right one again
+
+
+def test_a_stage_graph_is_used_for_its_own_weights_only(plus_cfg, tmp_path, exports, monkeypatch):
+    """A training stage writes nanodet_model.onnx keyed by its weights: infer on those weights
+    runs that file (no export); once the weights change, it exports again."""
+    (tmp_path / "a-file").write_text("")  # the cache folder cannot be made (under a file)
+    monkeypatch.setenv("NANODET_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    stage = tmp_path / "epoch_3"
+    stage.mkdir()
+    model = randomized_model(plus_cfg, seed=2, cls_bias=-7.5)
+    save_pth(model, stage / "nanodet_model.pth")
+    write_onnx(model, plus_cfg, stage / STAGE_GRAPH, dynamic_batch=True, weights_file=stage / "nanodet_model.pth")
+    image = torch.zeros(1, 3, 320, 320)
+    predictor = Predictor(plus_cfg, stage / "nanodet_model.pth", backend="onnxruntime")
+    assert exports == []
+    reference = inference_model(plus_cfg, stage / "nanodet_model.pth")
+    torch.testing.assert_close(predictor.run(image).scores, reference_scores(reference, image), atol=1e-4, rtol=0)
+    save_pth(randomized_model(plus_cfg, seed=3, cls_bias=-7.5), stage / "nanodet_model.pth")
+    Predictor(plus_cfg, stage / "nanodet_model.pth", backend="onnxruntime")
+    assert len(exports) == 1  # the stage graph belongs to the old weights: not used
+    assert (tmp_path / "a-file").is_file()  # an unwritable cache is no error
+
+
+def reference_scores(model, image: torch.Tensor) -> torch.Tensor:
+    from nanodet.deploy.graph import InferenceGraph
+
+    with torch.no_grad():
+        return InferenceGraph(model, (320, 320))(image)[1]
