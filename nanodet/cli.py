@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: torch on CUDA, else the fastest installed CPU backend",
     )
-    det.add_argument("--threads", type=int, default=None, help="inference threads (default: torch's)")
+    det.add_argument(
+        "--threads", type=int, default=None, help="inference threads (default: the CPUs allowed, cgroup quota included)"
+    )
     det.add_argument("--conf", type=float, default=0.35, help="score threshold for reported boxes")
     det.add_argument("--batch-size", type=int, default=16)
     det.add_argument("--workers", type=int, default=None, help="image decoding processes (default: min(4, cpus))")

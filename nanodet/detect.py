@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from .data.inference_dataset import ImageFileDataset, inference_batches
 from .deploy.export import is_exported
 from .postprocess import Detections
 from .predictor import Predictor
+from .utils.cpus import allowed_cpus
 from .visualize import draw_detections
 
 log = logging.getLogger(__name__)
@@ -159,9 +159,11 @@ def run_detect(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.config is None and not is_exported(args.weights):
         raise ConfigError("--config is needed with PyTorch weights (only an exported .onnx/.xml carries its own)")
+    if args.threads is None and device == "cpu":
+        torch.set_num_threads(allowed_cpus()[0])  # torch's default counts the host's cores, not the container's
     predictor = Predictor(args.config, args.weights, device=device, backend=args.backend, threads=args.threads)
     images, streams = classify_inputs(args.inputs)
-    workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
+    workers = args.workers if args.workers is not None else min(4, allowed_cpus()[0])  # the container's, not the host's
     save_dir = Path(args.save_dir) if args.save_dir else None
     detector = Detector(predictor, args.conf, args.batch_size, workers, save_dir, args.reduced_decode)
     progress = not args.no_progress
