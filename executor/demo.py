@@ -47,15 +47,20 @@ def main() -> int:
     t_predict = run_task(predict_in, predict_out)
     infer = json.loads((predict_out / "infer-result.json").read_text())["detection"]
     top = (predict_out / "result.tsv").read_text().splitlines()[:3]
+    best_dir = train_out / "models" / result["best_stage_name"]
+    pictures = sorted(p.name for p in best_dir.glob("*.png"))
+    sheet = predict_out / "mining-contact-sheet.png"
     print(f"""
 [demo] training ({t_train:.0f} s): best stage {result["best_stage_name"]}, mAP {result["mAP"]:.3f}
        result.yaml   {train_out / "models" / "result.yaml"}
        weights       {train_out / "models" / "nanodet_model_best.pth"}
        tensorboard   {train_out / "tensorboard"}   (tensorboard --logdir {train_out / "tensorboard"})
+       pictures      {best_dir}/{{{",".join(pictures)}}}
        monitor       {train_out / "monitor.txt"}
 [demo] mining + infer ({t_predict:.0f} s) on {len(infer)} candidates:
        result.tsv    {predict_out / "result.tsv"}   (top: {top[0].split(chr(9))[1] if top else "-"})
        infer json    {predict_out / "infer-result.json"}   ({sum(len(v["boxes"]) for v in infer.values())} boxes)
+       contact sheet {sheet if sheet.is_file() else "(not written: see the task log)"}
        monitor       {predict_out / "monitor.txt"}
 """)
     return 0

@@ -35,6 +35,7 @@ from nanodet.postprocess import Detections
 from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write, atomic_write_text
 
+from .contact_sheet import SHEET_NAME, write_contact_sheet
 from .dataset import MISSING_WARNINGS, is_missing, read_index, warn_missing
 from .devices import select_devices, share_cpus
 from .errors import ConfigError, DatasetError, ImageFormatError
@@ -289,8 +290,29 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
     check_some_readable(len(paths) - results.decoded, len(paths), env, mapper, missing)
     if algorithm:
         write_mining_result(env, mapper, algorithm, written, results, missing)
+        if hp.mining_contact_sheet:
+            write_sheet(env, mapper, hp, predictor, algorithm, written, paths, results)
     if env.run_infer:
         write_infer_result(env, mapper, predictor.class_names, written, results, missing)
+
+
+def write_sheet(
+    env: EnvConfig,
+    mapper: PathMapper,
+    hp: PredictConfig,
+    predictor: Predictor,
+    algorithm: str,
+    written: list[str],
+    paths: list[Path],
+    results: CandidateResults,
+) -> None:
+    """``/out/mining-contact-sheet.png`` (executor/contact_sheet.py). A picture for people, not a
+    result: any failure is a warning and the task goes on."""
+    out = mapper(env.output.root_dir) / SHEET_NAME
+    try:
+        write_contact_sheet(out, predictor, written, paths, results.scores, results.read, algorithm, hp.conf_thres)
+    except Exception as err:  # noqa: BLE001 - the ranking is written; the sheet is optional
+        log.warning("mining contact sheet not written (%s: %s)", type(err).__name__, err)
 
 
 MODEL_BASED = ("aldd", "entropy")

@@ -202,6 +202,7 @@ class PredictConfig(PlatformKeys):
     config_file: str = ""
     cpu_processes: int = Field(1, ge=1, le=64)  # CPU only (gpu_count 0): processes to shard the images over
     backend: Annotated[Backend, _any_case(Backend)] = "auto"  # nanodet/deploy/runtimes.py
+    mining_contact_sheet: LooseBool = True  # /out/mining-contact-sheet.png (executor/contact_sheet.py)
 
 
 def _describe(err: ValidationError, source: str) -> str:

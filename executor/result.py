@@ -108,6 +108,20 @@ class ResultWriter:
         for name in dropped:  # only once result.yaml no longer names them: a crash never leaves it dangling
             shutil.rmtree(self.models_dir / name, ignore_errors=True)
 
+    def retract_files(self, name: str, files: list[str]) -> None:
+        """Take ``files`` off stage ``name``'s list, rewrite result.yaml, then delete them from
+        its folder (in that order: result.yaml never names a file that is gone)."""
+        stage = self.stages.get(name)
+        if stage is None:
+            return
+        gone = [f for f in stage.files if f in files]
+        if not gone:
+            return
+        stage.files = [f for f in stage.files if f not in gone]
+        self.write()
+        for f in gone:
+            (self.models_dir / name / f).unlink(missing_ok=True)
+
     def _prune(self) -> list[str]:
         latest = sorted(self.stages.values(), key=lambda s: s.epoch)[-MAX_LATEST_STAGES:]
         keep = {s.name for s in latest} | {self.best}

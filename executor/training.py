@@ -25,15 +25,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from nanodet.checkpoint import save_pth
 from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config, save_config
 from nanodet.deploy.export import write_onnx
+from nanodet.engine.pictures import EvalPictures
 from nanodet.engine.trainer import Callback, EvalResult, Trainer
 from nanodet.evaluation.coco import ap_key
 from nanodet.evaluation.counts import count_matches
 from nanodet.model.detector import NanoDet
-from nanodet.utils.io import atomic_copy, atomic_write_text
+from nanodet.utils.io import atomic_copy, atomic_write, atomic_write_text
 
 from .dataset import annotation_format_of, convert_split
 from .devices import select_devices, share_cpus
@@ -297,26 +301,52 @@ class MonitorProgress(Callback):
 STAGE_WEIGHTS = "nanodet_model.pth"
 STAGE_METRICS = "metrics.json"
 STAGE_ONNX = "nanodet_model.onnx"  # the inference graph (box decode included), dynamic batch
+# the best stage's pictures of its evaluation (nanodet.engine.pictures), one PNG per chart
+STAGE_PICTURES = ("confusion_matrix", "pr_curve", "per_class_AP", "val_images")
 
 
-def attach_onnx(model: NanoDet, cfg: NanoDetConfig, path: Path) -> bool:
+def attach_onnx(model: NanoDet, cfg: NanoDetConfig, path: Path, weights_file: Path | None = None) -> bool:
     """The stage's ONNX attachment, so the model deploys without this image. A failure costs the
     attachment (a warning), never the stage."""
     try:
-        write_onnx(model, cfg, path, dynamic_batch=True)
+        write_onnx(model, cfg, path, dynamic_batch=True, weights_file=weights_file)  # the key: infer uses it as is
     except Exception as err:  # the weights are what matters: keep training
         log.warning("%s: no ONNX attachment (%s: %s)", path.parent.name, type(err).__name__, err)
         return False
     return True
 
 
+def write_pictures(charts: dict[str, np.ndarray], folder: Path, patterns: list[str]) -> list[str]:
+    """The charts of :data:`STAGE_PICTURES` that the patterns keep, as PNG files in ``folder``:
+    the names written. A picture that cannot be encoded or written costs that picture only."""
+    written = []
+    for stem in STAGE_PICTURES:
+        name = f"{stem}.png"
+        if stem not in charts or not keep_file(name, patterns):
+            continue
+        ok, png = cv2.imencode(".png", charts[stem], [cv2.IMWRITE_PNG_COMPRESSION, 6])
+        if not ok:
+            log.warning("%s: %s could not be encoded", folder.name, name)
+            continue
+        try:
+            atomic_write(folder / name, lambda f, data=png: f.write(data.tobytes()))
+        except OSError as err:
+            log.warning("%s: %s not written (%s)", folder.name, name, err)
+            continue
+        written.append(name)
+    return written
+
+
 class StageRecorder(Callback):
     """After each evaluation: a model stage folder (the whole EMA model, its config and its
-    metrics), counts at evaluate_config, result.yaml. Rank 0 only."""
+    metrics), counts at evaluate_config, result.yaml. The best stage also keeps the pictures
+    of its evaluation (:data:`STAGE_PICTURES`, rendered by ``pictures``): when a better stage
+    comes, the one it replaces loses them from its folder and its file list. Rank 0 only."""
 
-    def __init__(self, writer: ResultWriter, plan: TrainingPlan) -> None:
+    def __init__(self, writer: ResultWriter, plan: TrainingPlan, pictures: EvalPictures | None = None) -> None:
         self.writer = writer
         self.plan = plan
+        self.pictures = pictures or EvalPictures(plan.iou_thr, plan.conf_thr)
 
     def on_eval_end(self, trainer: Trainer, result: EvalResult, is_best: bool) -> None:
         name = stage_name(result.epoch)
@@ -344,11 +374,18 @@ class StageRecorder(Callback):
         if keep_file(STAGE_METRICS, self.plan.saved_file_patterns):  # the patterns choose the extras
             files.append(STAGE_METRICS)
         if keep_file(STAGE_ONNX, self.plan.saved_file_patterns) and attach_onnx(
-            trainer.eval_model, trainer.cfg, folder / STAGE_ONNX
+            trainer.eval_model, trainer.cfg, folder / STAGE_ONNX, folder / STAGE_WEIGHTS
         ):
             files.append(STAGE_ONNX)
+        previous_best = self.writer.best
+        becomes_best = is_best or previous_best is None
+        if becomes_best:
+            charts = self.pictures.of(trainer, result).charts
+            files += write_pictures(charts, folder, self.plan.saved_file_patterns)
         stage = Stage(name, result.epoch, files, platform_map, result.metrics.get("AR_100", 0.0), **counts)
         self.writer.add_stage(stage, is_best)
+        if becomes_best and previous_best not in (None, name):
+            self.writer.retract_files(previous_best, [f"{stem}.png" for stem in STAGE_PICTURES])
         log.info(
             "epoch %d stage %s: mAP %.4f (AP@%.2f), COCO mAP %.4f; per-class AP: %s",
             result.epoch,
@@ -369,6 +406,7 @@ def train_with_plan(plan: TrainingPlan) -> None:
     workers = share_cpus(plan.world_size, cfg.device.workers_per_gpu)
     cfg = cfg.merged({"device": {"workers_per_gpu": workers}})
     main = process_rank() == 0
+    pictures = EvalPictures(plan.iou_thr, plan.conf_thr)  # drawn once per evaluation: TensorBoard + best stage
     writer = ResultWriter(
         Path(plan.models_dir),
         Path(plan.result_file),
@@ -382,7 +420,10 @@ def train_with_plan(plan: TrainingPlan) -> None:
         if plan.resume:
             writer.load_existing()
         atomic_copy(plan.model_config, Path(plan.models_dir) / SAVED_CONFIG)
-        callbacks = [MonitorProgress(Monitor(Path(plan.monitor_file), plan.task_id)), StageRecorder(writer, plan)]
+        callbacks = [
+            MonitorProgress(Monitor(Path(plan.monitor_file), plan.task_id)),
+            StageRecorder(writer, plan, pictures),
+        ]
     train(
         cfg,
         work_dir=plan.models_dir,
@@ -392,6 +433,7 @@ def train_with_plan(plan: TrainingPlan) -> None:
         callbacks=callbacks,
         device=plan.device,
         progress=sys.stderr.isatty(),
+        pictures=pictures,
     )
     if main:
         writer.publish_best_to_top_level()

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -56,6 +57,20 @@ def test_mining_and_infer_together(models, tmp_path):
         assert set(b) == {"class_name", "score", "box"} and b["class_name"] in ("circle", "square", "triangle")
         assert b["score"] >= 0.35 and all(isinstance(b["box"][k], int) for k in "xywh")
         assert b["box"]["w"] > 0 and b["box"]["h"] > 0
+    # the contact sheet: 10 candidates = the top 10 (two rows of 6 tiles), no bottom section left
+    sheet = cv2.imread(str(out / "mining-contact-sheet.png"))
+    assert sheet is not None and sheet.shape[1] == 6 * 246 + 6 and sheet.shape[0] == 30 + 2 * (240 + 20 + 6)
+    assert "mining contact sheet: " in proc.stdout + proc.stderr
+
+
+def test_contact_sheet_top_and_bottom_and_off_switch(models, tmp_path):
+    in_dir = make_predict_workspace(tmp_path / "in", models, candidates=20, infer=False, workers_per_gpu=0)
+    assert_success(run_start(in_dir, tmp_path / "out"), tmp_path / "out")
+    sheet = cv2.imread(str(tmp_path / "out" / "mining-contact-sheet.png"))
+    assert sheet.shape[0] == 30 + 2 * (240 + 20 + 6) + 30 + (240 + 20 + 6)  # 12 top, then 6 bottom
+    edit_yaml(in_dir / "config.yaml", mining_contact_sheet="false")
+    assert_success(run_start(in_dir, tmp_path / "off"), tmp_path / "off")
+    assert (tmp_path / "off" / "result.tsv").is_file() and not (tmp_path / "off" / "mining-contact-sheet.png").exists()
 
 
 def test_old_protocol_uses_annotations_key(models, tmp_path):

@@ -3,6 +3,7 @@
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -199,3 +200,39 @@ def test_monitor_progress_is_written_during_training(trained):
     assert seen == sorted(seen) and seen[-1] == 1.0, seen
     # 3 epochs of 3 batches, 3 evaluations and stages (writes at most every 0.5 s): several values
     assert min(seen) < 0.2 and len([v for v in seen if 0.0 < v < 1.0]) >= 4, seen
+
+
+def test_tensorboard_has_the_pictures_of_every_evaluation(trained):
+    """Per evaluation: a PR curve per class at the task's IoU (TensorBoard's [6, thresholds]
+    layout), the confusion matrix and AP charts, and the same validation images every time."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out_dir, _ = trained
+    events = EventAccumulator(str(out_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    curves = [t for t in tags["tensors"] if t.startswith("val_PR_AP_50/")]
+    assert curves and {t.split("/", 1)[1] for t in curves} <= {"circle", "square", "triangle"}
+    for tag in curves:
+        steps = events.Tensors(tag)
+        assert [s.step for s in steps] == [1, 2, 3]
+        data = np.array(steps[-1].tensor_proto.float_val).reshape(6, -1)  # tp, fp, tn, fn, precision, recall
+        assert data.shape == (6, 101) and ((0 <= data[4]) & (data[4] <= 1)).all()
+        assert (np.diff(data[5]) <= 1e-9).all()  # recall falls as the threshold rises
+    assert {"val_charts/confusion_matrix", "val_charts/per_class_AP"} <= set(tags["images"])
+    val_images = [t for t in tags["images"] if t.startswith("val_images/")]
+    assert len(val_images) == 6  # of the 8 validation images, the same 6 every evaluation
+    for tag in val_images + ["val_charts/confusion_matrix"]:
+        assert [e.step for e in events.Images(tag)] == [1, 2, 3]
+
+
+def test_only_the_best_stage_keeps_its_pictures(trained):
+    out_dir, _ = trained
+    result = check_training_outputs(out_dir)
+    models = out_dir / "models"
+    pngs = {"confusion_matrix.png", "pr_curve.png", "per_class_AP.png", "val_images.png"}
+    for name, stage in result["model_stages"].items():
+        listed = {f for f in stage["files"] if f.endswith(".png")}
+        on_disk = {p.name for p in (models / name).glob("*.png")}
+        assert listed == on_disk == (pngs if name == result["best_stage_name"] else set()), name
+    assert all((models / p).is_file() for p in pngs)  # copied to the top level with the best stage

@@ -15,6 +15,7 @@ from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
 from .distributed import DistContext, cleanup_distributed, init_distributed
 from .evaluate import predict_loader
+from .pictures import EvalPictures
 from .tensorboard import TensorBoardLogger
 from .trainer import Callback, LogLines, ProgressBar, Trainer, TrainState
 
@@ -30,14 +31,18 @@ def train(
     tensorboard_dir: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    pictures: EvalPictures | None = None,
 ) -> TrainState:
-    """Train under torchrun or in one process; returns the final state (rank 0 wrote the files)."""
+    """Train under torchrun or in one process; returns the final state (rank 0 wrote the files).
+    ``pictures`` renders what TensorBoard shows of each evaluation (default: IoU of the
+    config's ``save_key``, else 0.5; score 0.35); pass the same one to a callback that keeps
+    them too, and each evaluation's pictures are drawn once."""
     ctx = init_distributed(device)
     try:
         work_dir = Path(work_dir or cfg.save_dir)
         cbs: list[Callback] = []
         if ctx.is_main:  # logs, TensorBoard and the progress bar are rank 0's
-            cbs += [LogLines(), TensorBoardLogger(tensorboard_dir or work_dir / "tensorboard")]
+            cbs += [LogLines(), TensorBoardLogger(tensorboard_dir or work_dir / "tensorboard", pictures)]
             if progress:
                 cbs.append(ProgressBar())
         trainer = Trainer.from_config(cfg, work_dir, ctx, seed=seed, callbacks=cbs + list(callbacks or []))

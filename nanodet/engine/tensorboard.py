@@ -1,5 +1,8 @@
-"""TensorBoard logging: every loss term and the lr per step, COCO metrics and per-class AP
-per evaluation, and a few validation images with predicted (coloured) and true (white) boxes."""
+"""TensorBoard logging: every loss term and the lr per step; per evaluation the COCO metrics,
+per-class AP, a precision/recall curve per class (``val_PR_AP_50/<class>`` at IoU 0.5), the
+confusion matrix and per-class AP chart (``val_charts/...``), and a fixed handful of
+validation images with the predictions and the ground truth side by side
+(``val_images/<image>``); the pictures come from :class:`~nanodet.engine.pictures.EvalPictures`."""
 
 from __future__ import annotations
 
@@ -8,16 +11,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..data.image_io import ImageReadError, read_image
-from ..visualize import draw_detections
+from ..evaluation.coco import ap_key
+from .pictures import EvalPictures, pr_curve_counts
 from .trainer import Callback, EvalResult, Trainer
 
 
 class TensorBoardLogger(Callback):
-    def __init__(self, log_dir: str | Path, num_images: int = 4, score_thr: float = 0.3) -> None:
+    def __init__(self, log_dir: str | Path, pictures: EvalPictures | None = None) -> None:
         self.log_dir = Path(log_dir)
-        self.num_images = num_images
-        self.score_thr = score_thr
+        self.pictures = pictures or EvalPictures()
         self.writer = None
 
     def on_train_start(self, trainer: Trainer) -> None:
@@ -41,24 +43,30 @@ class TensorBoardLogger(Callback):
             self.writer.add_scalar(f"val/{name}", value, epoch)
         for name, value in result.per_class_AP.items():
             self.writer.add_scalar(f"val_AP/{name}", value, epoch)
-        dataset = trainer.val_set
-        for img_id in dataset.img_ids[: self.num_images]:
-            info = dataset.coco.imgs[img_id]
-            try:
-                image = read_image(dataset.img_dir / info["file_name"])
-            except ImageReadError:
-                continue
-            dets = result.detections.get(img_id)
-            if dets is None:
-                continue
-            gt_boxes, _ = dataset.annotations(img_id)
-            drawn = draw_detections(image, dets.above(self.score_thr), list(trainer.cfg.class_names), gt_boxes)
-            rgb = cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB)
-            self.writer.add_image(
-                f"val_images/{Path(info['file_name']).stem}", np.ascontiguousarray(rgb), epoch, dataformats="HWC"
-            )
+        pictures = self.pictures.of(trainer, result)
+        curves = pictures.curves
+        if curves is not None:
+            for index, name in enumerate(trainer.cfg.class_names):
+                if curves.precision[0, index] <= -1:  # no ground truth: no curve
+                    continue
+                arrays = pr_curve_counts(curves, index)
+                self.writer.add_pr_curve_raw(
+                    f"val_PR_{ap_key(curves.iou_thr)}/{name}",
+                    global_step=epoch,
+                    num_thresholds=len(arrays["recall"]),
+                    **arrays,
+                )
+        for name in ("confusion_matrix", "per_class_AP"):
+            if name in pictures.charts:
+                self.writer.add_image(f"val_charts/{name}", _rgb(pictures.charts[name]), epoch, dataformats="HWC")
+        for stem, picture in pictures.val_images:
+            self.writer.add_image(f"val_images/{stem}", _rgb(picture), epoch, dataformats="HWC")
         self.writer.flush()
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _rgb(picture: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB))

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
@@ -57,6 +58,32 @@ def ap_key(iou_thr: float) -> str:
     return f"AP_{round(iou_thr * 100):d}"
 
 
+PR_CURVE_IOU = 0.5  # the threshold whose precision/recall curves are always returned (free: on COCO's grid)
+
+
+@dataclass(frozen=True)
+class PrecisionCurves:
+    """Per-class precision/recall curves at one IoU threshold, as COCOeval accumulates them
+    (all sizes, 100 detections per image): the interpolated precision at each of the 101
+    recall points, whose mean over the points is the class AP at that threshold.
+
+    ``precision[r, c]`` is 0 at recall points class ``c`` never reaches (``recall[r] >
+    max_recall[c]``) and -1 throughout for a class without ground truth; ``scores[r, c]`` is
+    the detection score at which recall point ``r`` is reached (0 when it is not)."""
+
+    iou_thr: float
+    recall: np.ndarray  # [R] recall points, 0 to 1
+    precision: np.ndarray  # [R, C]
+    scores: np.ndarray  # [R, C]
+    max_recall: np.ndarray  # [C] highest recall reached; -1 without ground truth
+    num_gt: np.ndarray  # [C] ground-truth boxes that count (not crowd, not ignored)
+
+    def ap(self) -> np.ndarray:
+        """AP of each class at ``iou_thr`` (-1 without ground truth)."""
+        defined = self.precision[0] > -1
+        return np.where(defined, self.precision.clip(min=0).mean(axis=0), -1.0)
+
+
 # COCOeval's area ranges (inclusive bounds, in pixels²) and the metrics that depend on them.
 AREA_RANGES = {"small": (0.0, 32.0**2), "m": (32.0**2, 96.0**2), "l": (96.0**2, 1e10)}
 
@@ -99,6 +126,7 @@ class CocoEvaluator:
             if not 0.0 < thr < 1.0:
                 raise ValueError(f"IoU threshold {thr} outside (0, 1)")
         self.verbose = verbose
+        self.last_pr_curves: dict[float, PrecisionCurves] = {}
 
     def evaluate(self, detections: Mapping[int, ImageDetections]) -> dict:
         """Run COCO box evaluation.
@@ -121,6 +149,10 @@ class CocoEvaluator:
               100 detections per image; classes without ground truth are absent.
             * ``"summary"``: pycocotools' printed summary table (empty when there were
               no detections).
+            * ``"pr_curves"``: IoU threshold -> :class:`PrecisionCurves`,
+              for each of :attr:`curve_thresholds` (``iou_thrs`` and 0.5). The same dict is
+              kept as ``last_pr_curves`` (what a training callback reads: the trainer hands
+              callbacks the numbers only).
 
             Without any detection every defined number is 0.0.
         """
@@ -137,13 +169,21 @@ class CocoEvaluator:
                 print(summary.getvalue(), end="")
             precision = coco_eval.eval["precision"]
             metrics = {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats) if v > -1}
+            curves = {thr: self._curves_at(coco_eval, thr, detections) for thr in self.curve_thresholds}
             for thr in self.iou_thrs:
-                metrics[ap_key(thr)] = self._ap_at(precision, coco_eval.params.iouThrs, thr, detections)
+                metrics[ap_key(thr)] = self._mean_defined(curves[thr].precision)
+        self.last_pr_curves = curves
         return {
             "metrics": metrics,
             "per_class_AP": self._per_class_ap(precision),
             "summary": summary.getvalue(),
+            "pr_curves": curves,
         }
+
+    @property
+    def curve_thresholds(self) -> list[float]:
+        """The IoU thresholds of the returned precision/recall curves: ``iou_thrs`` and 0.5."""
+        return sorted({*self.iou_thrs, PR_CURVE_IOU})
 
     def _check(self, detections: Mapping[int, ImageDetections]) -> int:
         """The number of detections; raises on an unknown image id (``KeyError``) or a label
@@ -213,19 +253,37 @@ class CocoEvaluator:
         empty.createIndex()
         return empty
 
-    def _ap_at(
-        self, precision: np.ndarray, grid: np.ndarray, thr: float, detections: Mapping[int, ImageDetections]
-    ) -> float:
-        """AP at one IoU threshold, all sizes, 100 detections: read from the standard run's
-        ``precision`` (over the IoU thresholds ``grid``) when ``thr`` is on that grid, else
-        from a run at that threshold alone."""
-        hits = np.flatnonzero(np.isclose(grid, thr))
+    def _curves_at(self, coco_eval: COCOeval, thr: float, detections: Mapping[int, ImageDetections]) -> PrecisionCurves:
+        """The curves at one IoU threshold (all sizes, 100 detections): read from the standard
+        run when ``thr`` is on its grid, else from a run at that threshold alone."""
+        hits = np.flatnonzero(np.isclose(coco_eval.params.iouThrs, thr))
         if hits.size:
-            at_thr = precision[hits[0], :, :, 0, -1]
+            index, accumulated = int(hits[0]), coco_eval.eval
         else:
-            at_thr = self._run(detections, [thr]).eval["precision"][0, :, :, 0, -1]
-        values = at_thr[at_thr > -1]
+            index, accumulated = 0, self._run(detections, [thr]).eval
+        return PrecisionCurves(
+            iou_thr=float(thr),
+            recall=np.asarray(coco_eval.params.recThrs, dtype=np.float64).copy(),
+            precision=np.array(accumulated["precision"][index, :, :, 0, -1], dtype=np.float64),
+            scores=np.array(accumulated["scores"][index, :, :, 0, -1], dtype=np.float64),
+            max_recall=np.array(accumulated["recall"][index, :, 0, -1], dtype=np.float64),
+            num_gt=self._gt_counts(),
+        )
+
+    @staticmethod
+    def _mean_defined(precision: np.ndarray) -> float:
+        """AP over the classes with ground truth (COCO's -1 entries left out); 0 when there is none."""
+        values = precision[precision > -1]
         return float(values.mean()) if values.size else 0.0
+
+    def _gt_counts(self) -> np.ndarray:
+        """Ground-truth boxes per class that COCOeval counts (neither crowd nor ``ignore``)."""
+        index = {cat: i for i, cat in enumerate(self.cat_ids)}
+        counts = np.zeros(len(self.cat_ids), dtype=np.int64)
+        for ann in self.coco_gt.dataset.get("annotations", []):
+            if not ann.get("iscrowd", 0) and not ann.get("ignore", 0) and ann["category_id"] in index:
+                counts[index[ann["category_id"]]] += 1
+        return counts
 
     def _no_detections(self) -> dict:
         """Every metric COCO would define is 0; those it would leave at -1 are absent."""
@@ -233,11 +291,28 @@ class CocoEvaluator:
         defined = {name: any(low <= a <= high for a in areas) for name, (low, high) in AREA_RANGES.items()}
         names = [n for n in METRIC_NAMES if not n.endswith(("_small", "_m", "_l")) or defined[n.rsplit("_", 1)[1]]]
         metrics = dict.fromkeys(names, 0.0) | {ap_key(t): 0.0 for t in self.iou_thrs}
+        self.last_pr_curves = {thr: self._empty_curves(thr) for thr in self.curve_thresholds}
         return {
             "metrics": metrics if areas else {},
             "per_class_AP": dict.fromkeys(self._classes_with_gt(), 0.0),
             "summary": "",
+            "pr_curves": self.last_pr_curves,
         }
+
+    def _empty_curves(self, thr: float) -> PrecisionCurves:
+        """The curves of an evaluation without detections: precision 0 where a class has ground
+        truth (-1 where it has none), no recall reached."""
+        num_gt = self._gt_counts()
+        recall = np.linspace(0.0, 1.0, 101)
+        defined = np.where(num_gt > 0, 0.0, -1.0)
+        return PrecisionCurves(
+            iou_thr=float(thr),
+            recall=recall,
+            precision=np.tile(defined, (len(recall), 1)),
+            scores=np.zeros((len(recall), len(num_gt))),
+            max_recall=defined.copy(),
+            num_gt=num_gt,
+        )
 
     def _classes_with_gt(self) -> list[str]:
         present = {a["category_id"] for a in self.coco_gt.dataset.get("annotations", [])}
