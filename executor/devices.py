@@ -5,6 +5,7 @@ container allows (cgroup quota, not the host's count) for compute threads and lo
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -33,22 +34,25 @@ def select_devices(gpu_count: int, gpu_id: str) -> tuple[str, int]:
 
 def share_cpus(processes: int, workers_per_process: int) -> int:
     """Give this process (one of ``processes`` on this machine) its share of the allowed CPUs
-    as torch compute threads; returns the data-loading workers that fit in that share (at most
+    as torch compute threads (fewer when ``OMP_NUM_THREADS`` says so: the operator's choice
+    wins); returns the data-loading workers that fit in that share (at most
     ``workers_per_process``; 0 stays 0)."""
     cpus, limit = allowed_cpus()
     share = max(1, cpus // max(processes, 1))
-    torch.set_num_threads(share)
+    threads = share
+    explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if explicit.isdigit() and int(explicit) > 0:
+        threads = min(share, int(explicit))
+    torch.set_num_threads(threads)
     workers = min(workers_per_process, share)
-    if workers < workers_per_process:
-        log.info(
-            "%d CPUs allowed (%s), %d per process: %d compute threads, %d data-loading workers instead of %d",
-            cpus,
-            limit,
-            share,
-            share,
-            workers,
-            workers_per_process,
-        )
-    else:
-        log.info("%d CPUs allowed (%s): %d compute threads per process", cpus, limit, share)
+    log.info(
+        "%d CPUs allowed (%s), %d per process: %d compute threads%s, %d data-loading workers%s",
+        cpus,
+        limit,
+        share,
+        threads,
+        f" (OMP_NUM_THREADS={explicit})" if threads < share else "",
+        workers,
+        f" instead of {workers_per_process}" if workers < workers_per_process else "",
+    )
     return workers

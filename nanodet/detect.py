@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,7 +160,7 @@ def run_detect(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.config is None and not is_exported(args.weights):
         raise ConfigError("--config is needed with PyTorch weights (only an exported .onnx/.xml carries its own)")
-    if args.threads is None and device == "cpu":
+    if args.threads is None and device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(allowed_cpus()[0])  # torch's default counts the host's cores, not the container's
     predictor = Predictor(args.config, args.weights, device=device, backend=args.backend, threads=args.threads)
     images, streams = classify_inputs(args.inputs)

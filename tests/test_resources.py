@@ -95,3 +95,16 @@ def test_process_group_timeout(monkeypatch):
         monkeypatch.setenv("NANODET_DIST_TIMEOUT_MIN", bad)
         with pytest.raises(ValueError, match="NANODET_DIST_TIMEOUT_MIN"):
             process_group_timeout()
+
+
+def test_an_explicit_omp_num_threads_wins_over_the_share(monkeypatch):
+    import executor.devices as devices
+
+    monkeypatch.setattr(devices, "allowed_cpus", lambda: (8, "cgroup CPU quota 8"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    try:
+        assert devices.share_cpus(processes=2, workers_per_process=2) == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

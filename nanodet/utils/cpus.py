@@ -35,7 +35,8 @@ def cgroup_quota(root: Path = CGROUP_ROOT) -> float | None:
 
 
 def allowed_cpus(root: Path = CGROUP_ROOT) -> tuple[int, str]:
-    """(CPUs this process may use, what limits them) — at least 1."""
+    """(CPUs this process may use, what limits them) — at least 1. (``OMP_NUM_THREADS`` is
+    the caller's to honour: it is a choice of threads, not a limit of CPUs.)"""
     try:
         schedulable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
