@@ -93,7 +93,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror})") from None
     if width * height > MAX_PIXELS:
-        raise ImageReadError(f"{path}: image too large ({width}x{height})")
+        raise ImageReadError(
+            f"{path}: image too large (its header claims {width}x{height}, more than {MAX_PIXELS} pixels)"
+        )
     return width, height
 
 

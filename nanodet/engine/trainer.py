@@ -265,7 +265,9 @@ class Trainer:
         self.model.train()
         self.train_loader.sampler.set_epoch(epoch)
         for batch in self.train_loader:
-            if batch is None:
+            # every image of it unreadable; or one image left of several (batch norm cannot
+            # train on one sample's 1x1 map)
+            if batch is None or (len(batch) == 1 and (self.train_loader.batch_size or 1) > 1):
                 continue
             losses = self.run_step(batch, epoch)
             for cb in self.callbacks:
