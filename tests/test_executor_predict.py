@@ -123,7 +123,8 @@ def run_in_process(in_dir: Path, out: Path) -> list[float]:
 
 
 def test_combined_task_is_one_pass_with_monotonic_progress(models, tmp_path, monkeypatch):
-    """6 candidates in batches of 2: 3 forwards in all (not 6), progress 0 → 1/3 → 2/3 → 1."""
+    """6 candidates in batches of 2: 3 forwards for mining and infer together (not 6), then one
+    for the contact sheet's pictured candidates; progress 0 → 1/3 → 2/3 → 1."""
     from nanodet.deploy.runtimes import OnnxRuntime, OpenVinoRuntime, TorchRuntime
 
     calls = []
@@ -132,7 +133,7 @@ def test_combined_task_is_one_pass_with_monotonic_progress(models, tmp_path, mon
         monkeypatch.setattr(runtime, "run", lambda self, x, _f=original: (calls.append(len(x)), _f(self, x))[1])
     in_dir = make_predict_workspace(tmp_path / "in", models, candidates=6, batch_size_per_gpu=2, workers_per_gpu=0)
     seen = run_in_process(in_dir, tmp_path / "out")
-    assert calls == [2, 2, 2]
+    assert calls == [2, 2, 2, 6]  # the sheet pictures all 6 (top 12 + bottom 6 of 6)
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert [round(s, 2) for s in seen if 0 < s < 1] == [0.33, 0.67]
 
