@@ -89,8 +89,9 @@ def test_a_path_listed_twice_is_scored_at_both_rows(models, tmp_path):
         path, score = line.split("\t")
         scores.setdefault(path, []).append(float(score))
     assert sorted(scores) == sorted((a, b, c))
-    assert len(scores[a]) == 2 and scores[a][0] == scores[a][1] >= 0
-    assert len(scores[c]) == 2 and scores[c][0] == scores[c][1] >= 0
+    # the two rows go through different batches: the same score up to the batch's float noise
+    assert len(scores[a]) == 2 and scores[a][0] == pytest.approx(scores[a][1], rel=1e-4) and min(scores[a]) >= 0
+    assert len(scores[c]) == 2 and scores[c][0] == pytest.approx(scores[c][1], rel=1e-4) and min(scores[c]) >= 0
     assert "0 unreadable" in proc.stdout and "unreadable candidate" not in proc.stdout
 
 

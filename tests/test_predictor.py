@@ -85,7 +85,7 @@ def test_decoded_box_lands_where_the_distribution_points(plus_cfg):
 
 @pytest.mark.parametrize("failing", ["onnx_bytes", "open_runtime"])
 def test_auto_backend_falls_back_to_torch_when_the_onnx_path_fails(
-    plus_cfg, plus_weights, images, predictor, monkeypatch, caplog, failing
+    plus_cfg, plus_weights, images, predictor, monkeypatch, caplog, failing, tmp_path
 ):
     """auto: an export or session failure costs speed, not the task; a named backend still fails."""
     import nanodet.predictor as module
@@ -93,6 +93,7 @@ def test_auto_backend_falls_back_to_torch_when_the_onnx_path_fails(
     def broken(*args, **kwargs):
         raise RuntimeError(f"{failing} broke\nsecond line")
 
+    monkeypatch.setenv("NANODET_CACHE_DIR", str(tmp_path / "cache"))  # no earlier export of these weights to use
     monkeypatch.setattr(module, failing, broken)
     monkeypatch.setattr(module, "choose_backend", lambda requested, device: "onnxruntime")
     fallback = Predictor(plus_cfg, plus_weights, backend="auto")

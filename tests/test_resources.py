@@ -51,6 +51,7 @@ def test_a_task_process_takes_its_share_of_the_quota(monkeypatch):
     import executor.devices as devices
 
     monkeypatch.setattr(devices, "allowed_cpus", lambda: (4, "cgroup CPU quota 4"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the suite sets it for its workers
     before = torch.get_num_threads()
     try:
         assert devices.share_cpus(processes=2, workers_per_process=4) == 2
