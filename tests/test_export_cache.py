@@ -96,3 +96,17 @@ def reference_scores(model, image: torch.Tensor) -> torch.Tensor:
 
     with torch.no_grad():
         return InferenceGraph(model, (320, 320))(image)[1]
+
+
+def test_no_home_directory_means_no_cache_not_a_failure(plus_cfg, plus_weights, exports, monkeypatch):
+    """docker run --user <uid without a passwd entry>: no HOME, no home directory to find."""
+    from pathlib import Path as PathClass
+
+    def no_home() -> PathClass:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("NANODET_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(PathClass, "home", staticmethod(no_home))
+    predictor = Predictor(plus_cfg, plus_weights, backend="onnxruntime")
+    assert predictor.backend == "onnxruntime" and len(exports) == 1

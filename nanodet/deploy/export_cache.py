@@ -75,10 +75,14 @@ def export_key(weights_digest: str, cfg: NanoDetConfig, dynamic_batch: bool) -> 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def cache_dir() -> Path:
+def cache_dir() -> Path | None:
+    """The export cache folder; None when there is none (no home directory to put it in)."""
     if os.environ.get("NANODET_CACHE_DIR"):
         return Path(os.environ["NANODET_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except (RuntimeError, KeyError):  # a user id without a passwd entry and no HOME (docker --user)
+        return None
     return base / "nanodet" / "exports"
 
 
@@ -94,15 +98,19 @@ def key_of(path: Path) -> str | None:
 
 def find_export(weights: Path, key: str) -> Path | None:
     """An existing export with this key: the stage graph beside ``weights``, else the cache's."""
-    for candidate in (weights.parent / STAGE_GRAPH, cache_dir() / f"{key}.onnx"):
-        if candidate.is_file() and key_of(candidate) == key:
+    folder = cache_dir()
+    for candidate in (weights.parent / STAGE_GRAPH, folder / f"{key}.onnx" if folder else None):
+        if candidate is not None and candidate.is_file() and key_of(candidate) == key:
             return candidate
     return None
 
 
 def store_export(data: bytes, key: str) -> Path | None:
     """Keep an export in the cache (atomically); None when the cache folder is not writable."""
-    path = cache_dir() / f"{key}.onnx"
+    folder = cache_dir()
+    if folder is None:
+        return None
+    path = folder / f"{key}.onnx"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: f.write(data))
