@@ -172,20 +172,25 @@ def is_missing(path: Path) -> bool:
     return False
 
 
+def warn_capped(logger: logging.Logger, count: int, message: str, more: str) -> None:
+    """The ``count``-th warning of one kind: the first MISSING_WARNINGS in full (``message``),
+    then ``more`` once (it says the rest is counted, not named), then nothing."""
+    if count <= MISSING_WARNINGS:
+        logger.warning("%s", message)
+    elif count == MISSING_WARNINGS + 1:
+        logger.warning("%s", more)
+
+
 def warn_missing(what: str, path: str | Path, count: int) -> None:
     """Warn about the ``count``-th missing image file of ``what``, the first few by name only."""
-    if count <= MISSING_WARNINGS:
-        log.warning("%s: %s: image file not found", what, path)
-    elif count == MISSING_WARNINGS + 1:
-        log.warning("%s: more image files are missing; only the first %d are named", what, MISSING_WARNINGS)
+    more = f"{what}: more image files are missing; only the first {MISSING_WARNINGS} are named"
+    warn_capped(log, count, f"{what}: {path}: image file not found", more)
 
 
 def warn_unreadable(what: str, reason: str, count: int) -> None:
     """Warn about the ``count``-th unreadable image of ``what``, the first few by name only."""
-    if count <= MISSING_WARNINGS:
-        log.warning("%s: %s", what, reason)
-    elif count == MISSING_WARNINGS + 1:
-        log.warning("%s: more images cannot be read; only the first %d are named", what, MISSING_WARNINGS)
+    more = f"{what}: more images cannot be read; only the first {MISSING_WARNINGS} are named"
+    warn_capped(log, count, f"{what}: {reason}", more)
 
 
 @dataclass

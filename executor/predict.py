@@ -36,7 +36,7 @@ from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write, atomic_write_text
 
 from .contact_sheet import SHEET_NAME, write_contact_sheet
-from .dataset import MISSING_WARNINGS, is_missing, read_index, warn_missing
+from .dataset import MISSING_WARNINGS, is_missing, read_index, warn_capped, warn_missing
 from .devices import select_devices, share_cpus
 from .errors import ConfigError, DatasetError, ImageFormatError
 from .launch import is_worker, run_workers
@@ -122,15 +122,11 @@ def _model_name(cfg: NanoDetConfig) -> str:
 def warn_unreadable(reason: str, count: int, scope: str = "") -> None:
     """Warn about the ``count``-th candidate (of this process) that cannot be decoded, the first few
     by name only: the summary at the end counts them all."""
-    if count <= MISSING_WARNINGS:
-        log.warning("unreadable candidate: %s", reason)
-    elif count == MISSING_WARNINGS + 1:
-        log.warning(
-            "unreadable candidate: more images cannot be read%s; only the first %d are named "
-            "(the summary at the end counts them all)",
-            scope,
-            MISSING_WARNINGS,
-        )
+    more = (
+        f"unreadable candidate: more images cannot be read{scope}; only the first {MISSING_WARNINGS} "
+        "are named (the summary at the end counts them all)"
+    )
+    warn_capped(log, count, f"unreadable candidate: {reason}", more)
 
 
 def batches(
@@ -379,10 +375,12 @@ def write_infer_result(
             name = Path(path).name
             if name in seen:
                 shared += 1
-                if shared <= MISSING_WARNINGS:
-                    log.warning("candidates share the basename %r: %s is reported under the first one only", name, path)
-                elif shared == MISSING_WARNINGS + 1:
-                    log.warning("more candidates share a basename; only the first %d are named", MISSING_WARNINGS)
+                warn_capped(
+                    log,
+                    shared,
+                    f"candidates share the basename {name!r}: {path} is reported under the first one only",
+                    f"more candidates share a basename; only the first {MISSING_WARNINGS} are named",
+                )
                 continue
             seen.add(name)
             rows = results.boxes.get(i)
