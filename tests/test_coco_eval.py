@@ -233,7 +233,7 @@ def _array_detections(coco: COCO, seed: int = 2, per_image: int = 20) -> dict[in
 
 
 def _as_tuples(detections: dict[int, Detections]) -> dict[int, list]:
-    """The form the trainer used to pass (``as_coco_detections``)."""
+    """The tuple form (what the trainer passed before it handed over the arrays)."""
     return {
         image_id: [(box.tolist(), float(s), int(lab)) for box, s, lab in zip(d.boxes, d.scores, d.labels)]
         for image_id, d in detections.items()

@@ -84,14 +84,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
             try:
                 width, height = header_size(stream).decoded
             except HeaderError:
-                stream.seek(0)
-                data = np.frombuffer(stream.read(), dtype=np.uint8)
-                if data.size == 0:
-                    raise ImageReadError(f"{path}: empty file") from None
-                image = _decode(path, data, cv2.IMREAD_GRAYSCALE)
-                width, height = image.shape[1], image.shape[0]
+                width = height = 0  # a format without a header parser here: decode it
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror})") from None
+    if not width:
+        image = _decode(path, _read_bytes(path), cv2.IMREAD_GRAYSCALE)
+        width, height = image.shape[1], image.shape[0]
     if width * height > MAX_PIXELS:
         raise ImageReadError(
             f"{path}: image too large (its header claims {width}x{height}, more than {MAX_PIXELS} pixels)"

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from ..data.coco_dataset import TrainBatch
-from ..evaluation.coco import Detection
 from ..postprocess import Detections, postprocess
 from .distributed import DistContext
 
@@ -45,13 +44,3 @@ def predict_loader(
     for part in ctx.gather_objects(results):
         merged.update(part)
     return merged
-
-
-def as_coco_detections(results: dict[int, Detections]) -> dict[int, list[Detection]]:
-    """The detections as ``(box, score, label)`` tuples of Python objects, several times the
-    memory of ``results``: :class:`~nanodet.evaluation.coco.CocoEvaluator` takes ``results``
-    as they are; this is only for code that wants plain lists."""
-    return {
-        img_id: [(box.tolist(), float(s), int(lab)) for box, s, lab in zip(d.boxes, d.scores, d.labels)]
-        for img_id, d in results.items()
-    }
