@@ -41,6 +41,15 @@ def log(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
+def print_report(report: dict, out: Path | None = None) -> None:
+    """A benchmark's JSON report on stdout, and in ``out`` too when given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
 # --- weights ---------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import available_cores, host_info, log, peak_rss_mib  # noqa: E402
+from bench._common import available_cores, host_info, log, peak_rss_mib, print_report  # noqa: E402
 
 CLASSES = ["person", "car", "dog"]
 WIDTH, HEIGHT = 1920, 1080
@@ -194,10 +194,7 @@ def main() -> None:
     }
     if "header_100k" in runs:
         report["measured_100k_rows_s"] = runs["header_100k"]["seconds"]
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_report(report, args.out)
 
 
 if __name__ == "__main__":

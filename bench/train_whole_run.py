@@ -25,7 +25,6 @@ reports it. Prints ONE JSON object on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -40,7 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import host_info, log  # noqa: E402
+from bench._common import host_info, log, print_report  # noqa: E402
 
 CLASSES = ["circle", "square", "triangle"]
 SIZE = 320
@@ -190,10 +189,7 @@ def main() -> None:
     if "official" in summary:
         summary["speedup"] = round(summary["official"]["seconds_median"] / summary["ours"]["seconds_median"], 2)
     report["summary"] = summary
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_report(report, args.out)
 
 
 if __name__ == "__main__":
