@@ -169,3 +169,23 @@ def sample_workspace(root: Path, training: bool, protocol_version: str = "1.1.0"
 
 def infer_result(out_dir: Path) -> dict:
     return json.loads((out_dir / "infer-result.json").read_text())
+
+
+def trained_models(root: Path) -> Path:
+    """A /out/models as training leaves it, in ``root``: weights + the saved model config (3
+    classes, 128 px input)."""
+    from nanodet.checkpoint import save_pth
+    from nanodet.config import load_config, save_config
+
+    from .conftest import CONFIG_DIR, randomized_model
+
+    cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml").with_classes(["circle", "square", "triangle"])
+    cfg = cfg.merged({"data": {"val": {"input_size": [128, 128]}, "train": {"input_size": [128, 128]}}})
+    save_pth(randomized_model(cfg, cls_bias=-3.0), root / "nanodet_model_best.pth", inference_only=True)
+    save_config(cfg, root / "train_cfg.yml")
+    return root
+
+
+def candidates_of(in_dir: Path) -> list[str]:
+    """The candidate paths of a workspace's index, as written."""
+    return [row for row in (in_dir / "candidate-index.tsv").read_text().splitlines() if row]

@@ -10,31 +10,23 @@ from executor.workspace import make_predict_workspace
 from nanodet.checkpoint import save_pth
 from nanodet.config import load_config, save_config
 
-from .conftest import CONFIG_DIR, randomized_model
+from .conftest import randomized_model
 from .executor_helpers import (
     SAMPLE_CLASSES,
     assert_failure,
     assert_success,
+    candidates_of,
     edit_yaml,
     infer_result,
     run_start,
     sample_workspace,
+    trained_models,
 )
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """A /out/models as training leaves it: weights + the saved model config (3 classes, 128 px)."""
-    root = tmp_path_factory.mktemp("models")
-    cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml").with_classes(["circle", "square", "triangle"])
-    cfg = cfg.merged({"data": {"val": {"input_size": [128, 128]}, "train": {"input_size": [128, 128]}}})
-    save_pth(randomized_model(cfg, cls_bias=-3.0), root / "nanodet_model_best.pth", inference_only=True)
-    save_config(cfg, root / "train_cfg.yml")
-    return root
-
-
-def candidates_of(in_dir: Path) -> list[str]:
-    return [row for row in (in_dir / "candidate-index.tsv").read_text().splitlines() if row]
+    return trained_models(tmp_path_factory.mktemp("models"))
 
 
 def test_mining_and_infer_together(models, tmp_path):

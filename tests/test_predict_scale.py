@@ -14,27 +14,14 @@ import pytest
 
 from executor.dataset import MISSING_WARNINGS
 from executor.workspace import make_predict_workspace, write_env
-from nanodet.checkpoint import save_pth
-from nanodet.config import load_config, save_config
 from nanodet.postprocess import Detections
 
-from .conftest import CONFIG_DIR, randomized_model
-from .executor_helpers import assert_success, infer_result, run_start
+from .executor_helpers import assert_success, candidates_of, infer_result, run_start, trained_models
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """Weights and the saved config of a finished training: 3 classes, 128 px input."""
-    root = tmp_path_factory.mktemp("models")
-    cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml").with_classes(["circle", "square", "triangle"])
-    cfg = cfg.merged({"data": {"val": {"input_size": [128, 128]}, "train": {"input_size": [128, 128]}}})
-    save_pth(randomized_model(cfg, cls_bias=-3.0), root / "nanodet_model_best.pth", inference_only=True)
-    save_config(cfg, root / "train_cfg.yml")
-    return root
-
-
-def _index(in_dir: Path) -> list[str]:
-    return [row for row in (in_dir / "candidate-index.tsv").read_text().splitlines() if row]
+    return trained_models(tmp_path_factory.mktemp("models"))
 
 
 def _log_lines(text: str, needle: str) -> list[str]:
@@ -46,7 +33,7 @@ def test_many_unreadable_candidates_warn_a_few_lines_and_are_all_listed(models, 
     for each kind, the totals in the summary, and every candidate in both result files (the bad
     ones last with the lowest score, with no boxes)."""
     in_dir = make_predict_workspace(tmp_path / "in", models, candidates=4, batch_size_per_gpu=8, workers_per_gpu=1)
-    good = _index(in_dir)
+    good = candidates_of(in_dir)
     (in_dir / "assets" / "zz").mkdir()
     broken = [f"/in/assets/zz/broken-{k:02d}.jpg" for k in range(30)]
     for k, path in enumerate(broken):
@@ -79,7 +66,7 @@ def test_a_path_listed_twice_is_scored_at_both_rows(models, tmp_path):
     """The same file twice in the index (across a batch boundary and within one batch): both
     rows get its score, and nothing is counted as unreadable."""
     in_dir = make_predict_workspace(tmp_path / "in", models, candidates=3, batch_size_per_gpu=2, workers_per_gpu=0)
-    a, b, c = _index(in_dir)
+    a, b, c = candidates_of(in_dir)
     (in_dir / "candidate-index.tsv").write_text("".join(f"{row}\n" for row in (a, b, a, c, c)))
     out = tmp_path / "out"
     proc = run_start(in_dir, out)
