@@ -1,11 +1,37 @@
-"""NMS against a plain-Python greedy loop (the definition), index for index."""
+"""NMS against a plain-Python greedy loop (the definition), index for index: with OpenCV's C++
+kernel (the CPU default) and with the pure-PyTorch blocks (CUDA tensors, inverted boxes)."""
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
 
 from nanodet.ops import batched_nms, multiclass_nms, nms
+
+nms_module = importlib.import_module("nanodet.ops.nms")  # the package exports a function of the same name
+
+
+@pytest.fixture(autouse=True, params=["opencv", "torch"])
+def kernel(request, monkeypatch):
+    """Every test runs with both kernels: "torch" takes OpenCV's away."""
+    if request.param == "torch":
+        monkeypatch.setattr(nms_module, "_nms_opencv", lambda *args: None)
+    return request.param
+
+
+def test_opencv_runs_cpu_boxes_and_leaves_inverted_ones_to_torch(kernel):
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    order = torch.tensor([0, 1, 2])
+    kept = nms_module._nms_opencv(boxes, order, 0.5)
+    if kernel == "opencv":
+        assert kept.tolist() == [0, 2]
+        inverted = boxes[:, [2, 3, 0, 1]]
+        assert nms_module._nms_opencv(inverted, order, 0.5) is None
+        assert nms(inverted, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 1, 2]  # torch's rule: IoU <= 0
+    else:
+        assert kept is None
 
 
 def reference_nms(

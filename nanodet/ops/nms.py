@@ -1,4 +1,4 @@
-"""Non-maximum suppression in pure PyTorch.
+"""Non-maximum suppression.
 
 The greedy NMS used by detectors visits boxes from the highest score down and keeps a
 box unless it overlaps (IoU strictly above the threshold) a box already kept. The
@@ -11,10 +11,16 @@ floating-point IoU formula as ``torchvision.ops.nms`` (area ``(x2-x1)*(y2-y1)``,
   against every box kept in earlier blocks, then against itself;
 * the only Python loop is the cheap greedy pass over the block's boolean
   "overlaps" matrix.
+
+On CPU tensors the same greedy loop runs in C++ instead: torchvision's kernel when
+torchvision is installed, else OpenCV's ``NMSBoxes`` (a core dependency), which visits
+boxes in the order given here and suppresses at IoU strictly above the threshold, in
+double precision. The pure-PyTorch blocks serve CUDA tensors and inverted boxes.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -80,6 +86,22 @@ def _nms_sorted(boxes: Tensor, iou_threshold: float) -> Tensor:
     return torch.from_numpy(positions).to(boxes.device)
 
 
+def _nms_opencv(boxes: Tensor, order: Tensor, iou_threshold: float) -> Tensor | None:
+    """OpenCV's C++ greedy NMS over boxes visited in ``order``; None where it does not apply
+    (CUDA tensors, boxes with x2 < x1 or y2 < y1, more boxes than float32 ranks count)."""
+    if boxes.is_cuda or len(boxes) >= 2**24:
+        return None
+    b = boxes[order].detach().double().numpy()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    if not ((w >= 0).all() and (h >= 0).all()):
+        return None
+    # OpenCV sorts by score (stably): distinct descending ranks make it visit in our order,
+    # whatever the scores' ties or precision.
+    ranks = np.arange(len(b), 0, -1, dtype=np.float32)
+    kept = cv2.dnn.NMSBoxes(np.stack([b[:, 0], b[:, 1], w, h], axis=1), ranks, 0.0, float(iou_threshold))
+    return order[torch.from_numpy(np.asarray(kept, dtype=np.int64).reshape(-1))]
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression.
 
@@ -95,7 +117,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
-    return order[_nms_sorted(boxes[order], iou_threshold)]
+    kept = _nms_opencv(boxes, order, iou_threshold)
+    return kept if kept is not None else order[_nms_sorted(boxes[order], iou_threshold)]
 
 
 def _label_groups(labels: Tensor) -> tuple[Tensor, ...]:
