@@ -11,7 +11,7 @@ from nanodet.data.transforms import (
     DEFAULT_STD,
     EvalTransform,
     TrainTransform,
-    normalize,
+    normalize_chw,
     preprocess,
     resize_matrix,
     stack_batch,
@@ -71,9 +71,14 @@ def test_warp_boxes_clips_and_handles_empty() -> None:
 def test_normalize_and_preprocess() -> None:
     mean, std = (10.0, 20.0, 30.0), (2.0, 4.0, 5.0)
     img = np.full((4, 5, 3), 50, np.uint8)
-    out = normalize(img, mean, std)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out[0, 0], [20.0, 7.5, 4.0])
+    out = normalize_chw(img, mean, std)
+    assert out.dtype == np.float32 and out.shape == (3, 4, 5) and out.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(out[:, 0, 0], [20.0, 7.5, 4.0])
+    # bit for bit the float32 arithmetic of the plain expression, for uint8 and float images
+    rng = np.random.default_rng(0)
+    for image in (rng.integers(0, 256, (37, 53, 3), dtype=np.uint8), rng.random((37, 53, 3), dtype=np.float32)):
+        plain = (image.astype(np.float32) - np.float32(mean)) / np.float32(std)
+        np.testing.assert_array_equal(normalize_chw(image, mean, std), plain.transpose(2, 0, 1))
 
     img = np.full((240, 400, 3), (100, 150, 200), np.uint8)
     chw, M = preprocess(img, (320, 256), keep_ratio=False, mean=DEFAULT_MEAN, std=DEFAULT_STD)

@@ -3,7 +3,7 @@
 from nanodet.data.transforms import (
     EvalTransform,
     TrainTransform,
-    normalize,
+    normalize_chw,
     preprocess,
     resize_matrix,
     stack_batch,
@@ -13,7 +13,7 @@ from nanodet.data.transforms import (
 __all__ = [
     "EvalTransform",
     "TrainTransform",
-    "normalize",
+    "normalize_chw",
     "preprocess",
     "resize_matrix",
     "stack_batch",
