@@ -26,6 +26,7 @@ from ..model.detector import NanoDet
 from ..model.fuse import fuse_model
 from ..utils.io import atomic_write
 from .graph import OUTPUT_NAMES, InferenceGraph
+from .onnx_metadata import NotOnnx, read_onnx_metadata
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -91,13 +92,13 @@ def with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file (read without loading the weights into a runtime)."""
-    onnx = _require("onnx", "reading ONNX metadata")
+    """The ``metadata_props`` of an ONNX file, read from its bytes (no ``onnx`` import, the
+    weights skipped over: :mod:`.onnx_metadata`)."""
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # onnx raises DecodeError and friends for a foreign file
-        raise ExportError(f"{path}: not an ONNX model ({type(err).__name__}: {err})") from None
-    return {p.key: p.value for p in proto.metadata_props}
+        with open(path, "rb") as f:
+            return read_onnx_metadata(f)
+    except (NotOnnx, UnicodeDecodeError) as err:
+        raise ExportError(f"{path}: not an ONNX model ({err})") from None
 
 
 def export_onnx(
