@@ -1,6 +1,6 @@
 """End-to-end images/s of the mining or infer task through start.py (files read included),
-for 1 and 2 processes on CPU (GPUs when present), with the share of time spent waiting
-for data. Shared by bench/infer_task.py and bench/mining_task.py; prints one JSON object.
+for 1 and 2 processes on CPU (GPUs when present), with the forward streams each process
+ran. Shared by bench/infer_task.py and bench/mining_task.py; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-RATE = re.compile(r"rank (\d+): (\d+) images in ([\d.]+) s \(([\d.]+) images/s\), (\d+)% of it waiting for data")
+RATE = re.compile(r"rank (\d+): (\d+) images in ([\d.]+) s \(([\d.]+) images/s\), (\d+) stream\(s\)")
 
 
 def trained_models(root: Path, input_size: int) -> Path:
@@ -95,7 +95,7 @@ def measure(task: str, candidates: int, input_size: int, processes: list[int], b
                     "wall_s": round(wall, 2),
                     "images_per_s_end_to_end": round(candidates / wall, 2),
                     "images_per_s_loop": round(candidates / loop, 2),
-                    "data_wait_share": round(sum(int(r[4]) for r in ranks) / len(ranks) / 100, 3),
+                    "streams_per_process": int(ranks[0][4]),
                 }
             )
     base = results["runs"][0]["images_per_s_loop"]

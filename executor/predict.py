@@ -34,6 +34,7 @@ from nanodet.mining import uncertainty_scores
 from nanodet.postprocess import Detections
 from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write, atomic_write_text
+from nanodet.utils.pipeline import overlapped
 
 from .contact_sheet import SHEET_NAME, write_contact_sheet
 from .dataset import MISSING_WARNINGS, is_missing, read_index, warn_capped, warn_missing
@@ -172,24 +173,28 @@ def _run(
     empty) through ``on_batch`` with global positions; progress after every batch (the monitor
     writes it at most every ``min_interval``)."""
     mine = present[ctx.rank :: ctx.world_size]
-    done, waited = 0, 0.0
-    start = tick = time.perf_counter()
+    start = time.perf_counter()
     scope = f" on rank {ctx.rank}" if ctx.distributed else ""
-    for local, batch in batches(predictor, [paths[i] for i in mine], hp, scope):
-        waited += time.perf_counter() - tick
+
+    def step(item: tuple[list[int], InferenceBatch]) -> None:
+        local, batch = item
         if batch.images is not None:
             on_batch([mine[i] for i in local], batch)
+
+    done = 0
+    # the predictor's streams: that many batches in a forward at once (on_batch fills disjoint
+    # positions, so calls may overlap)
+    for (_, batch), _ in overlapped(step, batches(predictor, [paths[i] for i in mine], hp, scope), predictor.streams):
         done += len(batch.paths) + len(batch.failed)
         monitor.progress(done / max(len(mine), 1))
-        tick = time.perf_counter()
     elapsed = time.perf_counter() - start
     log.info(
-        "rank %d: %d images in %.2f s (%.1f images/s), %.0f%% of it waiting for data",
+        "rank %d: %d images in %.2f s (%.1f images/s), %d stream(s)",
         ctx.rank,
         len(mine),
         elapsed,
         len(mine) / max(elapsed, 1e-9),
-        100 * waited / max(elapsed, 1e-9),
+        predictor.streams,
     )
 
 

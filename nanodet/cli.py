@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument(
         "--threads", type=int, default=None, help="inference threads (default: the CPUs allowed, cgroup quota included)"
     )
+    det.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        help="batches in a forward at once, sharing the threads (default: onnxruntime/openvino on the CPU: "
+        "one per thread, at most 4; torch: 1)",
+    )
     det.add_argument("--conf", type=float, default=0.35, help="score threshold for reported boxes")
     det.add_argument("--batch-size", type=int, default=16)
     det.add_argument("--workers", type=int, default=None, help="image decoding processes (default: min(4, cpus))")

@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from .config import ConfigError
 from .data.image_io import VIDEO_EXTENSIONS, list_images
-from .data.inference_dataset import ImageFileDataset, inference_batches
+from .data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
 from .deploy.export import is_exported
 from .postprocess import Detections
 from .predictor import Predictor
 from .utils.cpus import allowed_cpus
+from .utils.pipeline import overlapped
 from .visualize import draw_detections
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,18 @@ class Detector:
             reduced_decode=self.reduced_decode,
         )
         bar = tqdm(total=len(paths), desc="detect", unit="img", disable=not progress, file=sys.stderr)
-        for batch in inference_batches(dataset, self.batch_size, self.workers):
+
+        def predict(batch: InferenceBatch) -> list[Detections]:
+            if batch.images is None:
+                return []
+            return p.predict_batch(batch.images, batch.warp_matrices, batch.sizes)
+
+        loader = inference_batches(dataset, self.batch_size, self.workers)
+        for batch, results in overlapped(predict, loader, p.streams):
             for _path, reason in batch.failed:
                 self.failures += 1
                 log.warning("skipped %s", reason)
             if batch.images is not None:
-                results = p.predict_batch(batch.images, batch.warp_matrices, batch.sizes)
                 for i, (path, (w, h), dets) in enumerate(zip(batch.paths, batch.sizes, results)):
                     dets = dets.above(self.conf)
                     if self.save_dir is not None and batch.originals is not None:
@@ -162,7 +169,9 @@ def run_detect(args) -> int:
         raise ConfigError("--config is needed with PyTorch weights (only an exported .onnx/.xml carries its own)")
     if args.threads is None and device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(allowed_cpus()[0])  # torch's default counts the host's cores, not the container's
-    predictor = Predictor(args.config, args.weights, device=device, backend=args.backend, threads=args.threads)
+    predictor = Predictor(
+        args.config, args.weights, device=device, backend=args.backend, threads=args.threads, streams=args.streams
+    )
     images, streams = classify_inputs(args.inputs)
     workers = args.workers if args.workers is not None else min(4, allowed_cpus()[0])  # the container's, not the host's
     save_dir = Path(args.save_dir) if args.save_dir else None

@@ -26,7 +26,7 @@ from .data.transforms import preprocess, stack_batch
 from .deploy.export import inference_model, is_exported, onnx_bytes, read_spec
 from .deploy.export_cache import KEY, export_key, file_digest, find_export, store_export
 from .deploy.graph import GraphOutputs, class_level_maps
-from .deploy.runtimes import RuntimeUnavailable, TorchRuntime, choose_backend, open_runtime
+from .deploy.runtimes import RuntimeUnavailable, TorchRuntime, choose_backend, default_streams, open_runtime
 from .deploy.spec import ModelSpec
 from .model.detector import NanoDet
 from .postprocess import Detections, detections_per_image
@@ -43,6 +43,7 @@ class Predictor:
         *,
         backend: str = "auto",
         threads: int | None = None,
+        streams: int | None = None,
         optimize: bool = True,
         channels_last: bool | None = None,
         score_thr: float = 0.05,
@@ -50,15 +51,19 @@ class Predictor:
         max_det: int = 100,
     ) -> None:
         """``config`` may be None when ``weights`` is an exported file (its metadata has the spec).
-        ``threads``: intra-op threads of an ONNX runtime (default: torch's thread count)."""
+        ``threads``: threads of an ONNX runtime (default: torch's thread count), shared by its
+        ``streams`` (default :func:`~.deploy.runtimes.default_streams`): how many batches may run
+        at once, called from as many threads (:func:`~.utils.pipeline.overlapped`)."""
         self.device = torch.device(device)
         self.score_thr, self.iou_thr, self.max_det = score_thr, iou_thr, max_det
         threads = threads or torch.get_num_threads()
+        self.streams = 1
         if is_exported(weights):
             self.cfg = None
             self.spec = read_spec(weights)
             self.backend = _exported_backend(backend, weights, self.device)
-            self.runtime = open_runtime(self.backend, weights, threads)
+            self.streams = streams or default_streams(self.backend, self.device, threads)
+            self.runtime = open_runtime(self.backend, weights, threads, self.streams)
         else:
             self.cfg = config if isinstance(config, NanoDetConfig) else load_config(config)
             self.spec = ModelSpec.from_config(self.cfg)
@@ -67,7 +72,8 @@ class Predictor:
             if self.backend != "torch":
                 try:
                     graph, model = self._exported_graph(weights, optimize)
-                    self.runtime = open_runtime(self.backend, graph, threads)
+                    self.streams = streams or default_streams(self.backend, self.device, threads)
+                    self.runtime = open_runtime(self.backend, graph, threads, self.streams)
                 except Exception as err:  # noqa: BLE001 - export or session: any failure of the ONNX path
                     if backend != "auto":
                         raise  # a backend the user named fails as such
@@ -78,13 +84,13 @@ class Predictor:
                         type(err).__name__,
                         reason,
                     )
-                    self.backend = "torch"
+                    self.backend, self.streams = "torch", 1
             if self.backend == "torch":
                 model = model or inference_model(self.cfg, weights, optimize)
                 if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
                     channels_last = optimize and self.device.type == "cpu"
                 self.runtime = TorchRuntime(model, self.device, channels_last)
-        log.info("predictor: %s, backend %s", self.spec.arch, self.backend)
+        log.info("predictor: %s, backend %s, %d stream(s)", self.spec.arch, self.backend, self.streams)
 
     def _exported_graph(self, weights: str | Path | None, optimize: bool) -> tuple[bytes | Path, NanoDet | None]:
         """The ONNX graph of the model: an earlier export of the same weights, config and code

@@ -19,9 +19,10 @@ from nanodet.data.image_io import read_image
 from nanodet.data.transforms import stack_batch
 from nanodet.deploy.export import ExportError, read_metadata, read_spec, with_metadata
 from nanodet.deploy.graph import class_level_maps
-from nanodet.deploy.runtimes import RuntimeUnavailable, choose_backend
+from nanodet.deploy.runtimes import RuntimeUnavailable, choose_backend, default_streams
 from nanodet.mining import aldd_scores, entropy_scores
 from nanodet.predictor import Predictor
+from nanodet.utils.pipeline import overlapped
 
 from .conftest import CONFIG_DIR, ROOT, randomized_model
 from .test_predictor import assert_same_detections
@@ -192,3 +193,31 @@ def test_auto_backend_is_torch_on_cuda_and_the_fastest_installed_on_cpu():
     assert choose_backend("auto", torch.device("cpu")) == "openvino"  # both installed here: the faster
     with pytest.raises(RuntimeUnavailable, match="runs on the CPU only here"):
         choose_backend("openvino", torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_streams_run_batches_at_once_with_the_same_detections(weights, batch, backend):
+    """Two streams (one thread each) run two batches concurrently through one session / compiled
+    model: every batch gives what one stream gives, in order, whatever the batch size."""
+    single = Predictor(CONFIG, weights, backend=backend, threads=2, streams=1)
+    double = Predictor(CONFIG, weights, backend=backend, threads=2, streams=2)
+    assert (single.streams, double.streams) == (1, 2)
+    n = len(batch["sizes"])
+    pieces = [slice(i, min(i + k, n)) for k in (1, 2) for i in range(0, n, k)] * 2  # batch sizes 1 and 2, twice
+
+    def predict(p: Predictor, piece: slice):
+        return p.predict_batch(batch["tensor"][piece], batch["matrices"][piece], batch["sizes"][piece])
+
+    expected = [predict(single, piece) for piece in pieces]
+    got = [dets for _, dets in overlapped(lambda piece: predict(double, piece), pieces, 2)]
+    for want, have in zip(expected, got, strict=True):
+        for a, b in zip(want, have, strict=True):
+            assert_same_detections(a, b, score_tol=1e-4, box_tol=0.05)
+    assert sum(len(d) for dets in got for d in dets) > 0
+
+
+def test_default_streams_one_per_thread_on_cpu_runtimes_only():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [default_streams("onnxruntime", cpu, t) for t in (1, 2, 3, 8, 64)] == [1, 2, 3, 4, 4]
+    assert default_streams("openvino", cpu, 2) == 2
+    assert default_streams("torch", cpu, 8) == 1 and default_streams("torch", cuda, 8) == 1
