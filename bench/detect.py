@@ -14,12 +14,19 @@ official ``.pth``) go through:
   for the ONNX backends, decode, NMS, JSON lines out) for each variant: ``auto`` (the default:
   the fastest installed CPU backend; its first run, which exports the graph), ``auto_cached``
   (``auto`` again: the export comes from the cache, as on every later run with these weights),
-  ``torch``, ``openvino``, ``onnx`` (the exported file as ``--weights``, no config), ``reduced``
-  (``auto_cached`` with ``--reduced-decode``), each with ``--threads``. The export cache is a
+  ``torch``, ``onnxruntime``, ``openvino``, ``onnx`` (the exported file as ``--weights``, no
+  config), ``one_stream`` (``auto_cached`` with ``--streams 1``: one forward at a time on all the
+  threads, as before streams), ``reduced`` (``auto_cached`` with ``--reduced-decode``), each
+  with ``--threads``. The export cache is a
   folder of this run (``NANODET_CACHE_DIR``), empty at the start.
 
 ``startup`` times the same commands on one image: what a run costs before its first image
 (interpreter, imports, config, weights, export or cache hit, runtime session).
+
+``breakdown`` is where the default's time goes, measured in this process on the first 128
+images one stage at a time (no overlap): imports, building the predictor from the cached export,
+and per image decode, warp + normalise, forward (at ``--batch-size``, one stream on all threads and
+one thread per stream), NMS + mapping back, and the JSON line.
 
 Every variant's detections (score > 0.05) are matched to the official ones image by image:
 same class, box within 0.5 px, score within 1e-3. Prints ONE JSON object (progress on stderr).
@@ -35,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -48,7 +56,7 @@ from nanodet.config import load_config  # noqa: E402
 from nanodet.data.synthetic import synthetic_image  # noqa: E402
 from nanodet.deploy.export import export_onnx  # noqa: E402
 
-VARIANTS = ("auto", "auto_cached", "torch", "openvino", "onnx", "reduced")
+VARIANTS = ("auto", "auto_cached", "one_stream", "torch", "onnxruntime", "openvino", "onnx", "reduced")
 
 
 def write_images(folder: Path, count: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -86,9 +94,10 @@ def run_ours(
     variant: str, config: Path, weights: Path, onnx: Path, folder: Path, threads: int, batch: int, cache: Path
 ) -> dict:
     model = ["--weights", str(onnx)] if variant == "onnx" else ["--config", str(config), "--weights", str(weights)]
-    backend = "auto" if variant in ("onnx", "reduced", "auto_cached") else variant
+    backend = "auto" if variant in ("onnx", "reduced", "auto_cached", "one_stream") else variant
     cmd = [sys.executable, "-m", "nanodet", "detect", *model, "--backend", backend, "--threads", str(threads)]
     cmd += ["--reduced-decode"] if variant == "reduced" else []
+    cmd += ["--streams", "1"] if variant == "one_stream" else []
     cmd += ["--conf", "0.05", "--batch-size", str(batch), "--no-progress", str(folder)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NANODET_CACHE_DIR": str(cache)}
     start = time.perf_counter()
@@ -101,6 +110,59 @@ def run_ours(
         Path(r["file"]).name: [[*d["bbox"], d["score"], d["class_id"]] for d in r["detections"]] for r in records
     }
     return {"images": len(records), "process_seconds": round(wall, 3), "detections": detections}
+
+
+def breakdown(
+    config: Path, weights: Path, folder: Path, threads: int, batch: int, cache: Path, count: int = 128
+) -> dict:
+    """Milliseconds per image of each stage of the default path, one stage at a time."""
+    import torch
+
+    from nanodet.data.image_io import read_image
+    from nanodet.data.transforms import stack_batch
+    from nanodet.detect import detection_record
+    from nanodet.predictor import Predictor
+
+    code = "import time; t = time.perf_counter(); import nanodet.cli, nanodet.detect, nanodet.predictor, onnxruntime, "
+    code += "openvino; print(time.perf_counter() - t)"
+    imports = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout)
+    torch.set_num_threads(threads)
+    os.environ["NANODET_CACHE_DIR"] = str(cache)
+    paths = sorted(folder.glob("*.jpg"))[:count]
+    out: dict = {"images": len(paths), "imports_s": round(imports, 3)}
+
+    def per_image(key: str, fn, items) -> list:
+        t = time.perf_counter()
+        results = [fn(item) for item in items]
+        out[key] = round((time.perf_counter() - t) / len(paths) * 1e3, 2)
+        return results
+
+    start = time.perf_counter()
+    p = Predictor(config, weights, threads=threads, streams=1)
+    out["build_predictor_cached_export_s"] = round(time.perf_counter() - start, 3)
+    out["backend"] = p.backend
+    images = per_image("decode_ms", read_image, paths)
+    inputs = per_image("warp_normalize_ms", p.preprocess, images)
+    chunks = [range(i, min(i + batch, len(paths))) for i in range(0, len(paths), batch)]
+    batches = [stack_batch([torch.from_numpy(inputs[i][0]) for i in c]) for c in chunks]
+    p.run(batches[0])  # warm-up (OpenVINO compiles per batch size)
+    raw = per_image("forward_ms_one_stream", p.run, batches)
+    streamed = Predictor(config, weights, threads=threads, streams=threads)
+    streamed.run(batches[0])
+    with ThreadPoolExecutor(threads) as pool:  # `threads` batches at once, one thread each, as detect runs them
+        per_image(f"forward_ms_{threads}_streams", lambda bs: list(pool.map(streamed.run, bs)), [batches])
+    sizes = [(im.shape[1], im.shape[0]) for im in images]
+    dets = [d for c, r in zip(chunks, raw) for d in p.detections(r, [inputs[i][1] for i in c], [sizes[i] for i in c])]
+    t = time.perf_counter()
+    for c, r in zip(chunks, raw):
+        p.detections(r, [inputs[i][1] for i in c], [sizes[i] for i in c])
+    out["nms_map_back_ms"] = round((time.perf_counter() - t) / len(paths) * 1e3, 2)
+    per_image(
+        "json_line_ms",
+        lambda i: json.dumps(detection_record(str(paths[i]), *sizes[i], dets[i].above(0.05), p.class_names)),
+        range(len(paths)),
+    )
+    return out
 
 
 def match(official: dict[str, list], ours: dict[str, list]) -> dict:
@@ -184,6 +246,10 @@ def main() -> None:
             startup[variant] = run_ours(variant, config, weights, onnx, one, args.threads, 1, cache)["process_seconds"]
         report["startup_seconds_one_image"] = startup
         log(f"start-up: {startup}")
+        report["breakdown"] = breakdown(
+            config, weights, tmp / "images", args.threads, args.batch_size, tmp / "cache-startup"
+        )
+        log(f"breakdown: {report['breakdown']}")
         for variant in args.variants.split(","):
             log(f"ours: {variant} ...")
             result = run_ours(
