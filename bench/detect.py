@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/detect.py [--images 1024] [--config nanodet-plus-m_416.yml] [--threads 2]
                                      [--ref ../shared/ref] [--variants auto,torch,openvino,onnx]
+                                     [--min-wh 480x360] [--max-wh 1280x960]
 
-The same generated JPEGs (480x360 to 1280x960 shapes pictures) and the same weights (fixed
+The same generated JPEGs (shapes pictures of ``--min-wh`` to ``--max-wh``) and the same weights (fixed
 random weights calibrated like a trained model, ``bench._common.random_detector``, saved as an
 official ``.pth``) go through:
 
@@ -59,12 +60,14 @@ from nanodet.deploy.export import export_onnx  # noqa: E402
 VARIANTS = ("auto", "auto_cached", "one_stream", "torch", "onnxruntime", "openvino", "onnx", "reduced")
 
 
-def write_images(folder: Path, count: int, seed: int = 0) -> list[tuple[int, int]]:
+def write_images(
+    folder: Path, count: int, seed: int = 0, min_wh: tuple[int, int] = (480, 360), max_wh: tuple[int, int] = (1280, 960)
+) -> list[tuple[int, int]]:
     folder.mkdir(parents=True, exist_ok=True)
     sizes = []
     for i in range(count):
         rng = np.random.default_rng([seed, i])
-        size = (int(rng.integers(480, 1281)), int(rng.integers(360, 961)))
+        size = (int(rng.integers(min_wh[0], max_wh[0] + 1)), int(rng.integers(min_wh[1], max_wh[1] + 1)))
         image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
         cv2.imwrite(str(folder / f"{i:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         sizes.append(size)
@@ -201,6 +204,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--ref", default=str(REPO.parent / "shared" / "ref"))
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--min-wh", default="480x360", help="smallest generated picture, WxH")
+    parser.add_argument("--max-wh", default="1280x960", help="largest generated picture, WxH")
     args = parser.parse_args()
     cfg = load_config(REPO / "config" / args.config)
     report: dict = {"benchmark": "bench/detect.py", "host": host_info(), "config": args.config}
@@ -208,7 +213,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nanodet-bench-detect-") as tmp_name:
         tmp = Path(tmp_name)
         log(f"writing {args.images} JPEGs ...")
-        sizes = write_images(tmp / "images", args.images)
+        min_wh, max_wh = (tuple(int(v) for v in wh.split("x")) for wh in (args.min_wh, args.max_wh))
+        sizes = write_images(tmp / "images", args.images, min_wh=min_wh, max_wh=max_wh)
         report["images"] = {
             "count": args.images,
             "min_wh": list(map(min, zip(*sizes))),

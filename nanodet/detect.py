@@ -37,14 +37,14 @@ def detection_record(source: str, width: int, height: int, dets: Detections, cla
         **extra,
         "width": int(width),
         "height": int(height),
-        "detections": [
+        "detections": [  # through tolist(): Python numbers at once, not a NumPy scalar per value
             {
-                "bbox": [round(float(v), 2) for v in box],
-                "score": round(float(score), 4),
-                "class_id": int(label),
+                "bbox": [round(v, 2) for v in box],
+                "score": round(score, 4),
+                "class_id": label,
                 "class_name": class_names[label],
             }
-            for box, score, label in zip(dets.boxes, dets.scores, dets.labels)
+            for box, score, label in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.labels.tolist())
         ],
     }
 
