@@ -116,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--streams",
         type=int,
         default=None,
-        help="batches in a forward at once, sharing the threads (default: onnxruntime/openvino on the CPU: "
-        "one per thread, at most 4; torch: 1)",
+        help="batches in a forward at once, sharing the threads (onnxruntime only; default: one per thread, at most 4)",
     )
     det.add_argument("--conf", type=float, default=0.35, help="score threshold for reported boxes")
     det.add_argument("--batch-size", type=int, default=16)

@@ -62,8 +62,7 @@ class Predictor:
             self.cfg = None
             self.spec = read_spec(weights)
             self.backend = _exported_backend(backend, weights, self.device)
-            self.streams = streams or default_streams(self.backend, self.device, threads)
-            self.runtime = open_runtime(self.backend, weights, threads, self.streams)
+            self.runtime = open_runtime(self.backend, weights, threads, self._streams(streams, threads))
         else:
             self.cfg = config if isinstance(config, NanoDetConfig) else load_config(config)
             self.spec = ModelSpec.from_config(self.cfg)
@@ -72,8 +71,7 @@ class Predictor:
             if self.backend != "torch":
                 try:
                     graph, model = self._exported_graph(weights, optimize)
-                    self.streams = streams or default_streams(self.backend, self.device, threads)
-                    self.runtime = open_runtime(self.backend, graph, threads, self.streams)
+                    self.runtime = open_runtime(self.backend, graph, threads, self._streams(streams, threads))
                 except Exception as err:  # noqa: BLE001 - export or session: any failure of the ONNX path
                     if backend != "auto":
                         raise  # a backend the user named fails as such
@@ -91,6 +89,16 @@ class Predictor:
                     channels_last = optimize and self.device.type == "cpu"
                 self.runtime = TorchRuntime(model, self.device, channels_last)
         log.info("predictor: %s, backend %s, %d stream(s)", self.spec.arch, self.backend, self.streams)
+
+    def _streams(self, requested: int | None, threads: int) -> int:
+        """Sets and returns :attr:`streams`: the requested count where the backend runs streams
+        (ONNX Runtime), else its default."""
+        self.streams = default_streams(self.backend, self.device, threads)
+        if requested and self.backend == "onnxruntime":
+            self.streams = requested
+        elif requested and requested != self.streams:
+            log.warning("backend %s runs one batch at a time: streams=%d ignored", self.backend, requested)
+        return self.streams
 
     def _exported_graph(self, weights: str | Path | None, optimize: bool) -> tuple[bytes | Path, NanoDet | None]:
         """The ONNX graph of the model: an earlier export of the same weights, config and code

@@ -157,7 +157,7 @@ def test_detect_runs_an_onnx_file_without_its_config(exported, weights, sample_i
     onnx = nanodet_cli("detect", "--weights", str(exported["dynamic"]), *common)
     pth = nanodet_cli("detect", "--config", str(CONFIG), "--weights", str(weights), "--backend", "torch", *common)
     assert onnx.returncode == 0 and pth.returncode == 0, onnx.stderr + pth.stderr
-    assert "backend openvino" in onnx.stderr and "backend torch" in pth.stderr
+    assert "backend onnxruntime" in onnx.stderr and "backend torch" in pth.stderr
     a = [json.loads(line) for line in onnx.stdout.splitlines()]
     b = [json.loads(line) for line in pth.stdout.splitlines()]
     assert [r["file"] for r in a] == [r["file"] for r in b] and len(a) == len(sample_images)
@@ -190,17 +190,16 @@ def test_unusable_exports_and_backends_are_refused_clearly(exported, weights, tm
 
 def test_auto_backend_is_torch_on_cuda_and_the_fastest_installed_on_cpu():
     assert choose_backend("auto", torch.device("cuda", 0)) == "torch"
-    assert choose_backend("auto", torch.device("cpu")) == "openvino"  # both installed here: the faster
+    assert choose_backend("auto", torch.device("cpu")) == "onnxruntime"  # both installed here: the faster
     with pytest.raises(RuntimeUnavailable, match="runs on the CPU only here"):
         choose_backend("openvino", torch.device("cuda", 0))
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_streams_run_batches_at_once_with_the_same_detections(weights, batch, backend):
-    """Two streams (one thread each) run two batches concurrently through one session / compiled
-    model: every batch gives what one stream gives, in order, whatever the batch size."""
-    single = Predictor(CONFIG, weights, backend=backend, threads=2, streams=1)
-    double = Predictor(CONFIG, weights, backend=backend, threads=2, streams=2)
+def test_streams_run_batches_at_once_with_the_same_detections(weights, batch):
+    """Two streams (one thread each) run two batches concurrently through one ONNX Runtime session:
+    every batch gives what one stream gives, in order, whatever the batch size."""
+    single = Predictor(CONFIG, weights, backend="onnxruntime", threads=2, streams=1)
+    double = Predictor(CONFIG, weights, backend="onnxruntime", threads=2, streams=2)
     assert (single.streams, double.streams) == (1, 2)
     n = len(batch["sizes"])
     pieces = [slice(i, min(i + k, n)) for k in (1, 2) for i in range(0, n, k)] * 2  # batch sizes 1 and 2, twice
@@ -216,8 +215,17 @@ def test_streams_run_batches_at_once_with_the_same_detections(weights, batch, ba
     assert sum(len(d) for dets in got for d in dets) > 0
 
 
-def test_default_streams_one_per_thread_on_cpu_runtimes_only():
+def test_openvino_runs_one_stream_and_says_so(weights, caplog):
+    """OpenVINO with two threads on two requests of one compiled model hung in a benchmark run:
+    it runs one batch at a time, and a requested stream count is reported as ignored."""
+    with caplog.at_level("WARNING", logger="nanodet.predictor"):
+        predictor = Predictor(CONFIG, weights, backend="openvino", threads=2, streams=2)
+    assert predictor.streams == 1
+    assert "backend openvino runs one batch at a time: streams=2 ignored" in caplog.text
+
+
+def test_default_streams_one_per_thread_for_onnxruntime_on_cpu_only():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert [default_streams("onnxruntime", cpu, t) for t in (1, 2, 3, 8, 64)] == [1, 2, 3, 4, 4]
-    assert default_streams("openvino", cpu, 2) == 2
+    assert default_streams("openvino", cpu, 2) == 1
     assert default_streams("torch", cpu, 8) == 1 and default_streams("torch", cuda, 8) == 1

@@ -9,10 +9,12 @@ device tensors).
   compiled model per batch size.
 
 The ONNX runtimes take batches of the graph's input size, ``N`` free when the graph was
-exported with a dynamic batch, else one image at a time. They run ``streams`` batches at once
-when called from that many threads (each forward on ``threads // streams`` threads): on these
-CPUs two one-thread forwards give more images per second than one two-thread forward (a
-forward's threads wait on each other at every layer).
+exported with a dynamic batch, else one image at a time. ONNX Runtime runs ``streams`` batches
+at once when called from that many threads (each forward on ``threads // streams`` threads): on
+these CPUs two one-thread forwards give more images per second than one two-thread forward (a
+forward's threads wait on each other at every layer). OpenVINO runs one batch at a time: two
+threads each inferring on its own request of one compiled model hung for good in a benchmark
+run (both waiting inside OpenVINO's input copy), so it gets no streams.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,11 @@ from .graph import GraphOutputs, InferenceGraph, split_outputs
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
-# The CPU default is the first one installed, by forward speed on 2 cores (Plus-m 416 with the
-# box decode, 2 threads, images/s at batch 1 / 16): OpenVINO 71.6 / 86.0, ONNX Runtime
-# 62.2 / 64.7, PyTorch (BN fused, channels-last) 33.0 / 58.4.
-CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")
+# The CPU default is the first one installed. ONNX Runtime first: with its streams it ran
+# `nanodet detect` 6-13 % faster than OpenVINO end to end here (AVX2, 2 cores, bench/detect.py),
+# and it is what the image installs. OpenVINO's forward alone was the faster one on an AVX-512
+# machine (Plus-m 416, batch 16, 2 threads: 86.0 against 64.7 images/s), one stream each.
+CPU_PREFERENCE = ("onnxruntime", "openvino", "torch")
 _MODULES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
@@ -89,9 +91,9 @@ class TorchRuntime:
 
 
 def default_streams(backend: str, device: torch.device, threads: int) -> int:
-    """Forwards run at once: one per thread for the ONNX runtimes on the CPU, at most 4 (each of
-    ``threads // streams`` threads); one for torch (its ops share one intra-op pool)."""
-    if backend == "torch" or device.type != "cpu":
+    """Forwards run at once: for ONNX Runtime on the CPU one per thread, at most 4 (each of
+    ``threads // streams`` threads); one for torch (its ops share one intra-op pool) and OpenVINO."""
+    if backend != "onnxruntime" or device.type != "cpu":
         return 1
     return max(1, min(threads, 4))
 
@@ -126,8 +128,9 @@ class OnnxRuntime:
 
 class OpenVinoRuntime:
     name = "openvino"
+    streams = 1  # see the module's docstring
 
-    def __init__(self, model: bytes | str | Path, threads: int, streams: int = 1) -> None:
+    def __init__(self, model: bytes | str | Path, threads: int) -> None:
         import openvino as ov
 
         self.core = ov.Core()
@@ -141,35 +144,25 @@ class OpenVinoRuntime:
         # f32: on CPUs with bf16 units OpenVINO would otherwise compute in bf16 (scores off by ~3e-3)
         self.config = {
             "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": streams,
+            "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32",
         }
         self._compiled: dict[int, object] = {}
-        self._lock = threading.Lock()
-        self._requests = threading.local()  # an infer request per calling thread and batch size
 
     def compiled(self, batch: int):
         """The model compiled for a static batch size (faster than a dynamic shape on the CPU)."""
-        with self._lock:
-            if batch not in self._compiled:
-                model = self.model.clone()
-                model.reshape({0: [batch, 3, *self.input_hw]})
-                self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
-            return self._compiled[batch]
-
-    def _request(self, batch: int):
-        requests = self._requests.__dict__.setdefault("by_batch", {})
-        if batch not in requests:
-            requests[batch] = self.compiled(batch).create_infer_request()
-        return requests[batch]
+        if batch not in self._compiled:
+            model = self.model.clone()
+            model.reshape({0: [batch, 3, *self.input_hw]})
+            self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
+        return self._compiled[batch]
 
     def run(self, images: torch.Tensor) -> GraphOutputs:
         return run_exported(self._infer, fit_to_graph(images, self.input_hw), self.fixed_batch)
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
-        request = self._request(len(x))
-        request.infer({0: x})
-        return [request.get_output_tensor(i).data.copy() for i in range(len(request.model_outputs))]
+        result = self.compiled(len(x))(x)
+        return [result[i] for i in range(len(result))]
 
 
 def fit_to_graph(images: torch.Tensor, graph_hw: tuple[int, int]) -> np.ndarray:
@@ -201,5 +194,5 @@ def open_runtime(
     if name == "onnxruntime":
         return OnnxRuntime(onnx_model, threads, streams)
     if name == "openvino":
-        return OpenVinoRuntime(onnx_model, threads, streams)
+        return OpenVinoRuntime(onnx_model, threads)
     raise RuntimeUnavailable(f"{name!r} does not run exported graphs")
