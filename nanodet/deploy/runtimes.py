@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 # The CPU default is the first one installed. ONNX Runtime first: with its streams it ran
-# `nanodet detect` 6-13 % faster than OpenVINO end to end here (AVX2, 2 cores, bench/detect.py),
-# and it is what the image installs. OpenVINO's forward alone was the faster one on an AVX-512
+# `nanodet detect` 14 % faster than OpenVINO's one stream end to end here (AVX2, 2 cores,
+# bench/detect.py; 3-4 % faster than OpenVINO with streams, before those were dropped), and it
+# is what the image installs. OpenVINO's forward alone was the faster one on an AVX-512
 # machine (Plus-m 416, batch 16, 2 threads: 86.0 against 64.7 images/s), one stream each.
 CPU_PREFERENCE = ("onnxruntime", "openvino", "torch")
 _MODULES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
