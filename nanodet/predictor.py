@@ -57,12 +57,11 @@ class Predictor:
         self.device = torch.device(device)
         self.score_thr, self.iou_thr, self.max_det = score_thr, iou_thr, max_det
         threads = threads or torch.get_num_threads()
-        self.streams = 1
         if is_exported(weights):
             self.cfg = None
             self.spec = read_spec(weights)
             self.backend = _exported_backend(backend, weights, self.device)
-            self.runtime = open_runtime(self.backend, weights, threads, self._streams(streams, threads))
+            self.runtime = open_runtime(self.backend, weights, threads, self._stream_count(streams, threads))
         else:
             self.cfg = config if isinstance(config, NanoDetConfig) else load_config(config)
             self.spec = ModelSpec.from_config(self.cfg)
@@ -71,7 +70,7 @@ class Predictor:
             if self.backend != "torch":
                 try:
                     graph, model = self._exported_graph(weights, optimize)
-                    self.runtime = open_runtime(self.backend, graph, threads, self._streams(streams, threads))
+                    self.runtime = open_runtime(self.backend, graph, threads, self._stream_count(streams, threads))
                 except Exception as err:  # noqa: BLE001 - export or session: any failure of the ONNX path
                     if backend != "auto":
                         raise  # a backend the user named fails as such
@@ -82,7 +81,7 @@ class Predictor:
                         type(err).__name__,
                         reason,
                     )
-                    self.backend, self.streams = "torch", 1
+                    self.backend = "torch"
             if self.backend == "torch":
                 model = model or inference_model(self.cfg, weights, optimize)
                 if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
@@ -90,15 +89,19 @@ class Predictor:
                 self.runtime = TorchRuntime(model, self.device, channels_last)
         log.info("predictor: %s, backend %s, %d stream(s)", self.spec.arch, self.backend, self.streams)
 
-    def _streams(self, requested: int | None, threads: int) -> int:
-        """Sets and returns :attr:`streams`: the requested count where the backend runs streams
-        (ONNX Runtime), else its default."""
-        self.streams = default_streams(self.backend, self.device, threads)
+    @property
+    def streams(self) -> int:
+        """Batches that may run at once, from as many threads (the runtime's)."""
+        return self.runtime.streams
+
+    def _stream_count(self, requested: int | None, threads: int) -> int:
+        """The requested count where the backend runs streams (ONNX Runtime), else its default."""
+        default = default_streams(self.backend, self.device, threads)
         if requested and self.backend == "onnxruntime":
-            self.streams = requested
-        elif requested and requested != self.streams:
+            return requested
+        if requested and requested != default:
             log.warning("backend %s runs one batch at a time: streams=%d ignored", self.backend, requested)
-        return self.streams
+        return default
 
     def _exported_graph(self, weights: str | Path | None, optimize: bool) -> tuple[bytes | Path, NanoDet | None]:
         """The ONNX graph of the model: an earlier export of the same weights, config and code

@@ -69,6 +69,7 @@ def choose_backend(requested: str, device: torch.device) -> str:
 
 class TorchRuntime:
     name = "torch"
+    streams = 1  # its ops share one intra-op thread pool
 
     def __init__(self, model: NanoDet, device: torch.device, channels_last: bool) -> None:
         self.device = device
@@ -105,6 +106,7 @@ class OnnxRuntime:
     def __init__(self, model: bytes | str | Path, threads: int, streams: int = 1) -> None:
         import onnxruntime as ort
 
+        self.streams = streams
         options = ort.SessionOptions()
         # a session runs concurrent calls, each on its calling thread plus the intra-op pool
         options.intra_op_num_threads = max(1, threads // streams)
@@ -129,7 +131,7 @@ class OnnxRuntime:
 
 class OpenVinoRuntime:
     name = "openvino"
-    streams = 1  # see the module's docstring
+    streams = 1  # one batch at a time: see the module's docstring
 
     def __init__(self, model: bytes | str | Path, threads: int) -> None:
         import openvino as ov
