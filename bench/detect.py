@@ -155,11 +155,13 @@ def breakdown(
     with ThreadPoolExecutor(threads) as pool:  # `threads` batches at once, one thread each, as detect runs them
         per_image(f"forward_ms_{threads}_streams", lambda bs: list(pool.map(streamed.run, bs)), [batches])
     sizes = [(im.shape[1], im.shape[0]) for im in images]
-    dets = [d for c, r in zip(chunks, raw) for d in p.detections(r, [inputs[i][1] for i in c], [sizes[i] for i in c])]
-    t = time.perf_counter()
-    for c, r in zip(chunks, raw):
-        p.detections(r, [inputs[i][1] for i in c], [sizes[i] for i in c])
-    out["nms_map_back_ms"] = round((time.perf_counter() - t) / len(paths) * 1e3, 2)
+
+    def nms(chunk_and_outputs: tuple[range, object]) -> list:
+        chunk, outputs = chunk_and_outputs
+        return p.detections(outputs, [inputs[i][1] for i in chunk], [sizes[i] for i in chunk])
+
+    per_batch = per_image("nms_map_back_ms", nms, list(zip(chunks, raw)))
+    dets = [d for batch_dets in per_batch for d in batch_dets]
     per_image(
         "json_line_ms",
         lambda i: json.dumps(detection_record(str(paths[i]), *sizes[i], dets[i].above(0.05), p.class_names)),

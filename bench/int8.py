@@ -41,6 +41,7 @@ from nanodet.checkpoint import save_pth  # noqa: E402
 from nanodet.config import load_config  # noqa: E402
 from nanodet.data.image_io import list_images, read_image  # noqa: E402
 from nanodet.deploy.export import export_onnx  # noqa: E402
+from nanodet.evaluation.confusion import pairwise_iou  # noqa: E402
 from nanodet.postprocess import Detections  # noqa: E402
 from nanodet.predictor import Predictor  # noqa: E402
 
@@ -93,18 +94,9 @@ def agreement(reference: list[Detections], other: list[Detections], conf: float 
     found = total = 0
     for a, b in zip(reference, other):
         a, b = a.above(conf), b.above(conf)
-        for box, label in zip(a.boxes, a.labels):
-            total += 1
-            same = b.boxes[b.labels == label]
-            if len(same):
-                x1 = np.maximum(same[:, 0], box[0])
-                y1 = np.maximum(same[:, 1], box[1])
-                x2 = np.minimum(same[:, 2], box[2])
-                y2 = np.minimum(same[:, 3], box[3])
-                inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-                area = (box[2] - box[0]) * (box[3] - box[1])
-                iou = inter / (area + (same[:, 2] - same[:, 0]) * (same[:, 3] - same[:, 1]) - inter)
-                found += bool((iou > 0.5).any())
+        same_class = a.labels[:, None] == b.labels[None, :]
+        found += int(((pairwise_iou(a.boxes, b.boxes) > 0.5) & same_class).any(axis=1).sum())
+        total += len(a)
     return round(found / max(total, 1), 4)
 
 
