@@ -38,8 +38,17 @@ def decode(
     preds: torch.Tensor, priors: torch.Tensor, num_classes: int, reg_max: int, input_hw: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[N, P, C + 4(R+1)]`` head output → (scores ``[N, P, C]``, boxes ``[N, P, 4]`` in input pixels)."""
-    cls_logits, reg = preds.float().split((num_classes, 4 * (reg_max + 1)), dim=-1)
+    cls_logits, reg = split_head_output(preds, num_classes, reg_max)
     return cls_logits.sigmoid(), distributions_to_boxes(reg, priors, reg_max, max_shape=input_hw)
+
+
+def split_head_output(preds: torch.Tensor, num_classes: int, reg_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, P, C + 4(R+1)]`` → (class logits ``[N, P, C]``, bin logits ``[N, P, 4(R+1)]``), float32.
+    (No cast when already float32: exported, a cast is a copy of the whole output.)"""
+    if preds.dtype != torch.float32:
+        preds = preds.float()
+    cls_logits, reg = preds.split((num_classes, 4 * (reg_max + 1)), dim=-1)
+    return cls_logits, reg
 
 
 def postprocess(

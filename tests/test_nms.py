@@ -18,6 +18,7 @@ def kernel(request, monkeypatch):
     """Every test runs with both kernels: "torch" takes OpenCV's away."""
     if request.param == "torch":
         monkeypatch.setattr(nms_module, "_nms_opencv", lambda *args: None)
+        monkeypatch.setattr(nms_module, "_batched_nms_opencv", lambda *args: None)
     return request.param
 
 
@@ -95,11 +96,14 @@ def test_nms_matches_greedy_reference(n: int, clusters: int, integer: bool, leve
 
 
 @pytest.mark.parametrize("n,clusters,integer,levels", CASES)
-def test_batched_nms_matches_per_label_reference(n: int, clusters: int, integer: bool, levels: int) -> None:
+@pytest.mark.parametrize("num_labels", [4, 60])  # 60: many labels with a single box
+def test_batched_nms_matches_per_label_reference(
+    n: int, clusters: int, integer: bool, levels: int, num_labels: int
+) -> None:
     gen = torch.Generator().manual_seed(n * 3 + 1)
     boxes = random_boxes(gen, n, clusters, integer)
     scores = torch.randint(0, levels, (n,), generator=gen).double() / levels
-    labels = torch.randint(0, 4, (n,), generator=gen)
+    labels = torch.randint(0, num_labels, (n,), generator=gen)
     keep = batched_nms(boxes, scores, labels, 0.5)
     assert keep.tolist() == reference_nms(boxes.tolist(), scores.tolist(), 0.5, labels.tolist())
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from ..model.box_ops import distributions_to_boxes
 from ..model.detector import NanoDet
 from ..model.head import level_sizes
-from ..postprocess import decode
+from ..postprocess import split_head_output
 
 OUTPUT_NAMES = ("boxes", "scores", "cls_logits")
 
@@ -44,9 +45,9 @@ class InferenceGraph(nn.Module):
         self.register_buffer("priors", model.head.priors(self.input_hw, device), persistent=False)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        preds = self.model(images)
-        scores, boxes = decode(preds, self.priors, self.num_classes, self.reg_max, self.input_hw)
-        return boxes, scores, preds[..., : self.num_classes].float()
+        cls_logits, reg = split_head_output(self.model(images), self.num_classes, self.reg_max)
+        boxes = distributions_to_boxes(reg, self.priors, self.reg_max, max_shape=self.input_hw)
+        return boxes, cls_logits.sigmoid(), cls_logits
 
 
 def class_level_maps(

@@ -137,8 +137,10 @@ def _intersection_area(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 def expected_distances(reg: Tensor, reg_max: int) -> Tensor:
     """GFL integral: ``[..., 4 * (reg_max + 1)]`` bin logits → ``[..., 4]`` expected distances
     (softmax over the bins 0..reg_max, then their mean), in units of the stride."""
-    bins = torch.arange(reg_max + 1, device=reg.device, dtype=reg.dtype)
-    return torch.softmax(reg.reshape(*reg.shape[:-1], 4, reg_max + 1), dim=-1) @ bins
+    # the bins as an [R + 1, 1] matrix, not a vector: the same numbers, and exported to ONNX a
+    # matrix product ONNX Runtime runs ~6x faster (its vector case took 5 % of the forward)
+    bins = torch.arange(reg_max + 1, device=reg.device, dtype=reg.dtype)[:, None]
+    return (torch.softmax(reg.reshape(*reg.shape[:-1], 4, reg_max + 1), dim=-1) @ bins).squeeze(-1)
 
 
 def expected_distances_bins_leading(reg: Tensor, reg_max: int) -> Tensor:

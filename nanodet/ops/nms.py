@@ -102,6 +102,38 @@ def _nms_opencv(boxes: Tensor, order: Tensor, iou_threshold: float) -> Tensor | 
     return order[torch.from_numpy(np.asarray(kept, dtype=np.int64).reshape(-1))]
 
 
+def _batched_nms_opencv(shifted: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor | None:
+    """Class-aware NMS in OpenCV's kernel, one call per label: a box meets only the boxes of
+    its own label instead of every box kept so far (on a dense detector's candidates, tens of
+    labels, several times fewer IoUs). The same indices as one pass over all the shifted boxes:
+    boxes of different labels never overlap. None where OpenCV does not apply (as
+    :func:`_nms_opencv`)."""
+    if shifted.is_cuda or len(shifted) >= 2**24:
+        return None
+    b = shifted.detach().double().numpy()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    if not ((w >= 0).all() and (h >= 0).all()):
+        return None
+    xywh = np.stack([b[:, 0], b[:, 1], w, h], axis=1)
+    order = torch.sort(scores, descending=True, stable=True).indices.numpy()
+    by_label = np.argsort(labels.numpy()[order], kind="stable")
+    grouped = order[by_label]  # label by label, each label's boxes in score order
+    sorted_labels = labels.numpy()[grouped]
+    ranks = np.arange(len(b), 0, -1, dtype=np.float32)  # distinct and descending: visit in the given order
+    bounds = [0, *(np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1).tolist(), len(grouped)]
+    kept = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        group = grouped[start:end]
+        if end - start > 1:  # a label's only box is kept
+            picked = cv2.dnn.NMSBoxes(xywh[group], ranks[: len(group)], 0.0, float(iou_threshold))
+            group = group[np.asarray(picked, dtype=np.int64).reshape(-1)]
+        kept.append(group)
+    kept = np.concatenate(kept)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return torch.from_numpy(kept[np.argsort(rank[kept])])  # back to the score order over all labels
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression.
 
@@ -147,6 +179,10 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     offsets = labels.to(boxes) * (boxes.max() + 1)
     shifted = boxes + offsets[:, None]
+    if _torchvision_nms is None:
+        kept = _batched_nms_opencv(shifted, scores, labels, iou_threshold)
+        if kept is not None:
+            return kept.to(boxes.device)
     kernel = _torchvision_nms if _torchvision_nms is not None else nms
     if len(boxes) <= _BLOCK:
         return kernel(shifted, scores, iou_threshold)
@@ -175,8 +211,11 @@ def multiclass_nms(
     Returns:
         detections [K, 5] as (x1, y1, x2, y2, score) and their int64 labels [K].
     """
-    candidate = scores > score_thr
-    box_index, labels = candidate.nonzero(as_tuple=True)
+    # rows (boxes) with any candidate first, then the pairs among them: the same pairs in the
+    # same order, but a whole [N, C] nonzero costs more than the rest of the NMS on CPU
+    rows = (scores.amax(dim=1) > score_thr).nonzero()[:, 0] if len(scores) else scores.new_zeros(0, dtype=torch.long)
+    row_index, labels = (scores[rows] > score_thr).nonzero(as_tuple=True)
+    box_index = rows[row_index]
     cand_boxes = boxes[box_index]
     cand_scores = scores[box_index, labels]
     if 0 < pre_nms_top_k < len(cand_scores):
