@@ -188,6 +188,14 @@ def test_unusable_exports_and_backends_are_refused_clearly(exported, weights, tm
     assert proc.returncode == 2 and "--config is needed with PyTorch weights" in proc.stderr
 
 
+def test_int8_export_is_refused_with_its_reason(weights, tmp_path):
+    out = tmp_path / "int8.onnx"
+    proc = nanodet_cli("export", "--config", str(CONFIG), "--weights", str(weights), "--output", str(out), "--int8")
+    assert proc.returncode == 2, proc.stderr
+    assert "error: int8 export is not offered" in proc.stderr and "bench/int8.py" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
 def test_auto_backend_is_torch_on_cuda_and_the_fastest_installed_on_cpu():
     assert choose_backend("auto", torch.device("cuda", 0)) == "torch"
     assert choose_backend("auto", torch.device("cpu")) == "onnxruntime"  # both installed here: the faster
