@@ -166,11 +166,11 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     Every label gets its own region of the plane: boxes (with non-negative
     coordinates) are shifted by ``label * (max coordinate + 1)`` so that boxes of
     different labels never overlap, and one NMS over all of them is class-aware (the
-    offset trick of the official NanoDet and of torchvision). Above one block of
-    boxes, the NMS runs label by label on the same shifted boxes instead, which
-    gives the same indices without comparing boxes of different labels. The
-    compiled torchvision NMS is used when torchvision is installed; both kernels
-    give the same indices.
+    offset trick of the official NanoDet and of torchvision). On CPU tensors
+    (OpenCV's kernel), and above one block of boxes elsewhere, the NMS runs label
+    by label on the same shifted boxes instead, which gives the same indices
+    without comparing boxes of different labels. The compiled torchvision NMS is
+    used when torchvision is installed; the kernels give the same indices.
 
     Returns:
         int64 indices of the kept boxes, by descending score (ties in original order).
