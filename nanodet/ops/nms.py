@@ -86,47 +86,51 @@ def _nms_sorted(boxes: Tensor, iou_threshold: float) -> Tensor:
     return torch.from_numpy(positions).to(boxes.device)
 
 
-def _nms_opencv(boxes: Tensor, order: Tensor, iou_threshold: float) -> Tensor | None:
-    """OpenCV's C++ greedy NMS over boxes visited in ``order``; None where it does not apply
-    (CUDA tensors, boxes with x2 < x1 or y2 < y1, more boxes than float32 ranks count)."""
+def _opencv_boxes(boxes: Tensor) -> np.ndarray | None:
+    """Boxes as OpenCV's NMS takes them, ``[N, 4]`` float64 (x, y, w, h); None where OpenCV does
+    not apply (CUDA tensors, boxes with x2 < x1 or y2 < y1, more boxes than float32 ranks count)."""
     if boxes.is_cuda or len(boxes) >= 2**24:
         return None
-    b = boxes[order].detach().double().numpy()
+    b = boxes.detach().double().numpy()
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     if not ((w >= 0).all() and (h >= 0).all()):
         return None
+    return np.stack([b[:, 0], b[:, 1], w, h], axis=1)
+
+
+def _opencv_greedy(xywh: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Positions kept by OpenCV's C++ greedy NMS, visiting the boxes in the order given."""
     # OpenCV sorts by score (stably): distinct descending ranks make it visit in our order,
     # whatever the scores' ties or precision.
-    ranks = np.arange(len(b), 0, -1, dtype=np.float32)
-    kept = cv2.dnn.NMSBoxes(np.stack([b[:, 0], b[:, 1], w, h], axis=1), ranks, 0.0, float(iou_threshold))
-    return order[torch.from_numpy(np.asarray(kept, dtype=np.int64).reshape(-1))]
+    ranks = np.arange(len(xywh), 0, -1, dtype=np.float32)
+    kept = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))
+    return np.asarray(kept, dtype=np.int64).reshape(-1)
+
+
+def _nms_opencv(boxes: Tensor, order: Tensor, iou_threshold: float) -> Tensor | None:
+    """OpenCV's greedy NMS over boxes visited in ``order``; None where it does not apply."""
+    xywh = _opencv_boxes(boxes[order])
+    return None if xywh is None else order[torch.from_numpy(_opencv_greedy(xywh, iou_threshold))]
 
 
 def _batched_nms_opencv(shifted: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor | None:
     """Class-aware NMS in OpenCV's kernel, one call per label: a box meets only the boxes of
     its own label instead of every box kept so far (on a dense detector's candidates, tens of
     labels, several times fewer IoUs). The same indices as one pass over all the shifted boxes:
-    boxes of different labels never overlap. None where OpenCV does not apply (as
-    :func:`_nms_opencv`)."""
-    if shifted.is_cuda or len(shifted) >= 2**24:
+    boxes of different labels never overlap. None where OpenCV does not apply."""
+    xywh = _opencv_boxes(shifted)
+    if xywh is None:
         return None
-    b = shifted.detach().double().numpy()
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    if not ((w >= 0).all() and (h >= 0).all()):
-        return None
-    xywh = np.stack([b[:, 0], b[:, 1], w, h], axis=1)
     order = torch.sort(scores, descending=True, stable=True).indices.numpy()
-    by_label = np.argsort(labels.numpy()[order], kind="stable")
-    grouped = order[by_label]  # label by label, each label's boxes in score order
-    sorted_labels = labels.numpy()[grouped]
-    ranks = np.arange(len(b), 0, -1, dtype=np.float32)  # distinct and descending: visit in the given order
+    label_of = labels.numpy()
+    grouped = order[np.argsort(label_of[order], kind="stable")]  # label by label, each in score order
+    sorted_labels = label_of[grouped]
     bounds = [0, *(np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1).tolist(), len(grouped)]
     kept = []
     for start, end in zip(bounds[:-1], bounds[1:]):
         group = grouped[start:end]
         if end - start > 1:  # a label's only box is kept
-            picked = cv2.dnn.NMSBoxes(xywh[group], ranks[: len(group)], 0.0, float(iou_threshold))
-            group = group[np.asarray(picked, dtype=np.int64).reshape(-1)]
+            group = group[_opencv_greedy(xywh[group], iou_threshold)]
         kept.append(group)
     kept = np.concatenate(kept)
     rank = np.empty(len(order), dtype=np.int64)
@@ -213,7 +217,7 @@ def multiclass_nms(
     """
     # rows (boxes) with any candidate first, then the pairs among them: the same pairs in the
     # same order, but a whole [N, C] nonzero costs more than the rest of the NMS on CPU
-    rows = (scores.amax(dim=1) > score_thr).nonzero()[:, 0] if len(scores) else scores.new_zeros(0, dtype=torch.long)
+    rows = (scores.amax(dim=1) > score_thr).nonzero()[:, 0]
     row_index, labels = (scores[rows] > score_thr).nonzero(as_tuple=True)
     box_index = rows[row_index]
     cand_boxes = boxes[box_index]
