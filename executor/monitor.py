@@ -102,14 +102,17 @@ class Monitor:
             return
         stop = threading.Event()
 
+        def beat() -> None:
+            try:
+                self.beat(max_age)
+            except OSError:
+                pass  # a full disk must not kill the heartbeat: the next beat tries again
+
         def loop() -> None:
-            while True:
-                try:
-                    self.beat(max_age)  # the first one at once: the record exists from the task's first second
-                except OSError:
-                    pass  # a full disk must not kill the heartbeat: the next beat tries again
-                if stop.wait(max_age / 4):
-                    return
+            while not stop.wait(max_age / 4):
+                beat()
+
+        beat()  # the first one here, before the block: the record exists from the task's first second
 
         thread = threading.Thread(target=loop, name="monitor-heartbeat", daemon=True)
         thread.start()
