@@ -122,7 +122,7 @@ def breakdown(
     import torch
 
     from nanodet.data.image_io import read_image
-    from nanodet.data.transforms import stack_batch
+    from nanodet.data.preprocess import pad_batch
     from nanodet.detect import detection_record
     from nanodet.predictor import Predictor
 
@@ -147,7 +147,7 @@ def breakdown(
     images = per_image("decode_ms", read_image, paths)
     inputs = per_image("warp_normalize_ms", p.preprocess, images)
     chunks = [range(i, min(i + batch, len(paths))) for i in range(0, len(paths), batch)]
-    batches = [stack_batch([torch.from_numpy(inputs[i][0]) for i in c]) for c in chunks]
+    batches = [pad_batch([inputs[i][0] for i in c]) for c in chunks]
     p.run(batches[0])  # warm-up (OpenVINO compiles per batch size)
     raw = per_image("forward_ms_one_stream", p.run, batches)
     streamed = Predictor(config, weights, threads=threads, streams=threads)

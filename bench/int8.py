@@ -41,8 +41,8 @@ from nanodet.checkpoint import save_pth  # noqa: E402
 from nanodet.config import load_config  # noqa: E402
 from nanodet.data.image_io import list_images, read_image  # noqa: E402
 from nanodet.deploy.export import export_onnx  # noqa: E402
+from nanodet.detections import Detections  # noqa: E402
 from nanodet.evaluation.confusion import pairwise_iou  # noqa: E402
-from nanodet.postprocess import Detections  # noqa: E402
 from nanodet.predictor import Predictor  # noqa: E402
 
 

@@ -29,9 +29,9 @@ from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config
 from nanodet.data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
 from nanodet.deploy.runtimes import RuntimeUnavailable
+from nanodet.detections import Detections
 from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from nanodet.mining import uncertainty_scores
-from nanodet.postprocess import Detections
 from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write, atomic_write_text
 from nanodet.utils.pipeline import overlapped

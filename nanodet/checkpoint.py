@@ -24,6 +24,7 @@ from torch import nn
 
 from .checkpoint_globals import allowed_globals
 from .class_transfer import COCO_CLASS_NAMES, ClassTransfer, transfer_class_rows
+from .errors import CheckpointError
 from .utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ AUX_PREFIXES = ("aux_fpn.", "aux_head.")
 HEAD_PREFIXES = ("head.", *AUX_PREFIXES)
 # Fine-tuning needs this share of the backbone and neck tensors to fit, else the file is refused.
 MIN_BODY_FIT = 0.9
-
-
-class CheckpointError(ValueError):
-    """A weights file that cannot be used; the message names the file."""
 
 
 @dataclass

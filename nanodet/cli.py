@@ -8,11 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
-from .deploy.export import ExportError
 from .deploy.runtimes import RuntimeUnavailable
-from .engine.trainer import NonFiniteLossError
+from .errors import CheckpointError, ExportError, NonFiniteLossError
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -127,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     det.add_argument("--conf", type=float, default=0.35, help="score threshold for reported boxes")
     det.add_argument("--batch-size", type=int, default=16)
-    det.add_argument("--workers", type=int, default=None, help="image decoding processes (default: min(4, cpus))")
+    det.add_argument("--workers", type=int, default=None, help="image decoding threads (default: min(4, cpus))")
     det.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     det.add_argument("--save-dir", default=None, help="write annotated images/videos here")
     det.add_argument(

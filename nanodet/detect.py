@@ -1,8 +1,9 @@
 """``python -m nanodet detect``: images, folders, videos or a camera → one JSON line per image/frame.
 
-Still images are decoded in DataLoader workers and predicted in batches; video frames are
+Still images are decoded in worker threads and predicted in batches; video frames are
 read in order and batched the same way. With ``--save-dir`` the annotated images/videos
-are written there.
+are written there. With an exported graph, or PyTorch weights whose export is cached, on the
+CPU the command never imports PyTorch (:mod:`.predictor`).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import torch
 from tqdm import tqdm
 
 from .config import ConfigError
 from .data.image_io import VIDEO_EXTENSIONS, list_images
 from .data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
-from .deploy.export import is_exported
-from .postprocess import Detections
+from .deploy.exported import is_exported
+from .detections import Detections
 from .predictor import Predictor
 from .utils.cpus import allowed_cpus
+from .utils.devices import default_device
 from .utils.pipeline import overlapped
 from .visualize import draw_detections
 
@@ -164,14 +165,19 @@ class Detector:
 
 
 def run_detect(args) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     if args.config is None and not is_exported(args.weights):
         raise ConfigError("--config is needed with PyTorch weights (only an exported .onnx/.xml carries its own)")
-    if args.threads is None and device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(allowed_cpus()[0])  # torch's default counts the host's cores, not the container's
+    threads = args.threads
+    if threads is None and not os.environ.get("OMP_NUM_THREADS"):
+        threads = allowed_cpus()[0]  # torch's default counts the host's cores, not the container's
     predictor = Predictor(
-        args.config, args.weights, device=device, backend=args.backend, threads=args.threads, streams=args.streams
+        args.config, args.weights, device=device, backend=args.backend, threads=threads, streams=args.streams
     )
+    if predictor.backend == "torch" and device == "cpu" and threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     images, streams = classify_inputs(args.inputs)
     workers = args.workers if args.workers is not None else min(4, allowed_cpus()[0])  # the container's, not the host's
     save_dir = Path(args.save_dir) if args.save_dir else None

@@ -3,35 +3,19 @@
 Decode (GFL): each prior's four side distributions → expected distances × stride → a box
 around the prior; score = sigmoid of the class logit. Then class-aware NMS (IoU 0.6, at
 most 100 boxes, internal score threshold 0.05, as official) and the inverse warp back to
-original-image pixels, clipped to the image.
+original-image pixels, clipped to the image (:mod:`.detections`, in NumPy, for everything on
+the CPU).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from .data.transforms import warp_boxes
+from .detections import Detections, in_original_pixels
+from .detections import detections_per_image as cpu_detections
 from .model.box_ops import distributions_to_boxes
 from .ops.nms import multiclass_nms
-
-
-@dataclass
-class Detections:
-    """Detections of one image, in original-image pixels."""
-
-    boxes: np.ndarray  # [K, 4] float32 x1, y1, x2, y2
-    scores: np.ndarray  # [K] float32, descending
-    labels: np.ndarray  # [K] int64 class index
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def above(self, threshold: float) -> Detections:
-        keep = self.scores >= threshold
-        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep])
 
 
 def decode(
@@ -69,8 +53,8 @@ def postprocess(
 
 
 def detections_per_image(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
+    boxes: torch.Tensor | np.ndarray,
+    scores: torch.Tensor | np.ndarray,
     warp_matrices: list[np.ndarray],
     image_sizes: list[tuple[int, int]],
     score_thr: float = 0.05,
@@ -78,17 +62,14 @@ def detections_per_image(
     max_num: int = 100,
 ) -> list[Detections]:
     """Decoded boxes ``[N, P, 4]`` (input pixels) and scores ``[N, P, C]`` → NMS per image, boxes
-    mapped back to original pixels through the inverse of each image's warp matrix."""
+    mapped back to original pixels through the inverse of each image's warp matrix. Arrays and
+    CPU tensors go through the NumPy path (:func:`.detections.detections_per_image`); device
+    tensors are suppressed on their device."""
+    if not isinstance(boxes, torch.Tensor) or boxes.device.type == "cpu":
+        boxes, scores = (t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in (boxes, scores))
+        return cpu_detections(boxes, scores, warp_matrices, image_sizes, score_thr, iou_thr, max_num)
     results = []
-    for i, (matrix, (width, height)) in enumerate(zip(warp_matrices, image_sizes)):
+    for i, (matrix, size) in enumerate(zip(warp_matrices, image_sizes)):
         dets, labels = multiclass_nms(boxes[i], scores[i], score_thr, iou_thr, max_num)
-        dets = dets.cpu().numpy()
-        mapped = warp_boxes(dets[:, :4], np.linalg.inv(matrix), width, height) if len(dets) else dets[:, :4]
-        results.append(
-            Detections(
-                boxes=np.asarray(mapped, dtype=np.float32).reshape(-1, 4),
-                scores=dets[:, 4].astype(np.float32),
-                labels=labels.cpu().numpy().astype(np.int64),
-            )
-        )
+        results.append(in_original_pixels(dets.cpu().numpy(), labels.cpu().numpy(), matrix, size))
     return results

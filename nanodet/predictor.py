@@ -11,25 +11,41 @@ cell (the box decode is part of the graph); NMS and the inverse warp to original
   weights, or the exported file itself);
 - ``auto`` (default): torch on CUDA; on the CPU the fastest backend installed, and torch (with a
   warning) when exporting to it or opening its session fails.
+
+PyTorch is imported only when it is needed: for the torch backend, or to export PyTorch
+weights that have no export yet. With an exported graph, or weights whose export is cached
+(:mod:`.deploy.export_cache`), an ONNX runtime predicts on NumPy arrays and the process never
+imports it (2 s of a command's start on the CPUs measured).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .config import NanoDetConfig, load_config
-from .data.transforms import preprocess, stack_batch
-from .deploy.export import inference_model, is_exported, onnx_bytes, read_spec
+from .data.preprocess import pad_batch, preprocess
 from .deploy.export_cache import KEY, export_key, file_digest, find_export, store_export
-from .deploy.graph import GraphOutputs, class_level_maps
-from .deploy.runtimes import RuntimeUnavailable, TorchRuntime, choose_backend, default_streams, open_runtime
+from .deploy.exported import is_exported, read_spec
+from .deploy.runtimes import (
+    GraphOutputs,
+    RuntimeUnavailable,
+    choose_backend,
+    default_streams,
+    open_runtime,
+)
 from .deploy.spec import ModelSpec
-from .model.detector import NanoDet
-from .postprocess import Detections, detections_per_image
+from .detections import Detections, detections_per_image
+from .utils.cpus import inference_threads
+
+if TYPE_CHECKING:
+    import torch
+
+    from .deploy.torch_runtime import TorchRuntime
+    from .model.detector import NanoDet
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +67,21 @@ class Predictor:
         max_det: int = 100,
     ) -> None:
         """``config`` may be None when ``weights`` is an exported file (its metadata has the spec).
-        ``threads``: threads of an ONNX runtime (default: torch's thread count), shared by its
+        ``threads``: threads of an ONNX runtime (default :func:`~.utils.cpus.inference_threads`), shared by its
         ``streams`` (default :func:`~.deploy.runtimes.default_streams`): how many batches may run
         at once, called from as many threads (:func:`~.utils.pipeline.overlapped`)."""
-        self.device = torch.device(device)
+        self.device_name = str(device)
         self.score_thr, self.iou_thr, self.max_det = score_thr, iou_thr, max_det
-        threads = threads or torch.get_num_threads()
+        threads = threads or inference_threads()
         if is_exported(weights):
             self.cfg = None
             self.spec = read_spec(weights)
-            self.backend = _exported_backend(backend, weights, self.device)
+            self.backend = _exported_backend(backend, weights, self.device_name)
             self.runtime = open_runtime(self.backend, weights, threads, self._stream_count(streams, threads))
         else:
             self.cfg = config if isinstance(config, NanoDetConfig) else load_config(config)
             self.spec = ModelSpec.from_config(self.cfg)
-            self.backend = choose_backend(backend, self.device)
+            self.backend = choose_backend(backend, self.device_name)
             model = None
             if self.backend != "torch":
                 try:
@@ -83,11 +99,21 @@ class Predictor:
                     )
                     self.backend = "torch"
             if self.backend == "torch":
+                from .deploy.export import inference_model
+                from .deploy.torch_runtime import TorchRuntime
+
                 model = model or inference_model(self.cfg, weights, optimize)
                 if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
                     channels_last = optimize and self.device.type == "cpu"
                 self.runtime = TorchRuntime(model, self.device, channels_last)
         log.info("predictor: %s, backend %s, %d stream(s)", self.spec.arch, self.backend, self.streams)
+
+    @property
+    def device(self) -> torch.device:
+        """The device as a ``torch.device`` (imports PyTorch)."""
+        import torch
+
+        return torch.device(self.device_name)
 
     @property
     def streams(self) -> int:
@@ -96,7 +122,7 @@ class Predictor:
 
     def _stream_count(self, requested: int | None, threads: int) -> int:
         """The requested count where the backend runs streams (ONNX Runtime), else its default."""
-        default = default_streams(self.backend, self.device, threads)
+        default = default_streams(self.backend, self.device_name, threads)
         if requested and self.backend == "onnxruntime":
             return requested
         if requested and requested != default:
@@ -108,6 +134,8 @@ class Predictor:
         when one exists (the stage's own graph, or the export cache), else a new export (kept in
         the cache when it is writable). Returns (graph, the torch model if one was built)."""
         if weights is None or not optimize:
+            from .deploy.export import inference_model, onnx_bytes  # PyTorch: only when exporting
+
             model = inference_model(self.cfg, weights, optimize)
             return onnx_bytes(model, self.spec), model
         key = export_key(file_digest(weights), self.cfg, dynamic_batch=True)
@@ -115,6 +143,8 @@ class Predictor:
         if found is not None:
             log.info("using the ONNX export %s (made from these weights, this config and code)", found)
             return found, None
+        from .deploy.export import inference_model, onnx_bytes  # PyTorch: only when exporting
+
         model = inference_model(self.cfg, weights, optimize)
         data = onnx_bytes(model, self.spec, extra_metadata={KEY: key})
         store_export(data, key)
@@ -157,14 +187,16 @@ class Predictor:
     def priors(self, input_hw: tuple[int, int]) -> torch.Tensor:
         return self._torch_runtime().graph(input_hw).priors
 
-    @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         """The raw head output ``[N, P, C + 4(R+1)]`` of a batch (torch backend)."""
+        import torch
+
         runtime = self._torch_runtime()
-        return runtime.model(runtime.prepare(batch))
+        with torch.inference_mode():
+            return runtime.model(runtime.prepare(batch))
 
     def _torch_runtime(self) -> TorchRuntime:
-        if not isinstance(self.runtime, TorchRuntime):
+        if self.backend != "torch":
             raise AttributeError(f"the raw PyTorch model exists with backend 'torch' only (this is {self.backend!r})")
         return self.runtime
 
@@ -173,25 +205,32 @@ class Predictor:
         """BGR uint8 image → (CHW float32 input, 3×3 warp matrix original → input)."""
         return preprocess(image, self.input_wh, self.keep_ratio, self.mean, self.std)
 
-    def run(self, batch: torch.Tensor) -> GraphOutputs:
-        """A pre-processed, padded batch ``[N, 3, H, W]`` → boxes, scores and class logits of every prior."""
+    def run(self, batch: np.ndarray | torch.Tensor) -> GraphOutputs:
+        """A pre-processed, padded batch ``[N, 3, H, W]`` → boxes, scores and class logits of every
+        prior (NumPy arrays from the ONNX runtimes, tensors on the device from torch)."""
         return self.runtime.run(batch)
 
-    def forward_levels(self, batch: torch.Tensor) -> list[torch.Tensor]:
+    def forward_levels(self, batch: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
         """Per-level class-logit maps ``[N, C, H_l, W_l]`` (for uncertainty mining)."""
         return self.level_maps(self.run(batch), batch)
 
-    def level_maps(self, outputs: GraphOutputs, batch: torch.Tensor) -> list[torch.Tensor]:
-        return class_level_maps(outputs.cls_logits, (batch.shape[2], batch.shape[3]), self.spec.strides)
+    def level_maps(self, outputs: GraphOutputs, batch: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
+        """The class logits of every prior as per-level tensors (imports PyTorch: mining runs on it)."""
+        import torch
+
+        from .deploy.graph import class_level_maps
+
+        logits = torch.as_tensor(outputs.cls_logits)
+        return class_level_maps(logits, (batch.shape[2], batch.shape[3]), self.spec.strides)
 
     def predict_batch(
-        self, batch: torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
+        self, batch: np.ndarray | torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
     ) -> list[Detections]:
         """A pre-processed, padded batch ``[N, 3, H, W]`` → detections per image."""
         return self.detections(self.run(batch), warp_matrices, image_sizes)
 
     def predict_batch_with_levels(
-        self, batch: torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
+        self, batch: np.ndarray | torch.Tensor, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
     ) -> tuple[list[torch.Tensor], list[Detections]]:
         """One forward for both uses: the per-level class maps (uncertainty mining) and the
         detections per image (the same as :meth:`predict_batch` gives)."""
@@ -201,7 +240,14 @@ class Predictor:
     def detections(
         self, outputs: GraphOutputs, warp_matrices: list[np.ndarray], image_sizes: list[tuple[int, int]]
     ) -> list[Detections]:
-        """Graph outputs → NMS per image, boxes in original pixels."""
+        """Graph outputs → NMS per image, boxes in original pixels (on the device for device
+        tensors, else in NumPy)."""
+        if self.backend == "torch":
+            from .postprocess import detections_per_image as tensor_detections
+
+            return tensor_detections(
+                outputs.boxes, outputs.scores, warp_matrices, image_sizes, self.score_thr, self.iou_thr, self.max_det
+            )
         return detections_per_image(
             outputs.boxes,
             outputs.scores,
@@ -217,12 +263,12 @@ class Predictor:
         if not images:
             return []
         inputs, matrices = zip(*(self.preprocess(img) for img in images))
-        batch = stack_batch([torch.from_numpy(x) for x in inputs])
+        batch = pad_batch(inputs)
         sizes = [(img.shape[1], img.shape[0]) for img in images]
         return self.predict_batch(batch, list(matrices), sizes)
 
 
-def _exported_backend(requested: str, weights: str | Path, device: torch.device) -> str:
+def _exported_backend(requested: str, weights: str | Path, device: str) -> str:
     """An exported graph runs in ONNX Runtime or OpenVINO, on the CPU (``auto``: the faster one
     installed); OpenVINO IR (``.xml``) in OpenVINO only."""
     if Path(weights).suffix.lower() == ".xml":
@@ -231,7 +277,7 @@ def _exported_backend(requested: str, weights: str | Path, device: torch.device)
         raise RuntimeUnavailable(f"{weights}: backend 'torch' needs PyTorch weights (.pth/.ckpt), not an export")
     if requested == "onnxruntime" and Path(weights).suffix.lower() == ".xml":
         raise RuntimeUnavailable(f"{weights}: an OpenVINO IR file runs with backend 'openvino' only")
-    backend = choose_backend(requested, torch.device("cpu") if requested == "auto" else device)
+    backend = choose_backend(requested, "cpu" if requested == "auto" else device)
     if backend == "torch":
         raise RuntimeUnavailable(
             f"{weights}: an exported graph runs in onnxruntime or openvino: pip install 'nanodet-ymir[onnxruntime]'"

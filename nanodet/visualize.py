@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .postprocess import Detections
+from .detections import Detections
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -17,9 +17,11 @@ import torch
 from nanodet.checkpoint import save_pth
 from nanodet.data.image_io import read_image
 from nanodet.data.transforms import stack_batch
-from nanodet.deploy.export import ExportError, read_metadata, read_spec, with_metadata
+from nanodet.deploy.export import with_metadata
+from nanodet.deploy.exported import read_metadata, read_spec
 from nanodet.deploy.graph import class_level_maps
 from nanodet.deploy.runtimes import RuntimeUnavailable, choose_backend, default_streams
+from nanodet.errors import ExportError
 from nanodet.mining import aldd_scores, entropy_scores
 from nanodet.predictor import Predictor
 from nanodet.utils.pipeline import overlapped

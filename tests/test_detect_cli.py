@@ -1,6 +1,7 @@
 """``python -m nanodet detect`` end to end: images, a folder, a video, unreadable files."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,30 @@ def _coco_name(i: int) -> str:
     import yaml
 
     return yaml.safe_load(Path(CONFIG).read_text())["class_names"][i]
+
+
+def test_cached_export_detects_without_importing_torch(plus_weights, sample_images, tmp_path):
+    """PyTorch weights: the first run exports the graph (PyTorch needed); every later run takes
+    the cached export and never imports PyTorch (2 s of its start), with the same records. An
+    exported file given as --weights needs no PyTorch either."""
+    tell = (
+        "import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))"
+    )
+    run = [sys.executable, "-c", f"{tell}; from nanodet.cli import main; sys.exit(main(sys.argv[1:]))", "detect"]
+    common = ["--conf", "0.05", "--no-progress", "--device", "cpu", *map(str, sample_images)]
+    env = {**os.environ, "NANODET_CACHE_DIR": str(tmp_path / "cache")}
+
+    def detect(*model: str) -> tuple[list[dict], str]:
+        proc = subprocess.run([*run, *model, *common], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
+
+    first, log = detect("--config", CONFIG, "--weights", str(plus_weights))
+    assert "torch imported: True" in log and "backend onnxruntime" in log
+    cached, log = detect("--config", CONFIG, "--weights", str(plus_weights))
+    assert "torch imported: False" in log and "using the ONNX export" in log
+    assert cached == first and sum(len(r["detections"]) for r in first) > 0
+    (exported,) = (tmp_path / "cache").glob("*.onnx")
+    records, log = detect("--weights", str(exported))
+    assert "torch imported: False" in log
+    assert [r["detections"] for r in records] == [r["detections"] for r in first]

@@ -117,7 +117,8 @@ def run_in_process(in_dir: Path, out: Path) -> list[float]:
 def test_combined_task_is_one_pass_with_monotonic_progress(models, tmp_path, monkeypatch):
     """6 candidates in batches of 2: 3 forwards for mining and infer together (not 6), then one
     for the contact sheet's pictured candidates; progress 0 → 1/3 → 2/3 → 1."""
-    from nanodet.deploy.runtimes import OnnxRuntime, OpenVinoRuntime, TorchRuntime
+    from nanodet.deploy.runtimes import OnnxRuntime, OpenVinoRuntime
+    from nanodet.deploy.torch_runtime import TorchRuntime
 
     calls = []
     for runtime in (TorchRuntime, OnnxRuntime, OpenVinoRuntime):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
 import pytest
 import torch
 
-from nanodet.ops import batched_nms, multiclass_nms, nms
+from nanodet.ops import opencv_nms
+from nanodet.ops.nms import batched_nms, multiclass_nms, nms
 
-nms_module = importlib.import_module("nanodet.ops.nms")  # the package exports a function of the same name
+nms_module = importlib.import_module("nanodet.ops.nms")
 
 
 @pytest.fixture(autouse=True, params=["opencv", "torch"])
@@ -163,3 +165,23 @@ def test_multiclass_nms_empty() -> None:
     assert labels.shape == (0,) and labels.dtype == torch.long
     dets, labels = multiclass_nms(torch.zeros(0, 4), torch.zeros(0, 3), 0.05, 0.6, 100)
     assert dets.shape == (0, 5) and labels.shape == (0,)
+
+
+@pytest.mark.parametrize("seed, top_k, inverted", [(0, 1000, False), (1, 40, False), (2, 1000, True), (3, 0, False)])
+def test_numpy_multiclass_nms_equals_the_tensor_one(kernel, monkeypatch, seed: int, top_k: int, inverted: bool) -> None:
+    """The NumPy path (every CPU predictor) gives the tensor path's detections array for array:
+    tied scores, the pre-NMS top-k cut, and inverted boxes (left to the PyTorch blocks)."""
+    if kernel == "torch":
+        monkeypatch.setattr(opencv_nms, "opencv_boxes", lambda boxes: None)
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 300, (500, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 80, (500, 2))], axis=1).astype(np.float32)
+    if inverted:
+        boxes[::7] = boxes[::7][:, [2, 3, 0, 1]]
+    scores = (rng.uniform(0, 1, (500, 8)) ** 6).round(3).astype(np.float32)  # sparse, with ties
+    want_dets, want_labels = multiclass_nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.05, 0.6, 100, top_k)
+    dets, labels = opencv_nms.multiclass_nms(boxes, scores, 0.05, 0.6, 100, top_k)
+    assert len(dets) > 20 and dets.dtype == np.float32 and labels.dtype == np.int64
+    assert np.array_equal(dets, want_dets.numpy()) and np.array_equal(labels, want_labels.numpy())
+    empty_dets, empty_labels = opencv_nms.multiclass_nms(boxes, np.zeros_like(scores), 0.05, 0.6, 100)
+    assert empty_dets.shape == (0, 5) and empty_labels.shape == (0,)

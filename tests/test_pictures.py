@@ -16,10 +16,10 @@ from executor.contact_sheet import pick
 from executor.result import ResultWriter
 from executor.training import STAGE_PICTURES, StageRecorder, TrainingPlan
 from nanodet.charts import bar_chart, confusion_matrix_chart, contact_sheet, pr_curves_chart
+from nanodet.detections import Detections
 from nanodet.engine.pictures import pr_curve_counts, spread_ids
 from nanodet.evaluation.coco import CocoEvaluator, PrecisionCurves
 from nanodet.evaluation.confusion import confusion_matrix, image_confusion
-from nanodet.postprocess import Detections
 from nanodet.visualize import draw_boxes, label_box, text_style
 
 

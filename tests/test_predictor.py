@@ -88,13 +88,14 @@ def test_auto_backend_falls_back_to_torch_when_the_onnx_path_fails(
     plus_cfg, plus_weights, images, predictor, monkeypatch, caplog, failing, tmp_path
 ):
     """auto: an export or session failure costs speed, not the task; a named backend still fails."""
+    import nanodet.deploy.export as export_module
     import nanodet.predictor as module
 
     def broken(*args, **kwargs):
         raise RuntimeError(f"{failing} broke\nsecond line")
 
     monkeypatch.setenv("NANODET_CACHE_DIR", str(tmp_path / "cache"))  # no earlier export of these weights to use
-    monkeypatch.setattr(module, failing, broken)
+    monkeypatch.setattr(export_module if failing == "onnx_bytes" else module, failing, broken)
     monkeypatch.setattr(module, "choose_backend", lambda requested, device: "onnxruntime")
     fallback = Predictor(plus_cfg, plus_weights, backend="auto")
     assert fallback.backend == "torch"

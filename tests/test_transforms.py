@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from nanodet.data.preprocess import pad_batch
 from nanodet.data.transforms import (
     DEFAULT_MEAN,
     DEFAULT_STD,
@@ -94,16 +95,20 @@ def test_normalize_and_preprocess() -> None:
     np.testing.assert_allclose(chw[:, 160, 160], expected, atol=1e-5)
 
 
-def test_stack_batch_pads_to_multiple() -> None:
-    images = [torch.rand(3, 100, 150), torch.rand(3, 120, 90), torch.rand(3, 64, 64)]
-    batch = stack_batch(images, divisible=32, pad_value=-1.0)
-    assert batch.shape == (3, 3, 128, 160)
+@pytest.mark.parametrize("kind", ["tensors", "arrays"])
+def test_batches_pad_to_multiple(kind: str) -> None:
+    """stack_batch (tensors, training) and pad_batch (arrays, inference) pad alike."""
+    stack = stack_batch if kind == "tensors" else lambda images, **kw: torch.from_numpy(pad_batch(images, **kw))
+    make = torch.rand if kind == "tensors" else lambda *shape: np.random.default_rng(0).random(shape, np.float32)
+    images = [make(3, 100, 150), make(3, 120, 90), make(3, 64, 64)]
+    batch = stack(images, divisible=32, pad_value=-1.0)
+    assert batch.shape == (3, 3, 128, 160) and batch.dtype == torch.float32 and batch.is_contiguous()
     for i, img in enumerate(images):
         h, w = img.shape[1:]
-        assert torch.equal(batch[i, :, :h, :w], img)
+        assert torch.equal(batch[i, :, :h, :w], torch.as_tensor(img))
         assert (batch[i, :, h:, :] == -1).all() and (batch[i, :, :, w:] == -1).all()
-    assert stack_batch([torch.rand(3, 320, 320)]).shape == (1, 3, 320, 320)
-    assert stack_batch(images, divisible=0).shape == (3, 3, 120, 150)
+    assert stack([make(3, 320, 320)]).shape == (1, 3, 320, 320)
+    assert stack(images, divisible=0).shape == (3, 3, 120, 150)
 
 
 def test_train_transform_deterministic_for_seed() -> None:

@@ -1,8 +1,9 @@
-"""Images on disk → pre-processed, padded batches, decoded in DataLoader worker processes.
+"""Images on disk → pre-processed, padded batches, decoded in threads ahead of the model.
 
-Decoding and warping run in workers so the model never waits on JPEG decoding; a file
-that cannot be read comes through as a failed item (with the reason) instead of stopping
-the run.
+OpenCV's decode and warp and NumPy's normalisation release the GIL, so worker threads decode
+the next batches while the model runs on the current one, without the processes, pickling
+and PyTorch import of a DataLoader. A file that cannot be read comes through as a failed item
+(with the reason) instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
+from ..utils.pipeline import overlapped
 from .image_io import ImageReadError, read_image, read_image_reduced
-from .transforms import preprocess, stack_batch
+from .preprocess import pad_batch, preprocess
+
+AHEAD = 4  # batches decoded ahead of the model per worker (a DataLoader's prefetch_factor)
 
 
 @dataclass
 class InferenceBatch:
-    images: torch.Tensor | None  # [N, 3, H, W], None when every item in the batch failed
+    images: Any  # [N, 3, H, W] float32 array (a pinned tensor with pin_memory); None when every item failed
     paths: list[Path]
     warp_matrices: list[np.ndarray]
     sizes: list[tuple[int, int]]  # original (width, height)
@@ -29,7 +32,7 @@ class InferenceBatch:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-class ImageFileDataset(Dataset):
+class ImageFileDataset:
     def __init__(
         self,
         paths: Sequence[str | Path],
@@ -62,20 +65,25 @@ class ImageFileDataset(Dataset):
         except ImageReadError as err:
             return {"path": path, "error": str(err)}
         reduced = (factor, size) if factor > 1 else None
-        tensor, matrix = preprocess(image, self.input_wh, self.keep_ratio, self.mean, self.std, reduced)
+        array, matrix = preprocess(image, self.input_wh, self.keep_ratio, self.mean, self.std, reduced)
         return {
             "path": path,
-            "tensor": torch.from_numpy(tensor),
+            "array": array,
             "matrix": matrix,
             "size": size,
             "original": image if self.keep_original else None,
         }
 
 
-def collate_inference(items: list[dict]) -> InferenceBatch:
+def collate_inference(items: list[dict], pin_memory: bool = False) -> InferenceBatch:
     ok = [it for it in items if "error" not in it]
+    images = pad_batch([it["array"] for it in ok]) if ok else None
+    if images is not None and pin_memory:  # page-locked for an asynchronous copy to the GPU
+        import torch
+
+        images = torch.from_numpy(images).pin_memory()
     return InferenceBatch(
-        images=stack_batch([it["tensor"] for it in ok]) if ok else None,
+        images=images,
         paths=[it["path"] for it in ok],
         warp_matrices=[it["matrix"] for it in ok],
         sizes=[it["size"] for it in ok],
@@ -87,14 +95,16 @@ def collate_inference(items: list[dict]) -> InferenceBatch:
 def inference_batches(
     dataset: ImageFileDataset, batch_size: int, workers: int, pin_memory: bool = False
 ) -> Iterator[InferenceBatch]:
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_inference,
-        pin_memory=pin_memory,
-        prefetch_factor=4 if workers > 0 else None,
-        persistent_workers=False,
-    )
-    yield from loader
+    """The dataset's batches in order; each is read, pre-processed and padded by one of
+    ``workers`` threads (0: in the calling thread), up to ``AHEAD`` batches per worker ahead of
+    the consumer."""
+    chunks = (range(start, min(start + batch_size, len(dataset))) for start in range(0, len(dataset), batch_size))
+
+    def load(chunk: range) -> InferenceBatch:
+        return collate_inference([dataset[i] for i in chunk], pin_memory)
+
+    if workers <= 0:
+        yield from map(load, chunks)
+        return
+    for _, batch in overlapped(load, chunks, workers, ahead=workers * AHEAD):
+        yield batch

@@ -25,18 +25,14 @@ from ..model import build_model
 from ..model.detector import NanoDet
 from ..model.fuse import fuse_model
 from ..utils.io import atomic_write
+from .exported import read_metadata, require
 from .graph import OUTPUT_NAMES, InferenceGraph
-from .onnx_metadata import NotOnnx, read_onnx_metadata
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 INPUT_NAME = "images"
-
-
-class ExportError(RuntimeError):
-    """An export that cannot be done (missing package, unsupported model); names what is missing."""
 
 
 def inference_model(cfg: NanoDetConfig, weights: str | Path | None, fuse: bool = True) -> NanoDet:
@@ -81,7 +77,7 @@ def onnx_bytes(
 
 def with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
     """``model_bytes`` with ``metadata`` in its ``metadata_props`` (needs the ``onnx`` package)."""
-    onnx = _require("onnx", "writing ONNX metadata")
+    onnx = require("onnx", "writing ONNX metadata")
     proto = onnx.load_from_string(model_bytes)
     del proto.metadata_props[:]
     for key, value in metadata.items():
@@ -89,16 +85,6 @@ def with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
         entry.key, entry.value = key, value
     proto.producer_name = "nanodet-ymir"
     return proto.SerializeToString()
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file, read from its bytes (no ``onnx`` import, the
-    weights skipped over: :mod:`.onnx_metadata`)."""
-    try:
-        with open(path, "rb") as f:
-            return read_onnx_metadata(f)
-    except (NotOnnx, UnicodeDecodeError) as err:
-        raise ExportError(f"{path}: not an ONNX model ({err})") from None
 
 
 def export_onnx(
@@ -133,7 +119,7 @@ def write_onnx(
 def export_openvino(onnx_path: str | Path, output: str | Path) -> Path:
     """Convert an exported ONNX file to OpenVINO IR: ``output`` (``.xml``) and its ``.bin``.
     The NanoDet metadata goes along in the IR's runtime info."""
-    ov = _require("openvino", "OpenVINO export")
+    ov = require("openvino", "OpenVINO export")
     output = Path(output).with_suffix(".xml")
     output.parent.mkdir(parents=True, exist_ok=True)
     model = ov.convert_model(str(onnx_path))
@@ -145,40 +131,3 @@ def export_openvino(onnx_path: str | Path, output: str | Path) -> Path:
         os.replace(staged.with_suffix(".bin"), output.with_suffix(".bin"))
         os.replace(staged, output)
     return output
-
-
-def _require(module: str, purpose: str):
-    try:
-        return __import__(module)
-    except ImportError:
-        extra = "openvino" if module == "openvino" else "onnx"
-        raise ExportError(f"{purpose} needs the '{module}' package: pip install 'nanodet-ymir[{extra}]'") from None
-
-
-EXPORTED_SUFFIXES = (".onnx", ".xml")
-
-
-def is_exported(path: str | Path | None) -> bool:
-    """Whether ``path`` names an exported graph (ONNX, or OpenVINO IR) rather than PyTorch weights."""
-    return path is not None and Path(path).suffix.lower() in EXPORTED_SUFFIXES
-
-
-def read_spec(path: str | Path) -> ModelSpec:
-    """The :class:`ModelSpec` stored in an exported ``.onnx`` (metadata) or ``.xml`` (runtime info)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: model file not found")
-    if path.suffix.lower() == ".xml":
-        ov = _require("openvino", "reading an OpenVINO model")
-        model = ov.Core().read_model(str(path))
-        meta = {
-            key: str(model.get_rt_info(["nanodet", key]).astype(str))
-            for key in ModelSpec.metadata_keys()
-            if model.has_rt_info(["nanodet", key])
-        }
-    else:
-        meta = read_metadata(path)
-    try:
-        return ModelSpec.from_metadata(meta, str(path))
-    except ValueError as err:
-        raise ExportError(str(err)) from None

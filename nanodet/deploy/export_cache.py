@@ -20,16 +20,17 @@ Where a used-again export comes from, first found wins:
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
 from functools import cache
 from pathlib import Path
 
-import torch
-
 from ..config import NanoDetConfig
+from ..errors import ExportError
 from ..utils.io import atomic_write
+from .exported import read_metadata
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,13 @@ def file_digest(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@cache
+def torch_version() -> str:
+    """The installed torch's version (its package metadata: the same string as
+    ``torch.__version__``, without importing torch for a cache lookup)."""
+    return importlib.metadata.version("torch")
 
 
 @cache
@@ -69,7 +77,7 @@ def export_key(weights_digest: str, cfg: NanoDetConfig, dynamic_batch: bool) -> 
         "arch": cfg.model.arch.model_dump(mode="json"),
         "spec": ModelSpec.from_config(cfg).to_metadata(),
         "dynamic_batch": dynamic_batch,
-        "torch": torch.__version__,
+        "torch": torch_version(),
         "code": code_digest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -88,7 +96,6 @@ def cache_dir() -> Path | None:
 
 def key_of(path: Path) -> str | None:
     """The export key in an ONNX file's metadata; None when it has none or is no ONNX file."""
-    from .export import ExportError, read_metadata
 
     try:
         return read_metadata(path).get(KEY)

@@ -11,8 +11,6 @@ and the caller only runs NMS:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
 from ..model.box_ops import distributions_to_boxes
@@ -21,13 +19,6 @@ from ..model.head import level_sizes
 from ..postprocess import split_head_output
 
 OUTPUT_NAMES = ("boxes", "scores", "cls_logits")
-
-
-@dataclass
-class GraphOutputs:
-    boxes: Tensor  # [N, P, 4]
-    scores: Tensor  # [N, P, C]
-    cls_logits: Tensor  # [N, P, C]
 
 
 class InferenceGraph(nn.Module):
@@ -58,8 +49,3 @@ def class_level_maps(
     sizes = level_sizes(input_hw, strides)
     chunks = cls_logits.split([h * w for h, w in sizes], dim=1)
     return [c.permute(0, 2, 1).reshape(c.shape[0], c.shape[2], h, w) for c, (h, w) in zip(chunks, sizes)]
-
-
-def split_outputs(outputs: tuple[Tensor, ...] | list[Tensor]) -> GraphOutputs:
-    boxes, scores, cls_logits = outputs
-    return GraphOutputs(boxes, scores, cls_logits)

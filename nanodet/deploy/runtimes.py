@@ -1,12 +1,14 @@
 """Runtimes that execute the inference graph, one interface for all: ``run(images)`` takes a
-pre-processed ``[N, 3, H, W]`` float batch and gives :class:`~.graph.GraphOutputs` (CPU or
-device tensors).
+pre-processed ``[N, 3, H, W]`` float batch and gives :class:`GraphOutputs`.
 
-- ``torch``: the BN-fused PyTorch model, channels-last on the CPU, ``inference_mode``; any
-  device, any input size.
+- ``torch`` (:mod:`.torch_runtime`): the BN-fused PyTorch model, channels-last on the CPU,
+  ``inference_mode``; any device, any input size; tensors on its device.
 - ``onnxruntime``: an ONNX graph (an exported file, or exported in memory from PyTorch weights).
 - ``openvino``: the same ONNX graph (or OpenVINO IR) compiled by OpenVINO for the CPU, one
   compiled model per batch size.
+
+The ONNX runtimes take and give NumPy arrays; this module does not import PyTorch, so a
+predictor on an exported graph runs without it.
 
 The ONNX runtimes take batches of the graph's input size, ``N`` free when the graph was
 exported with a dynamic batch, else one image at a time. ONNX Runtime runs ``streams`` batches
@@ -22,13 +24,14 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from ..model.detector import NanoDet
-from .graph import GraphOutputs, InferenceGraph, split_outputs
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +49,26 @@ class RuntimeUnavailable(RuntimeError):
     """A backend that is not installed or cannot run here; names the package to install."""
 
 
+@dataclass
+class GraphOutputs:
+    """What the graph gives for a batch: NumPy arrays from the ONNX runtimes, tensors on the
+    model's device from the PyTorch one."""
+
+    boxes: Any  # [N, P, 4] in input pixels
+    scores: Any  # [N, P, C] class probabilities
+    cls_logits: Any  # [N, P, C]
+
+
 def installed_backends() -> list[str]:
     return [b for b in BACKENDS if importlib.util.find_spec(_MODULES[b]) is not None]
 
 
-def choose_backend(requested: str, device: torch.device) -> str:
+def choose_backend(requested: str, device: str) -> str:
     """``auto`` → torch on CUDA, else the fastest installed CPU backend; a named backend is
-    checked: installed, and on the CPU unless it is torch."""
+    checked: installed, and on the CPU unless it is torch. ``device``: ``cpu``, ``cuda:1``, ..."""
+    on_cpu = device_type(device) == "cpu"
     if requested == "auto":
-        if device.type != "cpu":
+        if not on_cpu:
             return "torch"
         installed = installed_backends()
         return next(b for b in CPU_PREFERENCE if b in installed)
@@ -62,40 +76,20 @@ def choose_backend(requested: str, device: torch.device) -> str:
         raise RuntimeUnavailable(f"unknown backend {requested!r} (one of: auto, {', '.join(BACKENDS)})")
     if requested not in installed_backends():
         raise RuntimeUnavailable(f"backend {requested!r} is not installed: pip install 'nanodet-ymir[{requested}]'")
-    if requested != "torch" and device.type != "cpu":
+    if requested != "torch" and not on_cpu:
         raise RuntimeUnavailable(f"backend {requested!r} runs on the CPU only here; use backend 'torch' on {device}")
     return requested
 
 
-class TorchRuntime:
-    name = "torch"
-    streams = 1  # its ops share one intra-op thread pool
-
-    def __init__(self, model: NanoDet, device: torch.device, channels_last: bool) -> None:
-        self.device = device
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(device, memory_format=self.memory_format)
-        self._graphs: dict[tuple[int, int], InferenceGraph] = {}
-
-    def graph(self, input_hw: tuple[int, int]) -> InferenceGraph:
-        if input_hw not in self._graphs:  # the priors of each input size, computed once
-            self._graphs[input_hw] = InferenceGraph(self.model, input_hw)
-        return self._graphs[input_hw]
-
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """A batch on the model's device, in its memory layout."""
-        return images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-
-    @torch.inference_mode()
-    def run(self, images: torch.Tensor) -> GraphOutputs:
-        images = self.prepare(images)
-        return split_outputs(self.graph((images.shape[2], images.shape[3]))(images))
+def device_type(device) -> str:
+    """``cpu``, ``cuda``, ... of a device name (``cuda:1``) or ``torch.device``."""
+    return str(device).split(":")[0]
 
 
-def default_streams(backend: str, device: torch.device, threads: int) -> int:
+def default_streams(backend: str, device: str, threads: int) -> int:
     """Forwards run at once: for ONNX Runtime on the CPU one per thread, at most 4 (each of
     ``threads // streams`` threads); one for torch (its ops share one intra-op pool) and OpenVINO."""
-    if backend != "onnxruntime" or device.type != "cpu":
+    if backend != "onnxruntime" or device_type(device) != "cpu":
         return 1
     return max(1, min(threads, 4))
 
@@ -122,7 +116,7 @@ class OnnxRuntime:
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.input_hw = (int(shape[2]), int(shape[3]))
 
-    def run(self, images: torch.Tensor) -> GraphOutputs:
+    def run(self, images: np.ndarray | torch.Tensor) -> GraphOutputs:
         return run_exported(self._infer, fit_to_graph(images, self.input_hw), self.fixed_batch)
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
@@ -160,7 +154,7 @@ class OpenVinoRuntime:
             self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
         return self._compiled[batch]
 
-    def run(self, images: torch.Tensor) -> GraphOutputs:
+    def run(self, images: np.ndarray | torch.Tensor) -> GraphOutputs:
         return run_exported(self._infer, fit_to_graph(images, self.input_hw), self.fixed_batch)
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
@@ -168,15 +162,20 @@ class OpenVinoRuntime:
         return [result[i] for i in range(len(result))]
 
 
-def fit_to_graph(images: torch.Tensor, graph_hw: tuple[int, int]) -> np.ndarray:
-    """A batch as the graph's contiguous float32 input: padded (right/bottom, zeros) up to the
-    graph's size; a batch larger than the graph cannot run on it."""
-    h, w = images.shape[2], images.shape[3]
+def fit_to_graph(images: np.ndarray | torch.Tensor, graph_hw: tuple[int, int]) -> np.ndarray:
+    """A batch (array, or CPU tensor) as the graph's contiguous float32 input: padded
+    (right/bottom, zeros) up to the graph's size; a batch larger than the graph cannot run on it."""
+    if not isinstance(images, np.ndarray):
+        images = images.detach().cpu().numpy()  # a tensor
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    n, channels, h, w = images.shape
     if h > graph_hw[0] or w > graph_hw[1]:
         raise ValueError(f"a {h}x{w} batch does not fit this exported graph ({graph_hw[0]}x{graph_hw[1]} input)")
     if (h, w) != graph_hw:
-        images = torch.nn.functional.pad(images, (0, graph_hw[1] - w, 0, graph_hw[0] - h))
-    return np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        padded = np.zeros((n, channels, *graph_hw), dtype=np.float32)
+        padded[:, :, :h, :w] = images
+        images = padded
+    return images
 
 
 def run_exported(infer, x: np.ndarray, fixed_batch: int | None) -> GraphOutputs:
@@ -187,7 +186,7 @@ def run_exported(infer, x: np.ndarray, fixed_batch: int | None) -> GraphOutputs:
     else:
         pieces = [infer(x[i : i + 1]) for i in range(len(x))]
         arrays = [np.concatenate(parts) for parts in zip(*pieces)]
-    return split_outputs([torch.from_numpy(np.asarray(a)) for a in arrays])
+    return GraphOutputs(*(np.asarray(a) for a in arrays))
 
 
 def open_runtime(

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..data.coco_dataset import TrainBatch
-from ..postprocess import Detections, postprocess
+from ..detections import Detections
+from ..postprocess import postprocess
 from .distributed import DistContext
 
 

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import save_pth
 from ..config import NanoDetConfig, save_config
 from ..data.coco_dataset import CocoDetection, TrainBatch
+from ..errors import NonFiniteLossError
 from .build import TrainingParts, build_training_parts
 from .checkpointer import (
     load_training_checkpoint,
@@ -36,10 +37,6 @@ from .evaluate import predict_loader
 from .lr_schedule import LrSchedule
 
 log = logging.getLogger("nanodet.train")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stops before the weights are poisoned."""
 
 
 @dataclass

@@ -1,5 +1,2 @@
-"""Tensor operations shared by the model and the post-processing."""
-
-from nanodet.ops.nms import batched_nms, multiclass_nms, nms
-
-__all__ = ["batched_nms", "multiclass_nms", "nms"]
+"""Operations shared by the model and the post-processing: NMS on PyTorch tensors
+(:mod:`.nms`) and on NumPy arrays (:mod:`.opencv_nms`, no PyTorch)."""

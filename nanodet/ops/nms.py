@@ -13,17 +13,19 @@ floating-point IoU formula as ``torchvision.ops.nms`` (area ``(x2-x1)*(y2-y1)``,
   "overlaps" matrix.
 
 On CPU tensors the same greedy loop runs in C++ instead: torchvision's kernel when
-torchvision is installed, else OpenCV's ``NMSBoxes`` (a core dependency), which visits
+torchvision is installed, else OpenCV's ``NMSBoxes`` (a core dependency, through
+:mod:`.opencv_nms`, which also runs the whole multi-class NMS on NumPy arrays), which visits
 boxes in the order given here and suppresses at IoU strictly above the threshold, in
 double precision. The pure-PyTorch blocks serve CUDA tensors and inverted boxes.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import opencv_nms
 
 try:  # optional: the compiled kernel of torchvision gives the same indices, faster
     from torchvision.ops import nms as _torchvision_nms
@@ -86,56 +88,20 @@ def _nms_sorted(boxes: Tensor, iou_threshold: float) -> Tensor:
     return torch.from_numpy(positions).to(boxes.device)
 
 
-def _opencv_boxes(boxes: Tensor) -> np.ndarray | None:
-    """Boxes as OpenCV's NMS takes them, ``[N, 4]`` float64 (x, y, w, h); None where OpenCV does
-    not apply (CUDA tensors, boxes with x2 < x1 or y2 < y1, more boxes than float32 ranks count)."""
-    if boxes.is_cuda or len(boxes) >= 2**24:
-        return None
-    b = boxes.detach().double().numpy()
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    if not ((w >= 0).all() and (h >= 0).all()):
-        return None
-    return np.stack([b[:, 0], b[:, 1], w, h], axis=1)
-
-
-def _opencv_greedy(xywh: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Positions kept by OpenCV's C++ greedy NMS, visiting the boxes in the order given."""
-    # OpenCV sorts by score (stably): distinct descending ranks make it visit in our order,
-    # whatever the scores' ties or precision.
-    ranks = np.arange(len(xywh), 0, -1, dtype=np.float32)
-    kept = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))
-    return np.asarray(kept, dtype=np.int64).reshape(-1)
-
-
 def _nms_opencv(boxes: Tensor, order: Tensor, iou_threshold: float) -> Tensor | None:
     """OpenCV's greedy NMS over boxes visited in ``order``; None where it does not apply."""
-    xywh = _opencv_boxes(boxes[order])
-    return None if xywh is None else order[torch.from_numpy(_opencv_greedy(xywh, iou_threshold))]
+    xywh = None if boxes.is_cuda else opencv_nms.opencv_boxes(boxes[order].detach().numpy())
+    return None if xywh is None else order[torch.from_numpy(opencv_nms.opencv_greedy(xywh, iou_threshold))]
 
 
 def _batched_nms_opencv(shifted: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor | None:
-    """Class-aware NMS in OpenCV's kernel, one call per label: a box meets only the boxes of
-    its own label instead of every box kept so far (on a dense detector's candidates, tens of
-    labels, several times fewer IoUs). The same indices as one pass over all the shifted boxes:
-    boxes of different labels never overlap. None where OpenCV does not apply."""
-    xywh = _opencv_boxes(shifted)
-    if xywh is None:
+    """:func:`.opencv_nms.batched_nms_opencv` on CPU tensors; None where it does not apply."""
+    if shifted.is_cuda:
         return None
-    order = torch.sort(scores, descending=True, stable=True).indices.numpy()
-    label_of = labels.numpy()
-    grouped = order[np.argsort(label_of[order], kind="stable")]  # label by label, each in score order
-    sorted_labels = label_of[grouped]
-    bounds = [0, *(np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1).tolist(), len(grouped)]
-    kept = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        group = grouped[start:end]
-        if end - start > 1:  # a label's only box is kept
-            group = group[_opencv_greedy(xywh[group], iou_threshold)]
-        kept.append(group)
-    kept = np.concatenate(kept)
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return torch.from_numpy(kept[np.argsort(rank[kept])])  # back to the score order over all labels
+    kept = opencv_nms.batched_nms_opencv(
+        shifted.detach().numpy(), scores.detach().numpy(), labels.numpy(), iou_threshold
+    )
+    return None if kept is None else torch.from_numpy(kept)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:

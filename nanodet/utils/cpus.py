@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -45,3 +46,14 @@ def allowed_cpus(root: Path = CGROUP_ROOT) -> tuple[int, str]:
     if quota is not None and math.ceil(quota) < schedulable:
         return max(1, math.ceil(quota)), f"cgroup CPU quota {quota:g}"
     return max(1, schedulable), "CPUs this process may run on"
+
+
+def inference_threads() -> int:
+    """Threads for an inference runtime when none are asked for: torch's intra-op count when the
+    program has imported torch (it may have set it), else ``OMP_NUM_THREADS``, else the CPUs
+    allowed."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(explicit) if explicit.isdigit() and int(explicit) > 0 else allowed_cpus()[0]
