@@ -133,21 +133,18 @@ class Predictor:
         """The ONNX graph of the model: an earlier export of the same weights, config and code
         when one exists (the stage's own graph, or the export cache), else a new export (kept in
         the cache when it is writable). Returns (graph, the torch model if one was built)."""
-        if weights is None or not optimize:
-            from .deploy.export import inference_model, onnx_bytes  # PyTorch: only when exporting
-
-            model = inference_model(self.cfg, weights, optimize)
-            return onnx_bytes(model, self.spec), model
-        key = export_key(file_digest(weights), self.cfg, dynamic_batch=True)
-        found = find_export(Path(weights), key)
+        cacheable = weights is not None and optimize  # random or unfused weights are not kept
+        key = export_key(file_digest(weights), self.cfg, dynamic_batch=True) if cacheable else None
+        found = find_export(Path(weights), key) if key else None
         if found is not None:
             log.info("using the ONNX export %s (made from these weights, this config and code)", found)
             return found, None
         from .deploy.export import inference_model, onnx_bytes  # PyTorch: only when exporting
 
         model = inference_model(self.cfg, weights, optimize)
-        data = onnx_bytes(model, self.spec, extra_metadata={KEY: key})
-        store_export(data, key)
+        data = onnx_bytes(model, self.spec, extra_metadata={KEY: key} if key else None)
+        if key:
+            store_export(data, key)
         return data, model
 
     # --- what the model expects -------------------------------------------------------------

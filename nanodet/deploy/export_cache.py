@@ -96,7 +96,6 @@ def cache_dir() -> Path | None:
 
 def key_of(path: Path) -> str | None:
     """The export key in an ONNX file's metadata; None when it has none or is no ONNX file."""
-
     try:
         return read_metadata(path).get(KEY)
     except (ExportError, OSError):
