@@ -5,11 +5,10 @@ container allows (cgroup quota, not the host's count) for compute threads and lo
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
-from nanodet.utils.cpus import allowed_cpus
+from nanodet.utils.cpus import allowed_cpus, omp_threads
 
 from .errors import ExecutorError, NoGpuError, ReturnCode
 
@@ -39,10 +38,8 @@ def share_cpus(processes: int, workers_per_process: int) -> int:
     ``workers_per_process``; 0 stays 0)."""
     cpus, limit = allowed_cpus()
     share = max(1, cpus // max(processes, 1))
-    threads = share
-    explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if explicit.isdigit() and int(explicit) > 0:
-        threads = min(share, int(explicit))
+    explicit = omp_threads()
+    threads = min(share, explicit) if explicit else share
     torch.set_num_threads(threads)
     workers = min(workers_per_process, share)
     log.info(

@@ -55,5 +55,11 @@ def inference_threads() -> int:
     torch = sys.modules.get("torch")
     if torch is not None:
         return torch.get_num_threads()
+    return omp_threads() or allowed_cpus()[0]
+
+
+def omp_threads() -> int | None:
+    """The thread count ``OMP_NUM_THREADS`` asks for; None when it is unset or not a positive
+    integer."""
     explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(explicit) if explicit.isdigit() and int(explicit) > 0 else allowed_cpus()[0]
+    return int(explicit) if explicit.isdigit() and int(explicit) > 0 else None
