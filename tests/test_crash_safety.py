@@ -266,10 +266,14 @@ def test_sigterm_reaches_torchrun_workers(tmp_path):
 
     from .bad_inputs.corpus import tiny_models
 
+    # enough small candidates that each rank works for several of the monitor's 0.5 s progress
+    # intervals even on a fast machine (300 took 0.5 s per rank there: the kill came after
+    # the results), so the kill lands mid-work
     in_dir = make_predict_workspace(
         tmp_path / "in",
         tiny_models(tmp_path / "models"),
-        candidates=300,
+        candidates=2400,
+        size=((64, 64), (96, 96)),
         batch_size_per_gpu=2,
         workers_per_gpu=0,
         cpu_processes=2,
@@ -278,7 +282,8 @@ def test_sigterm_reaches_torchrun_workers(tmp_path):
     proc = start(in_dir, out, tmp_path / "run.log")
     watch = Watcher(out, time.time())
     try:
-        assert watch.wait_until(proc, lambda: bool(watch.seen) and watch.seen[-1] > 0.05)
+        mid_work = watch.wait_until(proc, lambda: bool(watch.seen) and 0.05 < watch.seen[-1] < 0.8)
+        assert mid_work, f"no progress record between 5 % and 80 % before the task ended: {watch.seen}"
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         time.sleep(3)  # time for an orphaned worker to overwrite something
