@@ -54,7 +54,7 @@ from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from nanodet.detections import Detections  # noqa: E402
-from nanodet.evaluation.coco import METRIC_NAMES, CocoEvaluator, ap_key  # noqa: E402
+from nanodet.evaluation.coco import METRIC_NAMES, CocoEvaluator, ap_key, recall_key  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 NUM_CLASSES = 3
@@ -165,12 +165,12 @@ def baseline_evaluate(evaluator: CocoEvaluator, detections: dict[int, Detections
         metrics = {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats) if v > -1}
         for thr in evaluator.iou_thrs:
             hits = np.flatnonzero(np.isclose(coco_eval.params.iouThrs, thr))
-            if hits.size:
-                precision = coco_eval.eval["precision"][hits[0], :, :, 0, -1]
-            else:
-                precision = _old_run(coco_gt, results, [thr]).eval["precision"][0, :, :, 0, -1]
+            at, row = (coco_eval.eval, hits[0]) if hits.size else (_old_run(coco_gt, results, [thr]).eval, 0)
+            precision = at["precision"][row, :, :, 0, -1]
             values = precision[precision > -1]
             metrics[ap_key(thr)] = float(values.mean()) if values.size else 0.0
+            recall = at["recall"][row, :, 0, -1]
+            metrics[recall_key(thr)] = float(recall[recall > -1].mean()) if (recall > -1).any() else 0.0
     return {"metrics": metrics, "per_class_AP": evaluator._per_class_ap(coco_eval.eval["precision"])}
 
 
@@ -203,9 +203,12 @@ def ndarray_evaluate(evaluator: CocoEvaluator, detections: dict[int, Detections]
         coco_eval.summarize()
     metrics = {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats) if v > -1}
     for thr in evaluator.iou_thrs:  # on-grid thresholds only in this comparison path
-        precision = coco_eval.eval["precision"][np.flatnonzero(np.isclose(coco_eval.params.iouThrs, thr))[0]]
+        row = np.flatnonzero(np.isclose(coco_eval.params.iouThrs, thr))[0]
+        precision = coco_eval.eval["precision"][row]
         values = precision[:, :, 0, -1][precision[:, :, 0, -1] > -1]
         metrics[ap_key(thr)] = float(values.mean()) if values.size else 0.0
+        recall = coco_eval.eval["recall"][row, :, 0, -1]
+        metrics[recall_key(thr)] = float(recall[recall > -1].mean()) if (recall > -1).any() else 0.0
     return {"metrics": metrics, "per_class_AP": evaluator._per_class_ap(coco_eval.eval["precision"])}
 
 

@@ -375,7 +375,8 @@ class ScheduleConfig(Strict):
 
 class EvaluatorConfig(Strict):
     """``save_key``: the metric that picks the best model: a COCO metric name (``mAP`` is
-    AP@[.5:.95]) or ``AP_<nn>``, the AP at IoU 0.<nn> (``AP_50``: the VOC/YMIR scale)."""
+    AP@[.5:.95]) or ``AP_<nn>``, the AP at IoU 0.<nn> from ``AP_01`` to ``AP_99`` (``AP_50``:
+    the VOC/YMIR scale, ``AP_05``: IoU 0.05)."""
 
     name: Literal["CocoDetectionEvaluator"] = "CocoDetectionEvaluator"
     save_key: str = "mAP"
@@ -385,15 +386,20 @@ class EvaluatorConfig(Strict):
     def _known_metric(cls, v: str) -> str:
         from .evaluation.coco import METRIC_NAMES
 
-        if v not in METRIC_NAMES and not re.fullmatch(r"AP_\d{2}", v):
-            raise ValueError(f"{v!r} is not a metric: one of {', '.join(METRIC_NAMES)} or AP_<nn> (AP at IoU 0.nn)")
+        if v not in METRIC_NAMES and not re.fullmatch(_AP_AT_IOU, v):
+            raise ValueError(
+                f"{v!r} is not a metric: one of {', '.join(METRIC_NAMES)} or AP_<nn> (AP at IoU 0.nn, AP_01 to AP_99)"
+            )
         return v
 
     @property
     def iou_thrs(self) -> list[float]:
         """The single IoU threshold ``save_key`` needs evaluated, if it names one."""
-        match = re.fullmatch(r"AP_(\d{2})", self.save_key)
+        match = re.fullmatch(_AP_AT_IOU, self.save_key)
         return [int(match.group(1)) / 100] if match else []
+
+
+_AP_AT_IOU = r"AP_(0[1-9]|[1-9][0-9])"  # the names of nanodet.evaluation.coco.ap_key
 
 
 class LogConfig(Strict):

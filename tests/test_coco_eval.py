@@ -139,7 +139,7 @@ def test_empty_detections_give_zeros() -> None:
     for detections in ({}, {image_id: [] for image_id in coco.getImgIds()}):
         result = evaluator.evaluate(detections)
         defined = [name for name, value in zip(METRIC_NAMES, stats) if value != -1]
-        assert result["metrics"] == dict.fromkeys(defined, 0.0) | {"AP_60": 0.0}
+        assert result["metrics"] == dict.fromkeys(defined, 0.0) | {"AP_60": 0.0, "recall_60": 0.0}
         assert result["per_class_AP"] == {"cat": 0.0, "dog": 0.0}
 
 
@@ -179,6 +179,78 @@ def test_ap_at_one_iou_threshold_hand_computed() -> None:
     assert not {"AP_small", "AP_m", "AR_small", "AR_m"} & set(metrics)
     assert metrics["AP_l"] == pytest.approx(metrics["mAP"])
     assert result["per_class_AP"] == pytest.approx({"cat": metrics["mAP"]})
+
+
+def test_recall_at_one_iou_threshold_hand_computed() -> None:
+    """The recall at one IoU (what a stage's mAR is), not COCO's AR@100 over IoU 0.50:0.95.
+    "cat": two boxes, one found exactly and one by a box shifted 29 px (IoU 71/129 = 0.5504);
+    "dog": one box, never found; "bird": no ground truth, one detection (a false positive).
+    Per class the recall at IoU t is cat: 1 for t <= 0.55, else 1/2; dog: 0; bird: undefined,
+    so it is left out of the mean over classes:
+    recall@0.5 = (1 + 0) / 2, recall@0.6 = recall@0.58 = (1/2 + 0) / 2, recall@0.05 = 1/2;
+    AR@100 = mean over the 10 thresholds = ((2·1 + 8·1/2) / 10 + 0) / 2 = 0.3."""
+    coco = COCO()
+    boxes = {1: ([0, 0, 100, 100], 3), 2: ([200, 0, 100, 100], 3), 3: ([0, 150, 100, 100], 7)}
+    coco.dataset = {
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 400, "height": 300}],
+        "annotations": [
+            {"id": i, "image_id": 1, "category_id": cat, "bbox": box, "area": 10000.0, "iscrowd": 0}
+            for i, (box, cat) in boxes.items()
+        ],
+        "categories": [{"id": cid, "name": name} for cid, name in zip((3, 7, 9), CLASS_NAMES)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    detections = {1: [([29, 0, 129, 100], 0.9, 0), ([200, 0, 300, 100], 0.8, 0), ([300, 150, 380, 250], 0.7, 2)]}
+    metrics = CocoEvaluator(coco, iou_thrs=[0.05, 0.5, 0.58, 0.6]).evaluate(detections)["metrics"]
+    assert metrics["recall_50"] == pytest.approx(0.5)
+    assert metrics["recall_58"] == pytest.approx(0.25)  # off COCO's grid: a run of its own
+    assert metrics["recall_60"] == pytest.approx(0.25)
+    assert metrics["recall_05"] == pytest.approx(0.5)
+    assert metrics["AR_100"] == pytest.approx(0.3)  # the number mAR used to be
+    assert metrics["AP_50"] == pytest.approx(0.5) and metrics["AP_05"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "iou_thr, ap, recall",
+    [
+        (0.01, "AP_01", "recall_01"),
+        (0.05, "AP_05", "recall_05"),
+        (0.07, "AP_07", "recall_07"),
+        (0.1, "AP_10", "recall_10"),
+        (0.5, "AP_50", "recall_50"),
+        (0.95, "AP_95", "recall_95"),
+        (0.99, "AP_99", "recall_99"),
+    ],
+)
+def test_metric_names_at_an_iou_have_two_digits(iou_thr, ap, recall) -> None:
+    """Every threshold 0.01 ... 0.99 has its own name, which the model config's save_key takes."""
+    from nanodet.config import EvaluatorConfig
+    from nanodet.evaluation.coco import ap_key, recall_key
+
+    assert (ap_key(iou_thr), recall_key(iou_thr)) == (ap, recall)
+    assert EvaluatorConfig(save_key=ap).iou_thrs == [iou_thr]
+
+
+@pytest.mark.parametrize("iou_thr", [0.0, 1.0, 0.055, 1e-9, 0.9999999, 0.001, 1.5, -0.5])
+def test_an_iou_without_a_two_digit_name_is_refused(iou_thr) -> None:
+    """0.055 would be named like 0.05 or 0.06: refused, as are values outside 0.01 ... 0.99."""
+    from nanodet.evaluation.coco import ap_key
+
+    with pytest.raises(ValueError, match="is not one of 0.01, 0.02, ..., 0.99"):
+        ap_key(iou_thr)
+    with pytest.raises(ValueError, match="is not one of 0.01, 0.02, ..., 0.99"):
+        CocoEvaluator(_two_box_gt(), iou_thrs=[iou_thr])
+
+
+@pytest.mark.parametrize("save_key", ["AP_5", "AP_00", "AP_100", "AP_5a", "AR_50"])
+def test_save_key_names_only_metrics_that_exist(save_key) -> None:
+    from pydantic import ValidationError
+
+    from nanodet.config import EvaluatorConfig
+
+    with pytest.raises(ValidationError, match="is not a metric"):
+        EvaluatorConfig(save_key=save_key)
 
 
 def test_missing_images_count_as_no_detections() -> None:

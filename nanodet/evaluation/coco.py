@@ -53,9 +53,26 @@ ImageDetections: TypeAlias = BoxDetections | np.ndarray | Sequence[Detection]
 ``[K, 6]`` array of rows ``x1, y1, x2, y2, score, label``, or a sequence of :data:`Detection`."""
 
 
+def iou_percent(iou_thr: float) -> int:
+    """``iou_thr`` in hundredths (1 to 99): the thresholds whose metrics have a name. Raises
+    ``ValueError`` for any other value (0.055 would be named like 0.06 or 0.05)."""
+    percent = round(float(iou_thr) * 100)
+    if not 1 <= percent <= 99 or abs(float(iou_thr) * 100 - percent) > 1e-6:
+        raise ValueError(f"IoU threshold {iou_thr} is not one of 0.01, 0.02, ..., 0.99")
+    return percent
+
+
 def ap_key(iou_thr: float) -> str:
-    """The metric name of AP at one IoU threshold: ``AP_50`` for 0.5, ``AP_70`` for 0.7."""
-    return f"AP_{round(iou_thr * 100):d}"
+    """The metric name of AP at one IoU threshold, always two digits: ``AP_05`` for 0.05,
+    ``AP_50`` for 0.5, ``AP_95`` for 0.95."""
+    return f"AP_{iou_percent(iou_thr):02d}"
+
+
+def recall_key(iou_thr: float) -> str:
+    """The metric name of the recall at one IoU threshold (all sizes, 100 detections per
+    image, averaged over the classes with ground truth): ``recall_50`` for 0.5. COCO's
+    ``AR_100`` is another number: the recall averaged over IoU 0.50:0.95."""
+    return f"recall_{iou_percent(iou_thr):02d}"
 
 
 PR_CURVE_IOU = 0.5  # the threshold whose precision/recall curves are always returned (free: on COCO's grid)
@@ -96,9 +113,9 @@ class CocoEvaluator:
         class_names: Class names in category-id order; defaults to the category names
             of ``coco_gt``. Label ``i`` of a detection is the ``i``-th category when the
             categories are sorted by id.
-        iou_thrs: IoU thresholds whose single-threshold AP is also reported (``AP_60`` for
-            0.6; 0.5 and 0.75 are COCO's own ``AP_50``/``AP_75``), e.g. the threshold a
-            platform ranks models by.
+        iou_thrs: IoU thresholds (multiples of 0.01 from 0.01 to 0.99) whose single-threshold
+            AP and recall are also reported (``AP_60`` and ``recall_60`` for 0.6; 0.5 and 0.75
+            are COCO's own ``AP_50``/``AP_75``), e.g. the threshold a platform ranks models by.
         verbose: Let pycocotools print its progress and summary table to stdout.
 
     ``chunk_images`` images are evaluated at a time (see :meth:`_run`); the numbers do not
@@ -123,8 +140,7 @@ class CocoEvaluator:
         self.class_names = list(class_names)
         self.iou_thrs = [float(t) for t in iou_thrs]
         for thr in self.iou_thrs:
-            if not 0.0 < thr < 1.0:
-                raise ValueError(f"IoU threshold {thr} outside (0, 1)")
+            iou_percent(thr)  # a threshold whose metrics have a name
         self.verbose = verbose
         self.last_pr_curves: dict[float, PrecisionCurves] = {}
 
@@ -142,9 +158,11 @@ class CocoEvaluator:
             A dict with
 
             * ``"metrics"``: the 12 COCOeval statistics as floats named by
-              :data:`METRIC_NAMES` (``mAP`` is AP@[.50:.95]), plus ``AP_<t>`` for each of
-              ``iou_thrs``. A metric that COCO leaves undefined (-1: no ground truth in that
-              size range) is absent, never 0.
+              :data:`METRIC_NAMES` (``mAP`` is AP@[.50:.95]), plus for each of ``iou_thrs``
+              the AP (:func:`ap_key`) and the recall (:func:`recall_key`) at that IoU (all
+              sizes, 100 detections, averaged over the classes with ground truth). A metric
+              that COCO leaves undefined (-1: no ground truth in that size range) is absent,
+              never 0.
             * ``"per_class_AP"``: class name -> AP@[.50:.95] over all sizes with at most
               100 detections per image; classes without ground truth are absent.
             * ``"summary"``: pycocotools' printed summary table (empty when there were
@@ -172,6 +190,7 @@ class CocoEvaluator:
             curves = {thr: self._curves_at(coco_eval, thr, detections) for thr in self.curve_thresholds}
             for thr in self.iou_thrs:
                 metrics[ap_key(thr)] = self._mean_defined(curves[thr].precision)
+                metrics[recall_key(thr)] = self._mean_defined(curves[thr].max_recall)
         self.last_pr_curves = curves
         return {
             "metrics": metrics,
@@ -271,9 +290,10 @@ class CocoEvaluator:
         )
 
     @staticmethod
-    def _mean_defined(precision: np.ndarray) -> float:
-        """AP over the classes with ground truth (COCO's -1 entries left out); 0 when there is none."""
-        values = precision[precision > -1]
+    def _mean_defined(values: np.ndarray) -> float:
+        """The mean over the classes with ground truth of a curve's precision ([R, C]: the AP)
+        or of its recall ([C]), COCO's -1 entries left out; 0 when no class has any."""
+        values = values[values > -1]
         return float(values.mean()) if values.size else 0.0
 
     def _gt_counts(self) -> np.ndarray:
@@ -290,7 +310,9 @@ class CocoEvaluator:
         areas = [a["area"] for a in self.coco_gt.dataset.get("annotations", []) if not a.get("iscrowd", 0)]
         defined = {name: any(low <= a <= high for a in areas) for name, (low, high) in AREA_RANGES.items()}
         names = [n for n in METRIC_NAMES if not n.endswith(("_small", "_m", "_l")) or defined[n.rsplit("_", 1)[1]]]
-        metrics = dict.fromkeys(names, 0.0) | {ap_key(t): 0.0 for t in self.iou_thrs}
+        metrics = dict.fromkeys(names, 0.0)
+        for thr in self.iou_thrs:
+            metrics |= {ap_key(thr): 0.0, recall_key(thr): 0.0}
         self.last_pr_curves = {thr: self._empty_curves(thr) for thr in self.curve_thresholds}
         return {
             "metrics": metrics if areas else {},
