@@ -8,9 +8,15 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every version comes from docker/constraints.txt, the file the image installs from. PyPI's Linux
+# torch wheel is the CUDA build (several GB); on a machine without a GPU,
+#   make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# takes PyTorch's CPU wheel of the same version instead (2.13.0+cpu, about 200 MB).
+TORCH_INDEX_URL ?=
+$(STAMP): pyproject.toml docker/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c docker/constraints.txt \
+		$(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) -e ".[test]"
 	touch $(STAMP)
 
 test: $(STAMP)
