@@ -43,29 +43,48 @@ def _close_inherited_locks() -> None:
 os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
+class Clock:
+    """The monitor's time: record timestamps (:meth:`time`), the write throttle (:meth:`monotonic`)
+    and the heartbeat's pauses (:meth:`wait`). Tests hand a :class:`Monitor` one they move by hand."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        """Wait ``seconds`` or until ``stop`` is set; True when it was set."""
+        return stop.wait(seconds)
+
+
+SYSTEM_CLOCK = Clock()
+
+
 class Monitor:
-    def __init__(self, path: Path, task_id: str, min_interval: float = 0.5) -> None:
+    def __init__(self, path: Path, task_id: str, min_interval: float = 0.5, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = path
         self.task_id = task_id
         self.min_interval = min_interval
+        self.clock = clock
         self._last_write = 0.0
         self.percent = 0.0
         self.enabled = True
 
     def _write(self, line: str, extra: str = "") -> None:
         atomic_write_text(self.path, line + "\n" + (extra.rstrip("\n") + "\n" if extra else ""))
-        self._last_write = time.monotonic()
+        self._last_write = self.clock.monotonic()
 
     def progress(self, fraction: float, force: bool = False) -> None:
         """Task progress in [0, 1]; written at most every ``min_interval`` seconds unless forced."""
         self.percent = max(self.percent, min(max(fraction, 0.0), 1.0))  # never goes back
-        if self.enabled and (force or time.monotonic() - self._last_write >= self.min_interval):
+        if self.enabled and (force or self.clock.monotonic() - self._last_write >= self.min_interval):
             with self._locked():
                 self.percent = max(self.percent, self._written_percent())  # nor below another writer's
                 self._write(self._running_record())
 
     def _running_record(self) -> str:
-        return f"{self.task_id}\t{time.time():.6f}\t{self.percent:.4f}\t{RUNNING}\t0"
+        return f"{self.task_id}\t{self.clock.time():.6f}\t{self.percent:.4f}\t{RUNNING}\t0"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -87,7 +106,7 @@ class Monitor:
                 fields = read_monitor(self.path)
                 if fields[0] == self.task_id and fields[3] != str(RUNNING):
                     return  # the task already ended (done is 2 at 1.0; an error or a stop is final)
-                if fields[0] == self.task_id and time.time() - float(fields[1]) < max_age:
+                if fields[0] == self.task_id and self.clock.time() - float(fields[1]) < max_age:
                     return
                 self.percent = max(self.percent, float(fields[2]) if fields[0] == self.task_id else 0.0)
             except (OSError, IndexError, ValueError):
@@ -109,7 +128,7 @@ class Monitor:
                 pass  # a full disk must not kill the heartbeat: the next beat tries again
 
         def loop() -> None:
-            while not stop.wait(max_age / 4):
+            while not self.clock.wait(stop, max_age / 4):
                 beat()
 
         beat()  # the first one here, before the block: the record exists from the task's first second
@@ -131,7 +150,7 @@ class Monitor:
         one_line = " ".join(message.split())
         with self._locked():
             self.percent = max(self.percent, self._written_percent())  # a worker may have got further
-            line = f"{self.task_id}\t{time.time():.6f}\t{self.percent:.4f}\t{ERROR}\t{int(code)}\t{one_line}"
+            line = f"{self.task_id}\t{self.clock.time():.6f}\t{self.percent:.4f}\t{ERROR}\t{int(code)}\t{one_line}"
             self._write(line, details)
 
     def stopped(self, reason: str) -> None:
@@ -142,7 +161,7 @@ class Monitor:
             return
         with self._locked():
             self.percent = max(self.percent, self._written_percent())
-            self._write(f"{self.task_id}\t{time.time():.6f}\t{self.percent:.4f}\t{ERROR}", reason)
+            self._write(f"{self.task_id}\t{self.clock.time():.6f}\t{self.percent:.4f}\t{ERROR}", reason)
 
     def _written_percent(self) -> float:
         """The progress in the current record of this task (0 when there is none)."""

@@ -98,6 +98,57 @@ def run_start(in_dir: Path, out_dir: Path, timeout: int = 600, env: dict | None 
     )
 
 
+def start_task(in_dir: Path, out_dir: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """start.py in the background, in its own process group (a kill reaches the helper processes
+    it started), its output in ``log``. Pretrained weights as in :func:`run_start`."""
+    with log.open("w") as f:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "start.py"), "--in", str(in_dir), "--out", str(out_dir)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+                "NANODET_WEIGHTS_DIR": str(NO_WEIGHTS),
+                "TORCH_HOME": str(NO_WEIGHTS),
+                **(env or {}),
+            },
+        )
+
+
+class Pauses:
+    """The test's side of :mod:`nanodet.utils.pause_points`: ``env`` asks the processes of a task
+    to pause at ``points``; the test waits until they are there, acts, then releases them (or
+    kills them where they wait)."""
+
+    def __init__(self, folder: Path, *points: str) -> None:
+        from nanodet.utils.pause_points import PAUSE_AT_ENV, PAUSE_DIR_ENV
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.env = {PAUSE_AT_ENV: ",".join(points), PAUSE_DIR_ENV: str(folder)}
+
+    def reached(self, point: str) -> list[int]:
+        """The processes waiting (or that waited) at ``point``."""
+        return sorted(int(p.name[len(point) + 1 : -len(".reached")]) for p in self.folder.glob(f"{point}.*.reached"))
+
+    def wait(self, proc: subprocess.Popen, point: str, processes: int = 1, timeout: float = 300.0) -> list[int]:
+        """Wait until ``processes`` processes are held at ``point``; the test fails when the task
+        ends first or ``timeout`` passes (a guard against a hang: it is never reached when all is well)."""
+        deadline = time.monotonic() + timeout
+        while len(self.reached(point)) < processes:
+            if proc.poll() is not None:
+                raise AssertionError(f"the task ended (exit {proc.returncode}) before reaching {point}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{point} not reached in {timeout:.0f} s")
+            time.sleep(0.01)
+        return self.reached(point)
+
+    def release(self, point: str) -> None:
+        (self.folder / f"{point}.go").touch()
+
+
 def monitor_fields(out_dir: Path) -> list[str]:
     lines = (out_dir / "monitor.txt").read_text().splitlines()
     fields = lines[0].split("\t")

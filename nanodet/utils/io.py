@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from .pause_points import pause_point
+
 
 def _file_mode() -> int:
     """The mode ``open()`` would give a new file (mkstemp's 0600 would hide results from the
@@ -27,6 +29,7 @@ def atomic_write_file(path: str | Path, write: Callable[[str], Any]) -> None:
         os.fchmod(fd, _file_mode())
         os.close(fd)
         write(tmp)
+        pause_point(f"write:{path.name}")  # tests only: the data is in the temp file, not yet renamed
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
