@@ -252,22 +252,35 @@ PROBE_ROWS = 256  # rows read in the calling thread to learn whether a pool woul
 PROGRESS_EVERY = 256  # rows between two progress calls
 
 
-def read_rows(fn: Callable[[T], R], items: list[T], threads: int, pool: bool | None = None) -> Iterator[R]:
+def reading_waits(wall: float, cpu: float, threads: int) -> bool:
+    """Whether rows that took ``wall`` seconds, ``cpu`` of them on the CPU, should go to a pool
+    of ``threads``: when reading them mostly waited (wall time more than twice the CPU time)."""
+    return threads > 1 and wall > 2 * cpu
+
+
+def read_rows(
+    fn: Callable[[T], R],
+    items: list[T],
+    threads: int,
+    pool: bool | None = None,
+    wall_clock: Callable[[], float] = time.perf_counter,
+    cpu_clock: Callable[[], float] = time.thread_time,
+) -> Iterator[R]:
     """``fn`` over ``items``, results in order: in this thread, or in a pool of ``threads``.
 
     A header read is ~0.1 ms of Python; with the files in the page cache (a dataset the
     platform has just exported) a pool only adds GIL contention (measured here: 0.52 against
     0.32 ms per row). On storage where a read waits (a network file system), a pool hides the
-    waits. ``pool=None`` decides from the first PROBE_ROWS rows, read in this thread: a pool when
-    their wall time is more than twice the CPU time they took."""
+    waits. ``pool=None`` decides from the first PROBE_ROWS rows, read in this thread and timed
+    with ``wall_clock`` and ``cpu_clock`` (this thread's CPU time): :func:`reading_waits`."""
     probe = items[: PROBE_ROWS if pool is None else 0]
-    wall, cpu = time.perf_counter(), time.thread_time()
+    wall, cpu = wall_clock(), cpu_clock()
     for item in probe:
         yield fn(item)
-    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    wall, cpu = wall_clock() - wall, cpu_clock() - cpu
     rest = items[len(probe) :]
     if pool is None:
-        pool = threads > 1 and wall > 2 * cpu
+        pool = reading_waits(wall, cpu, threads)
         if pool and rest:
             log.info(
                 "files slow to reach (%.2f s for %d rows, %.2f s of it CPU): %d threads read them",

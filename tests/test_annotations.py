@@ -254,25 +254,32 @@ def test_a_lying_header_is_skipped_when_the_image_is_decoded(tmp_path: Path, cap
 
 
 def test_rows_go_to_a_pool_only_when_reading_them_waits(monkeypatch):
-    """Rows whose reading mostly waits (slow storage) go to the thread pool after the probe; rows
-    that are all CPU stay in the calling thread. Either way results come in order."""
+    """The decision from its numbers: a pool when the probe rows' wall time is more than twice
+    their CPU time. Then read_rows with clocks that the rows themselves move: rows whose reading
+    waits (2 ms of wall time, 0.1 ms of CPU) go to the thread pool after the probe, rows that
+    are all CPU stay in the calling thread. Either way results come in order."""
     import threading
-    import time
 
     import executor.dataset as dataset
 
+    assert dataset.reading_waits(wall=2.1, cpu=1.0, threads=4)
+    assert not dataset.reading_waits(wall=2.0, cpu=1.0, threads=4)
+    assert not dataset.reading_waits(wall=9.0, cpu=1.0, threads=1)  # no pool of one thread
+
     monkeypatch.setattr(dataset, "PROBE_ROWS", 20)
+    clock = {"wall": 0.0, "cpu": 0.0}
 
-    def waits(i: int) -> tuple[int, str]:
-        time.sleep(0.002)
-        return i, threading.current_thread().name
+    def row(wall: float, cpu: float):
+        def read(i: int) -> tuple[int, str]:
+            clock["wall"] += wall
+            clock["cpu"] += cpu
+            return i, threading.current_thread().name
 
-    def computes(i: int) -> tuple[int, str]:
-        sum(range(20000))
-        return i, threading.current_thread().name
+        return read
 
-    for fn, pooled in ((waits, True), (computes, False)):
-        out = list(dataset.read_rows(fn, list(range(200)), threads=4))
+    for fn, pooled in ((row(0.002, 0.0001), True), (row(0.001, 0.001), False)):
+        clocks = {"wall_clock": lambda: clock["wall"], "cpu_clock": lambda: clock["cpu"]}
+        out = list(dataset.read_rows(fn, list(range(200)), threads=4, **clocks))
         assert [i for i, _ in out] == list(range(200))
         names = {name for _, name in out[20:]}
         assert all(n.startswith("convert") for n in names) if pooled else names == {"MainThread"}
