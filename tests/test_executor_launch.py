@@ -36,18 +36,24 @@ def test_workers_know_their_rank_and_succeed(tmp_path):
 
 
 def test_the_first_failure_reported_is_raised(tmp_path):
-    """Rank 1 fails first; rank 0's later failure does not replace it."""
-    body = """
+    """Rank 1 fails first; rank 0 reports its failure only once rank 1's is written (a file
+    says so), and that later failure does not replace it."""
+    body = f"""
+reported, second = {str(tmp_path / "rank1-reported")!r}, {str(tmp_path / "rank0-reported")!r}
 if rank == 1:
     report_failure(300002, "rank 1: the first failure")
-    time.sleep(3)
+    open(reported, "w").close()
     sys.exit(0)
-time.sleep(1)
+deadline = time.monotonic() + 120  # a hang guard: rank 1 writes it at once
+while not os.path.exists(reported) and time.monotonic() < deadline:
+    time.sleep(0.01)
 report_failure(300004, "rank 0: a consequence")
+open(second, "w").close()
 sys.exit(1)
 """
     with pytest.raises(ExecutorError) as info:
         _run(tmp_path, body)
+    assert (tmp_path / "rank1-reported").exists() and (tmp_path / "rank0-reported").exists()  # both reported
     assert info.value.code == ReturnCode.DATASET and str(info.value) == "rank 1: the first failure"
 
 
