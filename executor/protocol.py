@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from nanodet.evaluation.coco import iou_percent
 from nanodet.utils.yaml_io import YamlFileError, read_yaml_mapping
 
 from .errors import ConfigError
@@ -173,9 +174,12 @@ class TrainingConfig(PlatformKeys):
     @field_validator("evaluate_iou_thr")
     @classmethod
     def _iou_grid(cls, v: float) -> float:
-        if abs(v * 100 - round(v * 100)) > 1e-6:
-            raise ValueError("must be a multiple of 0.01 (the mAP is AP at this IoU)")
-        return round(v, 2)
+        """One of 0.01 ... 0.99: the thresholds whose AP has a name (``AP_05``, ``AP_50``), so
+        a value the engine would refuse later is refused here, before the dataset is read."""
+        try:
+            return iou_percent(v) / 100
+        except ValueError:
+            raise ValueError("must be a multiple of 0.01 from 0.01 to 0.99 (the mAP is AP at this IoU)") from None
 
     @field_validator("learning_rate")
     @classmethod
@@ -203,6 +207,7 @@ class PredictConfig(PlatformKeys):
     cpu_processes: int = Field(1, ge=1, le=64)  # CPU only (gpu_count 0): processes to shard the images over
     backend: Annotated[Backend, _any_case(Backend)] = "auto"  # nanodet/deploy/runtimes.py
     mining_contact_sheet: LooseBool = True  # /out/mining-contact-sheet.png (executor/contact_sheet.py)
+    mining_diversity: LooseBool = False  # near-duplicates discounted in the ranking (nanodet/mining_diversity.py)
 
 
 def _describe(err: ValidationError, source: str) -> str:

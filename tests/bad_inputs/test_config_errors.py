@@ -59,6 +59,18 @@ CASES = [
         "key 'config_file': '../../../etc/passwd' is not a bundled model config",
     ),
     ("class-names-empty", _config(class_names=[]), "key 'class_names' is empty"),
+    # IoUs with no two-digit AP name (AP_05 ... AP_95): refused here, never as a save_key error after the
+    # dataset conversion (0.055, between hundredths: test_executor_training.py)
+    (
+        "iou-rounds-to-zero",
+        _config(evaluate_iou_thr=1e-9),
+        "key 'evaluate_iou_thr': value 1e-09 is invalid: Value error, must be a multiple of 0.01 from 0.01 to 0.99",
+    ),
+    (
+        "iou-rounds-to-one",
+        _config(evaluate_iou_thr=0.9999999999),
+        "key 'evaluate_iou_thr': value 0.9999999999 is invalid: Value error, must be a multiple of 0.01 from 0.01",
+    ),
 ]
 
 
