@@ -5,7 +5,9 @@ for CUDA tensors): boxes are visited from the highest score down (stable, so equ
 keep their original order) and a box is dropped when its IoU with a kept box of its label is
 strictly above the threshold. OpenCV's ``NMSBoxes`` visits boxes in the order given here and
 computes the IoU in double precision. This is the CPU path of every predictor: with an
-exported graph, detection needs no PyTorch at all.
+exported graph, detection needs no PyTorch at all. Inverted boxes (x2 < x1), which OpenCV
+does not take, go through the same greedy loop in NumPy (:func:`greedy_nms`). The module needs
+nothing of :mod:`.nms`, which builds on it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,27 @@ def opencv_greedy(xywh: np.ndarray, iou_threshold: float) -> np.ndarray:
     ranks = np.arange(len(xywh), 0, -1, dtype=np.float32)
     kept = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))
     return np.asarray(kept, dtype=np.int64).reshape(-1)
+
+
+def greedy_nms(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Positions kept by the classical greedy loop over boxes already in visiting order, with
+    torchvision's IoU formula in the boxes' own precision (float32 arithmetic gives the bits of
+    :mod:`.nms`'s PyTorch blocks). For what OpenCV does not take: inverted boxes, whose areas are
+    negative (their IoU with anything is then <= 0 or NaN, and suppresses nothing). One row of
+    IoUs per kept box: quadratic, for the few hundred candidates such a model leaves."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    alive = np.ones(len(boxes), dtype=bool)
+    for i in range(len(boxes)):
+        if not alive[i]:
+            continue
+        rest = slice(i + 1, None)
+        inter_w = (np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])).clip(min=0)
+        inter_h = (np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])).clip(min=0)
+        inter = inter_w * inter_h
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alive[rest] &= ~(inter / (areas[i] + areas[rest] - inter) > iou_threshold)
+    return np.flatnonzero(alive)
 
 
 def score_order(scores: np.ndarray) -> np.ndarray:
@@ -102,12 +125,9 @@ def multiclass_nms(
     else:
         shifted = class_shifted(cand_boxes, labels)
         keep = batched_nms_opencv(shifted, cand_scores, labels, iou_thr)
-        if keep is None:  # inverted boxes: the PyTorch blocks' rule (imported only for them)
-            import torch
-
-            from .nms import batched_nms
-
-            keep = batched_nms(*(torch.from_numpy(a) for a in (cand_boxes, cand_scores, labels)), iou_thr).numpy()
+        if keep is None:  # inverted boxes: the classical loop, as the PyTorch blocks run it
+            order = score_order(cand_scores)
+            keep = order[greedy_nms(shifted[order], iou_thr)]
     if max_num > 0:
         keep = keep[:max_num]
     dets = np.concatenate([cand_boxes[keep], cand_scores[keep, None]], axis=1).astype(np.float32, copy=False)
