@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nanodet.config import ConfigError, DeviceConfig, load_config, parse_config, save_config
+from nanodet.config import ConfigError, load_config, parse_config, save_config
 
 from .conftest import CONFIG_DIR
 
@@ -196,7 +196,3 @@ def test_overrides_errors_name_the_file_the_config_came_from():
     assert built.source is None and built == cfg
     with pytest.raises(ConfigError, match=r"^<overrides>: invalid"):
         built.merged(bad)
-
-
-def test_gpu_ids_are_accepted_as_official_configs_write_them():
-    assert DeviceConfig(gpu_ids=[0, 1]).gpu_ids == [0, 1] and DeviceConfig(gpu_ids=-1).gpu_ids == -1
