@@ -34,6 +34,7 @@ from nanodet.engine.distributed import DistContext, cleanup_distributed, init_di
 from nanodet.mining import uncertainty_scores
 from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write, atomic_write_text
+from nanodet.utils.pause_points import pause_point
 from nanodet.utils.pipeline import overlapped
 
 from .contact_sheet import SHEET_NAME, write_contact_sheet
@@ -187,6 +188,7 @@ def _run(
     for (_, batch), _ in overlapped(step, batches(predictor, [paths[i] for i in mine], hp, scope), predictor.streams):
         done += len(batch.paths) + len(batch.failed)
         monitor.progress(done / max(len(mine), 1))
+        pause_point("predict:batch")  # tests only: hold the workers mid-work (tests/test_crash_safety.py)
     elapsed = time.perf_counter() - start
     log.info(
         "rank %d: %d images in %.2f s (%.1f images/s), %d stream(s)",

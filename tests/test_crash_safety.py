@@ -25,12 +25,12 @@ from executor.workspace import make_training_workspace
 from nanodet.config import load_config
 
 from .conftest import ROOT
-from .executor_helpers import Watcher, assert_success, check_training_outputs, edit_yaml, monitor_fields
+from .executor_helpers import Pauses, Watcher, assert_success, check_training_outputs, edit_yaml, monitor_fields
 
 EPOCHS = 4
 
 
-def start(in_dir: Path, out_dir: Path, log: Path) -> subprocess.Popen:
+def start(in_dir: Path, out_dir: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
     """start.py in its own process group (so a kill reaches any helper process it started)."""
     with log.open("w") as f:
         return subprocess.Popen(
@@ -38,7 +38,7 @@ def start(in_dir: Path, out_dir: Path, log: Path) -> subprocess.Popen:
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
         )
 
 
@@ -96,11 +96,11 @@ def workspace(tmp_path_factory) -> Path:
 KILL_POINTS = [
     ("during-epoch-1", 11),  # a random instant of the first epoch: no checkpoint exists yet
     ("after-first-checkpoint", 22),  # a random instant of the following epochs
-    # 0-20 ms after a new model_last.ckpt's temp file appeared (epoch 1's is there): the kill lands
-    # mid-write (the temp file is left behind) or just after the rename; the case covers either
-    # moment, and which one it was is part of a failure's message
+    # held at a pause point while writing epoch 2's model_last.ckpt (epoch 1's is there): its data
+    # is in the temp file, not yet renamed over the old one; the kill lands there
     ("while-writing-a-checkpoint", 33),
 ]
+HELD_WRITE = "write:model_last.ckpt@2"
 
 
 @pytest.mark.parametrize("where, seed", KILL_POINTS, ids=[k[0] for k in KILL_POINTS])
@@ -112,7 +112,8 @@ def test_sigkill_then_resume(workspace, tmp_path, where, seed):
     shutil.copytree(workspace, in_dir)
     models = out / "models"
     started = time.time()
-    proc = start(in_dir, out, tmp_path / "killed.log")
+    pauses = Pauses(tmp_path / "pauses", HELD_WRITE)
+    proc = start(in_dir, out, tmp_path / "killed.log", pauses.env)
     watch = Watcher(out, started)
     try:
         if where == "during-epoch-1":
@@ -122,22 +123,22 @@ def test_sigkill_then_resume(workspace, tmp_path, where, seed):
             assert watch.wait_until(proc, lambda: (models / "model_last.ckpt").exists())
             watch.sleep(proc, rng.uniform(0.0, 3.0))
         else:
-            assert watch.wait_until(
-                proc, lambda: (models / "model_last.ckpt").exists() and any(models.glob(".model_last.ckpt.*.tmp"))
-            )  # overwriting epoch 1's
-            watch.sleep(proc, rng.uniform(0.0, 0.02))
+            assert watch.wait_until(proc, lambda: bool(pauses.reached(HELD_WRITE)))  # overwriting epoch 1's
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
     killed_log = (tmp_path / "killed.log").read_text()
-    mid_write = any(models.glob(".model_last.ckpt.*.tmp"))  # the kill landed before the rename
-    print(f"the kill landed {'mid-write (a temp checkpoint was left)' if mid_write else 'with no write open'}")
     assert proc.returncode == -signal.SIGKILL, killed_log[-3000:]
     had_checkpoint = (models / "model_last.ckpt").exists()
     if where == "during-epoch-1":
         assert not had_checkpoint, "killed too late for this repetition"
     else:
         assert had_checkpoint
+    if where == "while-writing-a-checkpoint":  # the kill landed mid-write: epoch 2's data only in a temp file
+        [temp] = models.glob(".model_last.ckpt.*.tmp")
+        assert temp.stat().st_size > 0
+        assert torch.load(models / "model_last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+        assert torch.load(temp, map_location="cpu", weights_only=True)["epoch"] == 2
     stages_before = assert_valid_at_this_instant(out)
     assert watch.seen == sorted(watch.seen), watch.seen  # the killed run's progress never went back
 
@@ -259,34 +260,35 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_sigterm_reaches_torchrun_workers(tmp_path):
-    """Mining + infer sharded over 2 torchrun processes (cpu_processes: 2): SIGTERM to the task
-    process stops the workers too, so none writes a result or a 'running' record after the
-    error record."""
+    """Mining + infer sharded over 2 torchrun processes (cpu_processes: 2), both held at a pause
+    point after their first batch (rank 0 has written its progress): SIGTERM to the task process
+    stops the workers too, so none writes a result or a 'running' record after the error record."""
     from executor.workspace import make_predict_workspace
 
     from .bad_inputs.corpus import tiny_models
 
-    # enough small candidates that each rank works for several of the monitor's 0.5 s progress
-    # intervals even on a fast machine (300 took 0.5 s per rank there: the kill came after
-    # the results), so the kill lands mid-work
     in_dir = make_predict_workspace(
         tmp_path / "in",
         tiny_models(tmp_path / "models"),
-        candidates=2400,
+        candidates=24,  # 6 batches of 2 per rank: the first one done, five to go
         size=((64, 64), (96, 96)),
         batch_size_per_gpu=2,
         workers_per_gpu=0,
         cpu_processes=2,
     )
     out = tmp_path / "out"
-    proc = start(in_dir, out, tmp_path / "run.log")
+    pauses = Pauses(tmp_path / "pauses", "predict:batch")
+    proc = start(in_dir, out, tmp_path / "run.log", pauses.env)
     watch = Watcher(out, time.time())
     try:
-        mid_work = watch.wait_until(proc, lambda: bool(watch.seen) and 0.05 < watch.seen[-1] < 0.8)
-        assert mid_work, f"no progress record between 5 % and 80 % before the task ended: {watch.seen}"
+        held = pauses.wait(proc, "predict:batch", processes=2)
+        assert proc.pid not in held  # the two workers, not the task process
+        watch.poll()
+        assert watch.seen and 0 < watch.seen[-1] < 1.0, watch.seen  # the first batch in, not the last
         os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        time.sleep(3)  # time for an orphaned worker to overwrite something
+        proc.wait(timeout=60)
+        for pid in held:  # torchrun has stopped its workers before the task process ended
+            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"worker {pid} outlived the task process"
         orphans = _processes_mentioning(str(out))
     finally:
         for pid in _processes_mentioning(str(out)):
@@ -301,6 +303,13 @@ def test_sigterm_reaches_torchrun_workers(tmp_path):
     assert len(fields) == 4 and fields[3] == "4", fields
     assert not (out / "result.tsv").exists() and not (out / "infer-result.json").exists()
     assert log.strip().splitlines()[-1] == "stopped: task stopped by SIGTERM (no error code: the platform asked for it)"
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True  # gone while looking
 
 
 INTERRUPTED_SAVES = r"""
