@@ -336,6 +336,7 @@ class DeviceConfig(Strict):
     workers_per_gpu: int = Field(4, ge=0)
     batchsize_per_gpu: int = Field(16, gt=0)
     precision: Literal[16, 32] = 32
+    cache_images: Literal["none", "ram", "disk"] = "none"  # decoded training images (nanodet/data/image_cache.py)
 
 
 class OptimizerConfig(Strict):

@@ -278,21 +278,29 @@ def test_multi_scale_dataset_is_deterministic_per_seed_epoch_index_and_collates(
     )
     dataset = build_dataset(cfg, train=True, seed=3)
     items = [dataset[(i, epoch)] for epoch in range(2) for i in range(len(dataset))]
-    sizes = {tuple(it["img"].shape[1:]) for it in items}
+    sizes = {tuple(it["img"].shape[:2]) for it in items}  # training samples: HWC uint8
     assert len(sizes) > 3 and all(57 <= h <= 134 and 57 <= w <= 134 for h, w in sizes)
     for key, item in zip([(i, e) for e in range(2) for i in range(len(dataset))], items):
         again = build_dataset(cfg, train=True, seed=3)[key]  # another process, same (seed, epoch, index)
         assert torch.equal(again["img"], item["img"]) and torch.equal(again["gt_bboxes"], item["gt_bboxes"])
+        assert torch.equal(again["colour"], item["colour"])
     other_seed = build_dataset(cfg, train=True, seed=4)
     assert any(other_seed[(i, 0)]["img"].shape != items[i]["img"].shape for i in range(len(dataset)))
 
     batch = collate_detection(items[:4])
-    max_h = max(it["img"].shape[1] for it in items[:4])
-    max_w = max(it["img"].shape[2] for it in items[:4])
-    assert batch.images.shape == (4, 3, -(-max_h // 32) * 32, -(-max_w // 32) * 32)
+    max_h = max(it["img"].shape[0] for it in items[:4])
+    max_w = max(it["img"].shape[1] for it in items[:4])
+    assert batch.images.shape == (4, -(-max_h // 32) * 32, -(-max_w // 32) * 32, 3)
+    inputs = batch.inputs(torch.device("cpu"))
+    assert inputs.shape == (4, 3, -(-max_h // 32) * 32, -(-max_w // 32) * 32) and inputs.dtype == torch.float32
+    reference = build_dataset(cfg, train=True, seed=3, reference=True)  # the official way, same draws
     for i, it in enumerate(items[:4]):
-        h, w = it["img"].shape[1:]
-        assert torch.equal(batch.images[i, :, :h, :w], it["img"]) and (batch.images[i, :, h:, :] == 0).all()
-        assert torch.equal(batch.gt_bboxes[i], it["gt_bboxes"])
+        h, w = it["img"].shape[:2]
+        assert torch.equal(batch.images[i, :h, :w], it["img"]) and (batch.images[i, h:] == 0).all()
+        assert (inputs[i, :, h:] == 0).all() and (inputs[i, :, :, w:] == 0).all()  # padding: 0 after normalising
+        official = reference[(i, 0)]
+        assert official["img"].shape == (3, h, w)
+        assert (inputs[i, :, :h, :w] - official["img"]).abs().max() < 1e-4
+        assert torch.equal(batch.gt_bboxes[i], it["gt_bboxes"]) and torch.equal(official["gt_bboxes"], it["gt_bboxes"])
     # evaluation stays at input_size
     assert tuple(build_dataset(cfg, train=False)[(0, 0)]["img"].shape[1:]) == (96, 96)

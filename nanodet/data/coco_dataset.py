@@ -3,6 +3,14 @@
 Each sample is augmented with its own random generator, seeded from (seed, epoch, index):
 the augmentation of an image does not depend on which worker process loads it or on
 what ran before, so a resumed run sees exactly the data a straight run would have.
+
+A training sample is made the fast way (:meth:`~nanodet.data.transforms.TrainTransform.sample`):
+the image decoded at the reduced size the augmentation needs (or taken from the
+``cache_images`` cache, :mod:`.image_cache`), warped to ``uint8``; the batch carries each
+sample's colour factors and :meth:`TrainBatch.inputs` makes the network's input from it (in the
+DataLoader workers for a CPU run, on the GPU for a CUDA one). ``reference=True`` makes the
+samples the official way instead (whole decode, colour and normalisation per image): the
+baseline of the tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -20,8 +28,11 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset, Sampler
 
 from ..config import DatasetConfig
-from .image_io import ImageReadError, read_image
-from .transforms import EvalTransform, TrainTransform, stack_batch
+from .image_cache import CacheMode, ImageCache, make_image_cache
+from .image_io import ImageReadError, read_image, read_image_scaled
+from .transforms import EvalTransform, TrainTransform, colour_and_normalize, stack_batch, stack_hwc
+
+JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +50,16 @@ class CocoDetection(Dataset):
     random augmentation of every sample is reproducible.
     """
 
-    def __init__(self, ann_path: str | Path, img_dir: str | Path, transform, seed: int = 0) -> None:
+    def __init__(
+        self,
+        ann_path: str | Path,
+        img_dir: str | Path,
+        transform,
+        seed: int = 0,
+        cache_images: CacheMode = "none",
+        reference: bool = False,
+        cache_budget: int | None = None,
+    ) -> None:
         self.coco = load_coco(ann_path)
         self.img_dir = Path(img_dir)
         self.transform = transform
@@ -50,6 +70,40 @@ class CocoDetection(Dataset):
         self.img_ids = sorted(self.coco.getImgIds())
         self.ann_path = Path(ann_path)
         self._warned: set[int] = set()
+        self.fast = isinstance(transform, TrainTransform) and not reference
+        self.cache: ImageCache | None = None
+        if cache_images != "none" and not self.fast:
+            log.warning("cache_images: %s is for the training set (fast samples): not caching", cache_images)
+        elif cache_images != "none":
+            self.cache = make_image_cache(
+                cache_images, [self._cached_shape(i) for i in self.img_ids], None, cache_budget
+            )
+
+    def _cached_shape(self, img_id: int) -> tuple[int, int, int] | None:
+        """(height, width, factor) an image decodes to for training, from the annotation file's
+        size (None without one: such an image is never cached)."""
+        info = self.coco.imgs[img_id]
+        width, height = info.get("width"), info.get("height")
+        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+            return None
+        jpeg = Path(info["file_name"]).suffix.lower() in JPEG_SUFFIXES
+        factor = self.transform.decode_factor(width, height) if jpeg else 1
+        return -(-height // factor), -(-width // factor), factor
+
+    def _factor_of(self, width: int, height: int) -> int:
+        return self.transform.decode_factor(width, height)
+
+    def _read_for_training(self, index: int, path: Path) -> tuple[np.ndarray, int, tuple[int, int]]:
+        """(image at 1/k, k, original (w, h)): from the cache, else decoded (and stored)."""
+        info = self.coco.imgs[self.img_ids[index]]
+        if self.cache is not None:
+            image = self.cache.get(index)
+            if image is not None:
+                return image, self.cache.slot(index).factor, (info["width"], info["height"])
+        image, factor, size = read_image_scaled(path, self._factor_of)
+        if self.cache is not None and size == (info.get("width"), info.get("height")):
+            self.cache.put(index, image, factor)
+        return image, factor, size
 
     def __len__(self) -> int:
         return len(self.img_ids)
@@ -76,11 +130,14 @@ class CocoDetection(Dataset):
         info = self.coco.imgs[img_id]
         path = self.img_dir / info["file_name"]
         try:
-            image = read_image(path)
+            if self.fast:
+                image, factor, size = self._read_for_training(index, path)
+            else:
+                image = read_image(path)
+                size = (image.shape[1], image.shape[0])
         except ImageReadError as err:
             self._skip(index, f"skipping unreadable image {err}")
             return None
-        size = (image.shape[1], image.shape[0])
         if (info.get("width"), info.get("height")) not in ((None, None), size):  # the header lied: boxes don't fit
             self._skip(
                 index,
@@ -90,20 +147,32 @@ class CocoDetection(Dataset):
             return None
         boxes, labels = self.annotations(img_id)
         rng = np.random.default_rng([self.seed, epoch, index])
-        chw, boxes, labels, matrix = self.transform(image, boxes, labels, rng)
+        extra = {}
+        if self.fast:
+            hwc, boxes, labels, matrix, colour = self.transform.sample(image, boxes, labels, rng, factor, size)
+            img = torch.from_numpy(hwc)
+            extra = {"colour": torch.from_numpy(colour.as_array()), "normalize": self.transform.normalize}
+        else:
+            chw, boxes, labels, matrix = self.transform(image, boxes, labels, rng)
+            img = torch.from_numpy(chw)
         return {
-            "img": torch.from_numpy(chw),
+            "img": img,
             "gt_bboxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
             "gt_labels": torch.from_numpy(labels),
             "warp_matrix": matrix,
             "img_id": img_id,
             "size": size,
             "path": str(path),
+            **extra,
         }
 
 
 @dataclass
 class TrainBatch:
+    """A batch: ``images`` are the network's input (NCHW float32), or, for fast training samples,
+    the warped images (NHWC ``uint8``) with each sample's ``colour`` row, the ``normalize`` (mean,
+    std) and, when padded, each sample's (h, w) in ``image_hw``: :meth:`inputs` finishes them."""
+
     images: torch.Tensor
     gt_bboxes: list[torch.Tensor]
     gt_labels: list[torch.Tensor]
@@ -112,6 +181,9 @@ class TrainBatch:
     sizes: list[tuple[int, int]]
     paths: list[str]
     skipped: int = 0
+    colour: torch.Tensor | None = None
+    normalize: tuple | None = None
+    image_hw: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.img_ids)
@@ -120,17 +192,48 @@ class TrainBatch:
         self.images = self.images.pin_memory()
         return self
 
+    def inputs(
+        self, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> torch.Tensor:
+        """The network's input on ``device``: the images moved (``non_blocking``: pinned batches
+        overlap the copy), then for ``uint8`` images the colour and normalisation computed there."""
+        images = self.images.to(device, non_blocking=True)
+        if self.colour is not None:
+            images = colour_and_normalize(images, self.colour, *self.normalize, self.image_hw)
+        return images.contiguous(memory_format=memory_format)
+
+    def finish(self) -> TrainBatch:
+        """The same batch with the network's input made here (on the CPU): what a CPU trainer's
+        DataLoader workers hand over."""
+        if self.colour is not None:
+            self.images = self.inputs(torch.device("cpu"), torch.channels_last)
+            self.colour = self.normalize = self.image_hw = None
+        return self
+
 
 def collate_detection(items: list[dict | None]) -> TrainBatch | None:
     """One batch of the loaded samples (unreadable ones, ``None``, counted in ``skipped``).
 
     Images of different sizes (``multi_scale``) are padded right and bottom to the largest,
-    rounded up to a multiple of 32 (:func:`stack_batch`); boxes keep their coordinates."""
+    rounded up to a multiple of 32 (:func:`stack_batch`); boxes keep their coordinates. Fast
+    training samples stay ``uint8`` with their colour factors (:meth:`TrainBatch.inputs`)."""
     ok = [it for it in items if it is not None]
     if not ok:
         return None
+    extra = {}
+    if "colour" in ok[0]:
+        images = stack_hwc([it["img"] for it in ok])
+        hw = [tuple(it["img"].shape[:2]) for it in ok]
+        padded = any(size != tuple(images.shape[1:3]) for size in hw)
+        extra = {
+            "colour": torch.stack([it["colour"] for it in ok]),
+            "normalize": ok[0]["normalize"],
+            "image_hw": hw if padded else None,
+        }
+    else:
+        images = stack_batch([it["img"] for it in ok])
     return TrainBatch(
-        images=stack_batch([it["img"] for it in ok]),
+        images=images,
         gt_bboxes=[it["gt_bboxes"] for it in ok],
         gt_labels=[it["gt_labels"] for it in ok],
         warp_matrices=[it["warp_matrix"] for it in ok],
@@ -138,7 +241,15 @@ def collate_detection(items: list[dict | None]) -> TrainBatch | None:
         sizes=[it["size"] for it in ok],
         paths=[it["path"] for it in ok],
         skipped=len(items) - len(ok),
+        **extra,
     )
+
+
+def collate_finished(items: list[dict | None]) -> TrainBatch | None:
+    """:func:`collate_detection` with the network's input made (:meth:`TrainBatch.finish`): the
+    collate of a CPU trainer's loader, whose workers do that work."""
+    batch = collate_detection(items)
+    return batch.finish() if batch is not None else None
 
 
 class EpochSampler(Sampler):
@@ -185,5 +296,16 @@ def build_transform(cfg: DatasetConfig, train: bool) -> EvalTransform | TrainTra
     )
 
 
-def build_dataset(cfg: DatasetConfig, train: bool, seed: int = 0) -> CocoDetection:
-    return CocoDetection(cfg.ann_path, cfg.img_path, build_transform(cfg, train), seed=seed)
+def build_dataset(
+    cfg: DatasetConfig, train: bool, seed: int = 0, cache_images: CacheMode = "none", reference: bool = False
+) -> CocoDetection:
+    """The dataset of ``cfg``; ``cache_images`` (training set only) and ``reference`` as
+    :class:`CocoDetection` takes them."""
+    return CocoDetection(
+        cfg.ann_path,
+        cfg.img_path,
+        build_transform(cfg, train),
+        seed=seed,
+        cache_images=cache_images,
+        reference=reference,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -53,6 +54,41 @@ def read_image_reduced(path: str | Path, min_wh: tuple[int, int]) -> tuple[np.nd
     if (image.shape[1], image.shape[0]) != reduced:  # turned by its EXIF orientation: width and height swap
         size = (size[1], size[0])
     return image, factor, size
+
+
+def read_image_scaled(
+    path: str | Path, factor_of: Callable[[int, int], int]
+) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """Decode at ``1/k`` of the size, ``k = factor_of(width, height)`` of the image as decoded
+    (EXIF orientation applied), one of 1, 2, 4, 8; JPEG only: other formats, and a JPEG whose
+    header cannot be read or disagrees with its data, decode whole (``k`` = 1). Returns (BGR
+    image, k, original (width, height)); the image is ``ceil(width / k)`` x ``ceil(height / k)``."""
+    path = Path(path)
+    data = _read_bytes(path)
+    size = jpeg_decoded_size(data)
+    factor = factor_of(*size) if size is not None else 1
+    if factor != 1:
+        if size[0] * size[1] > MAX_PIXELS:
+            raise ImageReadError(f"{path}: image too large ({size[0]}x{size[1]})")
+        image = _decode(path, data, _REDUCED_FLAGS[factor])
+        if (image.shape[1], image.shape[0]) == (-(-size[0] // factor), -(-size[1] // factor)):
+            return image, factor, size
+    image = _decode(path, data, cv2.IMREAD_COLOR)  # a header that lied: the whole image is the truth
+    return image, 1, (image.shape[1], image.shape[0])
+
+
+def jpeg_decoded_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) of a JPEG as the decoder returns it (EXIF orientation applied), from its
+    header; None when ``data`` is not a JPEG whose header can be read."""
+    if data[:2].tobytes() != b"\xff\xd8":
+        return None
+    try:  # the frame header comes before the image data, after EXIF, ICC and other APPn segments
+        return header_size(io.BytesIO(data[:_HEADER_BYTES].tobytes())).decoded
+    except HeaderError:
+        return None
+
+
+_HEADER_BYTES = 1 << 18
 
 
 def jpeg_size(data: np.ndarray) -> tuple[int, int] | None:

@@ -3,8 +3,21 @@ the batching of tensors.
 
 Every geometric change of an image is one 3x3 homogeneous matrix ``M`` mapping
 original pixel coordinates to network-input coordinates (:mod:`.preprocess`, which holds the
-inference pre-processing): the image is warped once with ``cv2.warpPerspective`` and the
-boxes are moved with the same matrix.
+inference pre-processing): the image is warped once and the boxes are moved with the same matrix.
+
+A training sample is drawn once (:meth:`TrainTransform.draw`: the matrix and the colour factors,
+in the official order) and can then be made two ways from the same draw:
+
+* :meth:`TrainTransform.__call__`, the official way: the whole decoded image warped with
+  ``cv2.warpPerspective``, colour in float32 per image, normalised, CHW float32 out;
+* :meth:`TrainTransform.sample`, what training uses: the image decoded at 1/k of its size when
+  even the largest zoom the augmentation can draw keeps the input no finer than the decode
+  (:meth:`TrainTransform.decode_factor`), one affine warp from it (``perspective`` 0: every bundled
+  config), HWC ``uint8`` out with its colour factors; the batch gets its colour and normalisation
+  in one pass by :func:`colour_and_normalize` (on the GPU for a CUDA run). The boxes are the
+  official way's; the colour arithmetic is its closed form (saturation in HSV is
+  ``V - f * (V - c)`` per channel ``c``, ``V`` the channel maximum, as OpenCV's float HSV
+  computes it).
 
 Images are BGR ``uint8`` arrays (OpenCV), boxes are ``float32`` (x1, y1, x2, y2).
 """
@@ -208,16 +221,75 @@ class TrainTransform:
         matrix = _translating(rng, self.translate, width, height) @ matrix
         return resize_matrix((width, height), dst_wh or self.input_wh, self.keep_ratio) @ matrix
 
+    def draw_colour(self, rng: np.random.Generator) -> Colour:
+        """This sample's colour factors, drawn in the official order."""
+        brightness = contrast = saturation = None
+        if rng.integers(2):
+            brightness = float(np.float32(rng.uniform(-self.brightness, self.brightness)))
+        if self.contrast is not None and rng.integers(2):
+            contrast = float(np.float32(rng.uniform(*_as_range(self.contrast))))
+        if self.saturation is not None and rng.integers(2):
+            saturation = float(rng.uniform(*_as_range(self.saturation)))
+        return Colour(brightness, contrast, saturation)
+
+    def draw(self, rng: np.random.Generator, width: int, height: int) -> Draw:
+        """Everything random about one sample of a ``width`` x ``height`` image, in the official
+        order: output size (``multi_scale``), matrix, colour."""
+        dst_wh = self.output_size(rng)
+        matrix = self.random_matrix(rng, width, height, dst_wh)
+        return Draw(tuple(dst_wh), matrix, self.draw_colour(rng))
+
     def color_augment(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Random brightness, contrast, saturation of a BGR uint8 image; float32 on 0-1."""
-        out = img.astype(np.float32) / 255
-        if rng.integers(2):
-            out += np.float32(rng.uniform(-self.brightness, self.brightness))
-        if self.contrast is not None and rng.integers(2):
-            out *= np.float32(rng.uniform(*_as_range(self.contrast)))
-        if self.saturation is not None and rng.integers(2):
-            out = _saturate(out, rng.uniform(*_as_range(self.saturation)))
-        return out
+        return self.draw_colour(rng).apply(img)
+
+    # --- the reduced decode -----------------------------------------------------------------
+
+    def max_zoom(self, width: int, height: int) -> float:
+        """The most output pixels per pixel of a ``width`` x ``height`` image, in any direction,
+        over every draw (an upper bound: the largest singular value of the matrix's linear part);
+        ``inf`` with ``perspective``, whose zoom varies across the image."""
+        if self.perspective:
+            return math.inf
+        high = _as_range(self.multi_scale)[1] if self.multi_scale is not None else 1.0
+        dst_wh = (int(self.input_wh[0] * high), int(self.input_wh[1] * high))
+        resize = resize_matrix((width, height), dst_wh, self.keep_ratio)
+        zoom_x, zoom_y = abs(resize[0, 0]), abs(resize[1, 1])
+        scale = max(abs(v) for v in _as_range(self.scale))
+        stretch_x, stretch_y = (max(abs(v) for v in _as_range(r)) for r in self.stretch)
+        if not self.rotation and not self.shear:  # a diagonal linear part: each axis alone
+            return scale * max(zoom_x * stretch_x, zoom_y * stretch_y)
+        shear = 1.0 + abs(math.tan(math.radians(self.shear)))  # ||I + N|| <= 1 + ||N||
+        return scale * max(zoom_x, zoom_y) * max(stretch_x, stretch_y) * shear
+
+    def decode_factor(self, width: int, height: int) -> int:
+        """The largest of 8, 4, 2 (else 1) such that the image decoded at 1/k of its size is still
+        no coarser than the network input at the largest zoom any draw can give: warping from that
+        decode never enlarges it, as warping from the whole image never enlarges that."""
+        zoom = self.max_zoom(width, height)
+        return next((k for k in DECODE_FACTORS if k * zoom <= 1.0), 1)
+
+    def sample(
+        self,
+        img: np.ndarray,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        rng: np.random.Generator,
+        factor: int = 1,
+        original_wh: tuple[int, int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Colour]:
+        """One training sample the fast way: (HWC uint8 image, boxes, labels, matrix, colour).
+
+        ``img`` is the image decoded at ``1/factor`` of ``original_wh`` (the whole image by
+        default); the draw, the matrix (from original coordinates) and the boxes are those of
+        :meth:`__call__` on the whole image for the same ``rng``. The colour is applied later, to
+        the batch (:func:`colour_and_normalize`)."""
+        original_wh = original_wh or (img.shape[1], img.shape[0])
+        draw = self.draw(rng, *original_wh)
+        warped = warp_image(img, draw.matrix, draw.dst_wh, factor)
+        moved = warp_boxes(boxes, draw.matrix, *draw.dst_wh)
+        kept_boxes, kept_labels = _keep_visible(moved, np.asarray(labels, dtype=np.int64))
+        return warped, kept_boxes, kept_labels, draw.matrix, draw.colour
 
     def __call__(
         self,
@@ -226,16 +298,126 @@ class TrainTransform:
         labels: np.ndarray,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Returns (CHW float32 image, boxes, labels, warp matrix) for one sample; the image is
-        ``input_wh`` (or with ``multi_scale``, :meth:`output_size`) large."""
+        """The official way: returns (CHW float32 image, boxes, labels, warp matrix) for one
+        sample; the image is ``input_wh`` (or with ``multi_scale``, :meth:`output_size`) large."""
         height, width = img.shape[:2]
-        dst_wh = self.output_size(rng)
-        M = self.random_matrix(rng, width, height, dst_wh)
-        warped = cv2.warpPerspective(img, M, dsize=tuple(dst_wh))
-        moved = warp_boxes(boxes, M, *dst_wh)
+        draw = self.draw(rng, width, height)
+        warped = cv2.warpPerspective(img, draw.matrix, dsize=draw.dst_wh)
+        moved = warp_boxes(boxes, draw.matrix, *draw.dst_wh)
         kept_boxes, kept_labels = _keep_visible(moved, np.asarray(labels, dtype=np.int64))
         mean, std = self.normalize
         scaled_mean = np.asarray(mean, dtype=np.float32) / 255
         scaled_std = np.asarray(std, dtype=np.float32) / 255
-        chw = normalize_chw(self.color_augment(warped, rng), scaled_mean, scaled_std)
-        return chw, kept_boxes, kept_labels, M
+        chw = normalize_chw(draw.colour.apply(warped), scaled_mean, scaled_std)
+        return chw, kept_boxes, kept_labels, draw.matrix
+
+
+DECODE_FACTORS = (8, 4, 2)
+"""The reductions libjpeg decodes at by scaling its DCT (OpenCV's ``IMREAD_REDUCED_COLOR_*``)."""
+
+
+def reduced_to_original(factor: int) -> np.ndarray:
+    """The matrix from the pixels of an image decoded at ``1/factor`` to those of the whole
+    image: reduced pixel ``i`` covers pixels ``k*i .. k*i+k-1``, its centre is ``k*i + (k-1)/2``."""
+    shift = (factor - 1) / 2
+    return np.array([[factor, 0.0, shift], [0.0, factor, shift], [0.0, 0.0, 1.0]])
+
+
+def warp_image(img: np.ndarray, matrix: np.ndarray, dst_wh: tuple[int, int], factor: int = 1) -> np.ndarray:
+    """``img`` (decoded at ``1/factor``) warped by ``matrix`` (from original coordinates):
+    one affine warp when the matrix has no perspective, else a perspective one."""
+    if factor != 1:
+        matrix = matrix @ reduced_to_original(factor)
+    if matrix[2, 0] == 0.0 and matrix[2, 1] == 0.0 and matrix[2, 2] == 1.0:
+        return cv2.warpAffine(img, matrix[:2], dsize=tuple(dst_wh))
+    return cv2.warpPerspective(img, matrix, dsize=tuple(dst_wh))
+
+
+@dataclass(frozen=True)
+class Colour:
+    """One sample's colour factors (``None``: not drawn): brightness added on the 0-1 scale, then
+    contrast multiplied, then saturation scaled in HSV."""
+
+    brightness: float | None = None
+    contrast: float | None = None
+    saturation: float | None = None
+
+    def as_array(self) -> np.ndarray:
+        """``[brightness, contrast, saturation, saturation drawn]`` as float32 with the identity
+        (0, 1, 1) where not drawn: the row :func:`colour_and_normalize` takes."""
+        drawn = self.saturation is not None
+        return np.array(
+            [
+                self.brightness or 0.0,
+                1.0 if self.contrast is None else self.contrast,
+                self.saturation if drawn else 1.0,
+                float(drawn),
+            ],
+            dtype=np.float32,
+        )
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        """The official arithmetic on one BGR uint8 image: float32 on the 0-1 scale, unclipped."""
+        out = img.astype(np.float32) / 255
+        if self.brightness is not None:
+            out += np.float32(self.brightness)
+        if self.contrast is not None:
+            out *= np.float32(self.contrast)
+        if self.saturation is not None:
+            out = _saturate(out, self.saturation)
+        return out
+
+
+@dataclass(frozen=True)
+class Draw:
+    """What is random about one training sample: its output (w, h), the matrix from original image
+    coordinates to it, and its colour factors."""
+
+    dst_wh: tuple[int, int]
+    matrix: np.ndarray
+    colour: Colour
+
+
+def colour_and_normalize(
+    images: Tensor,
+    colour: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    sizes_hw: Sequence[tuple[int, int]] | None = None,
+) -> Tensor:
+    """A batch of warped images, NHWC ``uint8`` (on any device), to the network's input: each
+    sample's colour (``colour`` rows from :meth:`Colour.as_array`) then ``(x - mean) / std``
+    (0-255 scale), as NCHW float32 in the channels-last layout (a view of the NHWC result).
+
+    The arithmetic is the official one, in float32 on the 0-1 scale and unclipped; saturation is
+    its closed form ``V - sign(V) * f * (V - c)`` (``V`` the channel maximum), which OpenCV's float
+    HSV round trip computes to within 1e-5. ``sizes_hw``: each sample's (h, w) when the batch is
+    padded (``multi_scale``): the padding is set to 0 after normalisation, as :func:`stack_batch`
+    pads normalised images."""
+    x = images.float().div_(255)
+    # one (N, 1, 1, 1) column per factor, broadcast over each sample's pixels and channels
+    brightness, contrast, saturation, drawn = colour.to(x.device, torch.float32).view(-1, 1, 1, 1, 4).unbind(-1)
+    x.add_(brightness).mul_(contrast)
+    if bool((drawn > 0).any()):
+        peak = x.amax(dim=-1, keepdim=True)
+        x = torch.where(drawn > 0, peak - torch.sign(peak) * saturation * (peak - x), x)
+    scaled_mean = torch.tensor(np.asarray(mean, dtype=np.float32) / 255, device=x.device)
+    scaled_std = torch.tensor(np.asarray(std, dtype=np.float32) / 255, device=x.device)
+    x.sub_(scaled_mean).div_(scaled_std)
+    if sizes_hw is not None:
+        for i, (h, w) in enumerate(sizes_hw):
+            x[i, h:] = 0.0
+            x[i, :, w:] = 0.0
+    return x.permute(0, 3, 1, 2)
+
+
+def stack_hwc(images: Sequence[Tensor], divisible: int = 32) -> Tensor:
+    """Stack HWC uint8 images into NHWC, padding right/bottom with 0 to the sizes of
+    :func:`stack_batch`."""
+    if not images:
+        raise ValueError("stack_hwc needs at least one image")
+    max_h, max_w = padded_size([img.permute(2, 0, 1) for img in images], divisible)
+    out = torch.zeros((len(images), max_h, max_w, images[0].shape[2]), dtype=images[0].dtype)
+    for slot, img in zip(out, images):
+        slot[: img.shape[0], : img.shape[1]] = img
+    return out

@@ -7,6 +7,7 @@ alone (a custom loop, a benchmark, a test that swaps one part).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import AUX_PREFIXES, load_weights
 from ..config import NanoDetConfig
-from ..data.coco_dataset import CocoDetection, EpochSampler, build_dataset, collate_detection
+from ..data.coco_dataset import CocoDetection, EpochSampler, build_dataset, collate_detection, collate_finished
 from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
 from ..model.criterion import NanoDetPlusLoss
@@ -105,23 +106,49 @@ def build_criterion(cfg: NanoDetConfig) -> NanoDetPlusLoss:
     )
 
 
+PREFETCH_IMAGES = 64
+"""Images each DataLoader worker keeps ready ahead of the trainer (at least 2, at most 8 batches)."""
+
+
+def prefetch_batches(batch_size: int) -> int:
+    """Batches each worker loads ahead: :data:`PREFETCH_IMAGES` worth, 2 to 8 batches. Small
+    batches get more of them, so a slow image does not leave the trainer waiting; large ones
+    stay at 2, so pinned memory stays bounded."""
+    return min(8, max(2, math.ceil(PREFETCH_IMAGES / batch_size)))
+
+
+def init_loader_worker(worker_id: int) -> None:
+    """One thread each for OpenCV and PyTorch in a DataLoader worker: the workers are the
+    parallelism, and each library's own thread pool per worker would oversubscribe the CPUs."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def build_loader(cfg: NanoDetConfig, dataset: CocoDetection, ctx: DistContext, train: bool, seed: int) -> DataLoader:
-    """This rank's shard in batches; the sampler passes the epoch on to the augmentation seed."""
+    """This rank's shard in batches; the sampler passes the epoch on to the augmentation seed.
+
+    Fast training samples (``uint8``, colour factors apart) are finished into the network's
+    input by the workers for a CPU trainer, and on the GPU for a CUDA one (batches pinned,
+    :meth:`~nanodet.data.coco_dataset.TrainBatch.inputs`). Workers persist across epochs."""
     dev = cfg.device
     sampler = EpochSampler(
         DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=train, seed=seed)
     )
     workers = dev.workers_per_gpu
+    cuda = ctx.device.type == "cuda"
     return DataLoader(
         dataset,
         batch_size=dev.batchsize_per_gpu,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_detection,
-        pin_memory=ctx.device.type == "cuda",
+        collate_fn=collate_detection if cuda else collate_finished,
+        pin_memory=cuda,
         drop_last=train and len(sampler) > dev.batchsize_per_gpu,
         persistent_workers=workers > 0,
-        prefetch_factor=2 if workers > 0 else None,
+        prefetch_factor=prefetch_batches(dev.batchsize_per_gpu) if workers > 0 else None,
+        worker_init_fn=init_loader_worker if workers > 0 else None,
     )
 
 
@@ -137,7 +164,7 @@ def build_training_parts(
     torch.manual_seed(seed)
     model = build_training_model(cfg).to(ctx.device)
     decay = cfg.model.weight_averager.decay if cfg.model.weight_averager else None
-    train_set = train_set or build_dataset(cfg.data.train, train=True, seed=seed)
+    train_set = train_set or build_dataset(cfg.data.train, train=True, seed=seed, cache_images=cfg.device.cache_images)
     val_set = val_set or build_dataset(cfg.data.val, train=False, seed=seed)
     return TrainingParts(
         model=model,

@@ -1,4 +1,6 @@
-"""TensorBoard logging: every loss term and the lr per step; per evaluation the COCO metrics,
+"""TensorBoard logging: every loss term and the lr per step, and ``train/data_wait``, the share of
+each logging interval (and of each epoch's last, partial one) the trainer spent waiting for its
+next batch (:mod:`~nanodet.engine.data_wait`); per evaluation the COCO metrics,
 per-class AP, a precision/recall curve per class (``val_PR_AP_50/<class>`` at IoU 0.5), the
 confusion matrix and per-class AP chart (``val_charts/...``), and a fixed handful of
 validation images with the predictions and the ground truth side by side
@@ -33,7 +35,13 @@ class TensorBoardLogger(Callback):
             return
         step = trainer.state.step
         for name, value in losses.items():
-            self.writer.add_scalar(f"train/{name}", value, step)
+            if value is not None:
+                self.writer.add_scalar(f"train/{name}", value, step)
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        share = trainer.data_wait.epoch_end_share
+        if self.writer is not None and share is not None:
+            self.writer.add_scalar("train/data_wait", share, trainer.state.step)
 
     def on_eval_end(self, trainer: Trainer, result: EvalResult, is_best: bool) -> None:
         if self.writer is None:

@@ -32,6 +32,7 @@ from .checkpointer import (
     save_training_checkpoint,
     split_state_dict,
 )
+from .data_wait import DataWaitMeter
 from .distributed import DistContext, sync_batchnorm_if_asked
 from .evaluate import predict_loader
 from .lr_schedule import LrSchedule
@@ -144,6 +145,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.model.to(memory_format=self.memory_format)
         self.lr_schedule = LrSchedule(cfg.schedule)
+        self.data_wait = DataWaitMeter()
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.train_module: nn.Module = _TrainForward(self.model)
@@ -254,28 +256,42 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_end(self)
             self.ctx.barrier()
+        self._log_data_wait_verdict()
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.state
 
+    def _log_data_wait_verdict(self) -> None:
+        from ..utils.cpus import allowed_cpus
+
+        dev = self.cfg.device
+        line = self.data_wait.verdict(dev.workers_per_gpu, allowed_cpus()[0], dev.cache_images)
+        if line and self.ctx.is_main:
+            log.info("%s", line)
+
     def train_epoch(self, epoch: int) -> None:
         self.model.train()
         self.train_loader.sampler.set_epoch(epoch)
-        for batch in self.train_loader:
+        interval = max(self.cfg.log.interval, 1)
+        for batch in self.data_wait.timed(self.train_loader):  # data_wait: the time blocked in next()
             # every image of it unreadable; or one image left of several (batch norm cannot
             # train on one sample's 1x1 map)
             if batch is None or (len(batch) == 1 and (self.train_loader.batch_size or 1) > 1):
                 continue
             losses = self.run_step(batch, epoch)
+            self.data_wait.step_done()
+            if self.state.step % interval == 0:
+                losses["data_wait"] = self.data_wait.close_interval()
             for cb in self.callbacks:
                 cb.on_step_end(self, losses)
+        self.data_wait.end_epoch()
 
     def run_step(self, batch: TrainBatch, epoch: int) -> dict[str, float]:
         self.state.step += 1
         lr = self.lr_schedule.lr_at(epoch, self.state.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        images = batch.images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        images = batch.inputs(self.device, self.memory_format)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             preds, aux_preds = self.train_module(images, epoch)
         priors = self.model.head.priors((images.shape[2], images.shape[3]), self.device)
