@@ -24,17 +24,22 @@ def kernel(request, monkeypatch):
     return request.param
 
 
-def test_opencv_runs_cpu_boxes_and_leaves_inverted_ones_to_torch(kernel):
+def test_opencv_runs_cpu_boxes_and_leaves_inverted_ones_to_torch(kernel, monkeypatch):
+    """OpenCV's kernel takes CPU boxes and declines inverted ones; whichever kernel runs, nms()
+    keeps the same boxes, and the pure-PyTorch blocks run exactly where OpenCV does not."""
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
-    order = torch.tensor([0, 1, 2])
-    kept = nms_module._nms_opencv(boxes, order, 0.5)
+    inverted = boxes[:, [2, 3, 0, 1]]
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    blocks: list[int] = []  # the boxes each call of the PyTorch blocks got
+    real_blocks = nms_module._nms_sorted
+    monkeypatch.setattr(nms_module, "_nms_sorted", lambda b, thr: blocks.append(len(b)) or real_blocks(b, thr))
     if kernel == "opencv":
-        assert kept.tolist() == [0, 2]
-        inverted = boxes[:, [2, 3, 0, 1]]
-        assert nms_module._nms_opencv(inverted, order, 0.5) is None
-        assert nms(inverted, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 1, 2]  # torch's rule: IoU <= 0
-    else:
-        assert kept is None
+        assert nms_module._nms_opencv(boxes, torch.tensor([0, 1, 2]), 0.5).tolist() == [0, 2]
+        assert nms_module._nms_opencv(inverted, torch.tensor([0, 1, 2]), 0.5) is None
+    assert nms(boxes, scores, 0.5).tolist() == [0, 2]  # box 1 overlaps box 0 (IoU 0.81)
+    assert blocks == ([] if kernel == "opencv" else [3])
+    assert nms(inverted, scores, 0.5).tolist() == [0, 1, 2]  # torch's rule: negative areas, IoU <= 0
+    assert blocks == ([3] if kernel == "opencv" else [3, 3])
 
 
 def reference_nms(
