@@ -45,12 +45,19 @@ RUN set -e; \
 #   FETCH_WEIGHTS=0       offline builds and CI: nothing downloaded (only docker/weights/ baked in)
 #   WEIGHTS_ONLY="a b"    only these entries of docker/weights.json (by name)
 #   WEIGHTS_MIRROR=URL    a folder URL serving the same file names, instead of the listed URLs
+# A killed download leaves hidden .NAME.*.part files in docker/weights/: .dockerignore keeps them
+# out of the build context, and this step refuses any that reach it.
 COPY docker/weights /weights
 COPY docker/weights.json docker/download_weights.py /opt/weights-fetch/
 ARG FETCH_WEIGHTS=1
 ARG WEIGHTS_ONLY=
 ARG WEIGHTS_MIRROR=
-RUN case "$FETCH_WEIGHTS" in \
+RUN partial=$(find /weights -name '*.part'); \
+    if [ -n "$partial" ]; then \
+        echo "partial downloads in docker/weights/ (left by an interrupted fetch), never baked in: delete them:" $partial >&2; \
+        exit 1; \
+    fi; \
+    case "$FETCH_WEIGHTS" in \
         1) python3 /opt/weights-fetch/download_weights.py --dest /weights --only $WEIGHTS_ONLY \
                --mirror "$WEIGHTS_MIRROR" ;; \
         0) echo "FETCH_WEIGHTS=0: no pretrained weights downloaded (only those from docker/weights/)" ;; \
@@ -66,11 +73,13 @@ COPY config /app/config
 COPY start.py /app/start.py
 COPY docker/weights.json docker/download_weights.py docker/fetch_weights.py /app/docker/
 
-# 4. The downloaded weights verified by the code that will load them: hash, and every tensor of
-# the model of their config present with its shape (a mismatch fails the build). The log
-# prints each file's sha256 and size.
+# 4. The weights verified by the code that will load them, downloaded or put in docker/weights/
+# by hand: hash where the list has one, and every tensor of the model of their config present
+# with its shape; a file the list does not name must fit the training of the config its name
+# starts with (a mismatch fails the build). The log prints each file's sha256 and size.
 RUN case "$FETCH_WEIGHTS" in \
         1) python3 /app/docker/fetch_weights.py --dest /weights --verify-only --only $WEIGHTS_ONLY ;; \
+        0) python3 /app/docker/fetch_weights.py --dest /weights --verify-only --missing-ok ;; \
     esac \
  && chmod -R a+rX /app /weights
 

@@ -6,7 +6,10 @@ The image build runs this in a layer of its own, before any project code is copi
 editing the code or the README never downloads again; ``fetch_weights.py`` verifies the files
 once the code is there. Each file is streamed to a hidden temp file in ``--dest``, its sha256
 (and size, where the list gives them) checked, then moved to its name with ``os.replace``: on
-any failure nothing partial is left. A file already present with the listed hash is kept.
+any failure nothing partial is left. A file already present with the listed hash is kept. A run
+that is killed cannot clean up: the next run removes the partial files it left (``.NAME.*.part``),
+``.dockerignore`` keeps them out of a build context, and the image build refuses any it finds.
+A full disk (``ENOSPC``, or a used-up quota) is reported as such, naming the disk.
 
 Networks fail in two ways, handled differently:
 
@@ -21,6 +24,7 @@ Exit status: 0 when every file is in place, 1 when any failed, 2 for an unusable
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import http.client
 import json
@@ -60,6 +64,10 @@ class HostUnreachable(FetchError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason  # what the connection attempt said, for the closing summary
+
+
+class WriteError(FetchError):
+    """The file could not be written where it goes (a full disk, permissions): no network's fault."""
 
 
 class ManifestError(Exception):
@@ -239,18 +247,46 @@ def check_hash(entry: Entry, sha256: str, size: int) -> None:
         raise FetchError(f"{size} bytes, the list says {entry.size}")
 
 
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding ``path`` (an existing directory)."""
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def write_error(doing: str, folder: Path, err: OSError, needed: int | None = None) -> WriteError:
+    """A failed write in ``folder``, in words: a full disk (ENOSPC) or a used-up quota (EDQUOT)
+    names the disk (its mount point and free space) and what the file needs."""
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return WriteError(f"{doing} in {folder}: {err.strerror or err}")
+    state = "full (no space left on device)" if err.errno == errno.ENOSPC else "over its quota (disk quota exceeded)"
+    try:
+        stats = os.statvfs(folder)
+        free = f"{stats.f_bavail * stats.f_frsize / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    need = f"; the file is {needed / 2**20:.1f} MiB" if needed else ""
+    return WriteError(
+        f"{doing} in {folder}: the disk is {state}: the filesystem mounted at {mount_point(folder)} ({free}{need})"
+    )
+
+
 def fetch_to_temp(entry: Entry, dest: Path, timeout: float) -> tuple[Path, str, int]:
     """Download ``entry`` into a hidden temp file in ``dest`` and check its hash and size;
     returns (temp path, sha256, size). On failure the temp file is gone."""
     try:
         fd, name = tempfile.mkstemp(dir=dest, prefix=f".{entry.file_name}.", suffix=".part")
     except OSError as err:
-        raise FetchError(f"cannot write in {dest} ({err})") from None
+        raise write_error("cannot create its temp file", dest, err, entry.size) from None
     os.close(fd)
     tmp = Path(name)
     try:
         sha256, size = download_with_retry(entry.url, tmp, timeout)
         check_hash(entry, sha256, size)
+    except OSError as err:  # opening, writing or closing the temp file (download() turns network errors into ours)
+        tmp.unlink(missing_ok=True)
+        raise write_error("cannot write it", dest, err, entry.size) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -263,7 +299,24 @@ def move_into_place(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise FetchError(f"cannot install it as {target} ({err})") from None
+        raise write_error("cannot install it", target.parent, err) from None
+
+
+def remove_partial_downloads(entries: list[Entry], dest: Path) -> list[Path]:
+    """The temp files (``.NAME.*.part``) a killed run left in ``dest`` for these entries, removed."""
+    removed = []
+    for entry in entries:
+        for path in sorted(dest.glob(f".{entry.file_name}.*.part")):  # file names hold no wildcards
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                say(f"cannot remove {path}, a partial download left by an interrupted run ({err.strerror or err})")
+                continue
+            removed.append(path)
+            say(f"removed {path.name}: a partial download left by an interrupted run")
+    return removed
 
 
 class Sources:
@@ -298,6 +351,7 @@ def run(entries: list[Entry], dest: Path, timeout: float, install) -> int:
     downloaded = present = 0
     failed: list[str] = []
     sources = Sources()
+    remove_partial_downloads(entries, dest)
     for entry in entries:
         if sources.skip(entry):
             failed.append(entry.file_name)

@@ -14,6 +14,13 @@ downloaded (temp file, checks, ``os.replace``) and checked the same way. Checks:
   become inert stand-ins; a pickle that would run code is refused), and every tensor of the full
   training model of its config (aux branch included) is present with its shape.
 
+``--verify-only`` also checks every other weights file in ``--dest`` (files put in
+``docker/weights/`` by hand): one with the name of a listed file as that entry (its hash, where
+the list has one, and its model), any other ``.pth``/``.ckpt``/``.pt`` as the training task
+will load it (``/weights/<config name>*``: the body of the model of the longest bundled config
+name it starts with must fit; a file no config name matches would never be used and fails).
+``--missing-ok`` (``FETCH_WEIGHTS=0``): listed files that are absent are no error.
+
 Every problem is one line on stderr naming the file and what is wrong; the exit status is
 non-zero when any file failed (1) or the arguments/manifest are unusable (2), so a build fails
 loudly. Each verified file's sha256 and size are printed (docs/image.md's table records them).
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,11 +40,13 @@ from download_weights import (  # noqa: E402 (the sibling module, importable fro
     FetchError,
     ManifestError,
     add_common_arguments,
+    check_entries,
     check_hash,
     fetch_to_temp,
     file_sha256,
     load_entries,
     move_into_place,
+    read_manifest,
     report_manifest_error,
     run,
     say,
@@ -43,6 +54,7 @@ from download_weights import (  # noqa: E402 (the sibling module, importable fro
 from download_weights import entry_problems as download_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent  # /app in the image, the repository here
+WEIGHT_SUFFIXES = (".pth", ".ckpt", ".pt")  # what a training task takes from /weights (executor/weights.py)
 
 
 def config_path(entry: Entry) -> Path:
@@ -104,6 +116,41 @@ def check_coco_checkpoint(entry: Entry, path: Path) -> str:
     return f"fits {entry.config} (all {len(report.loaded)} tensors, {report.source_format})"
 
 
+def training_config_for(path: Path) -> Path | None:
+    """The bundled model config whose training task would start from ``path`` (its name starts
+    with the config's name; the longest such name), or None."""
+    configs = [c for c in (ROOT / "config").glob("*.yml") if path.name.startswith(c.stem)]
+    return max(configs, key=lambda c: len(c.stem), default=None)
+
+
+def verify_unlisted(path: Path) -> str:
+    """A weights file the list does not name, checked as the training task of its config loads
+    it (not strict: the head may differ; the backbone and neck must fit)."""
+    import logging
+
+    from nanodet.checkpoint import CheckpointError, load_weights
+    from nanodet.config import load_config
+    from nanodet.model import build_model
+
+    config = training_config_for(path)
+    if config is None:
+        names = ", ".join(c.stem for c in sorted((ROOT / "config").glob("*.yml")))
+        raise FetchError(
+            "not in docker/weights.json and its name starts with no bundled model config's name, so no task would "
+            f"use it (a training task takes /weights/<config name>*; configs: {names}): rename or remove it"
+        )
+    model = build_model(load_config(config).model.arch)
+    try:
+        report = load_weights(model, path, logging.getLogger("fetch_weights"))
+    except CheckpointError as err:
+        raise FetchError(f"config/{config.name}: {without_path(str(err), path)}") from None
+    total = len(model.state_dict())
+    return (
+        f"not listed; fits config/{config.name} as its training start ({len(report.loaded)} of {total} tensors, "
+        f"{report.source_format}); sha256 {file_sha256(path)}, {path.stat().st_size} bytes"
+    )
+
+
 def verify(entry: Entry, path: Path, digest: tuple[str, int] | None = None) -> str:
     """All checks of one file; raises :class:`FetchError`, else says what was checked (with the
     file's sha256 and size). ``digest``: its (sha256, size) when the download already hashed it."""
@@ -116,12 +163,12 @@ def verify(entry: Entry, path: Path, digest: tuple[str, int] | None = None) -> s
 # --- install ---------------------------------------------------------------------------------
 
 
-def verify_present(entry: Entry, dest: Path) -> None:
+def verify_present(entry: Entry, dest: Path) -> str:
     """``--verify-only``: the file must be in ``dest`` and pass every check."""
     target = dest / entry.file_name
     if not target.is_file():
         raise FetchError(f"not in {dest} (the download step did not fetch it)")
-    say(f"ok {entry.file_name}: {verify(entry, target)}")
+    return verify(entry, target)
 
 
 def install(entry: Entry, dest: Path, timeout: float) -> bool:
@@ -146,19 +193,38 @@ def install(entry: Entry, dest: Path, timeout: float) -> bool:
     return True
 
 
-def verify_all(entries: list[Entry], dest: Path) -> int:
-    """``--verify-only`` over every entry; returns the exit status."""
-    failed = []
+def verify_all(entries: list[Entry], dest: Path, listed: list[Entry], missing_ok: bool = False) -> int:
+    """``--verify-only``: every selected entry (absent ones are an error unless ``missing_ok``),
+    then every other weights file in ``dest`` (put there by hand); returns the exit status."""
+    checks: list[tuple[str, Callable[[], str]]] = []
+    absent = []
     for entry in entries:
+        if missing_ok and not (dest / entry.file_name).is_file():
+            absent.append(entry.file_name)
+        else:
+            checks.append((entry.file_name, partial(verify_present, entry, dest)))
+    selected = {e.file_name for e in entries}
+    by_name = {e.file_name: e for e in listed}
+    for path in sorted(dest.iterdir()):
+        if path.name in selected or not path.is_file():
+            continue
+        if path.name in by_name:
+            checks.append((path.name, partial(verify, by_name[path.name], path)))
+        elif path.suffix.lower() in WEIGHT_SUFFIXES:
+            checks.append((path.name, partial(verify_unlisted, path)))
+    failed = []
+    for name, check in checks:
         try:
-            verify_present(entry, dest)
+            say(f"ok {name}: {check()}")
         except FetchError as err:
-            say(f"ERROR {entry.file_name}: {err}")
-            failed.append(entry.file_name)
+            say(f"ERROR {name}: {err}")
+            failed.append(name)
         except Exception as err:  # noqa: BLE001 (one line per file, then the next)
-            say(f"ERROR {entry.file_name}: unexpected {type(err).__name__}: {err}")
-            failed.append(entry.file_name)
-    summary = f"{len(entries) - len(failed)} verified, {len(failed)} failed, in {dest}"
+            say(f"ERROR {name}: unexpected {type(err).__name__}: {err}")
+            failed.append(name)
+    if absent:
+        say(f"not in {dest} (none downloaded): {', '.join(absent)}")
+    summary = f"{len(checks) - len(failed)} verified, {len(failed)} failed, in {dest}"
     say(f"FAILED: {summary} ({', '.join(failed)})" if failed else f"done: {summary}")
     return 1 if failed else 0
 
@@ -170,6 +236,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("--verify-only", action="store_true", help="download nothing: check the files in --dest")
+    parser.add_argument(
+        "--missing-ok",
+        action="store_true",
+        help="with --verify-only: listed files absent from --dest are no error (offline builds)",
+    )
     return parser.parse_args(argv)
 
 
@@ -189,8 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ManifestError, OSError) as err:
         return report_manifest_error(err, args)
     if args.verify_only:
-        say(f"verifying {len(entries)} files in {args.dest}")
-        return verify_all(entries, args.dest)
+        try:
+            listed = read_manifest(args.manifest)
+            check_entries(listed, entry_problems)
+        except ManifestError as err:
+            return report_manifest_error(err, args)
+        say(f"verifying the files in {args.dest}")
+        return verify_all(entries, args.dest, listed, args.missing_ok)
     say(f"installing {len(entries)} files into {args.dest}")
     return run(entries, args.dest, args.timeout, install)
 

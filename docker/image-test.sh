@@ -96,19 +96,34 @@ port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); p
 "$PY" -m http.server "$port" --bind 127.0.0.1 --directory "$WORK/served" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-build() {  # CONTEXT LOG
-    podman build --network host "${ULIMITS[@]}" -t "$IMAGE" --build-arg BASE_IMAGE="$BASE" \
+build() {  # CONTEXT LOG [TAG]
+    podman build --network host "${ULIMITS[@]}" -t "${3:-$IMAGE}" --build-arg BASE_IMAGE="$BASE" \
         --build-arg FETCH_WEIGHTS=1 --build-arg WEIGHTS_ONLY=nanodet-plus-m_320 \
         --build-arg WEIGHTS_MIRROR="http://127.0.0.1:$port/" \
         -v "$wheel_dir:/wheels:ro" -v "$ca:$ca:ro" -f "$1/Dockerfile" "$1" >"$2" 2>&1
 }
+context() {  # DIR [FROM]: a build context holding what the Dockerfile copies (from FROM, else this checkout)
+    mkdir -p "$1"
+    (cd "${2:-$ROOT}" && cp -a Dockerfile .dockerignore README.md start.py nanodet executor config docker "$1/")
+}
 # the line after the download step's STEP line in a build log: the cache hit, or its first output
-download_step() { grep -A1 -E '^STEP [0-9]+/[0-9]+: RUN case .*download_weights.py' "$1" | tail -n 1; }
+download_step() { grep -A1 -E '^STEP [0-9]+/[0-9]+: RUN .*download_weights\.py --dest' "$1" | tail -n 1; }
+# The stand-in is not the published release file, whose sha256 and size docker/weights.json pins:
+# the context is this checkout with the stand-in's sha256 and size in that entry, nothing else changed.
+context "$WORK/ctx-main"
+"$PY" -c 'import hashlib, json, sys
+from pathlib import Path
+manifest, served = Path(sys.argv[1]), Path(sys.argv[2])
+entries = json.loads(manifest.read_text())
+entry = next(e for e in entries if e["name"] == "nanodet-plus-m_320")
+entry.update(sha256=hashlib.sha256(served.read_bytes()).hexdigest(), size=served.stat().st_size)
+manifest.write_text(json.dumps(entries, indent=2) + "\n")' \
+    "$WORK/ctx-main/docker/weights.json" "$WORK/served/nanodet-plus-m_320_checkpoint.ckpt"
 say "building $IMAGE"
 t0=$(date +%s)
-if ! build "$ROOT" "$WORK/build-1.log"; then
+if ! build "$WORK/ctx-main" "$WORK/build-1.log"; then
     say "build failed, retrying once (package downloads can flake)"
-    build "$ROOT" "$WORK/build-1.log" || { tail -n 30 "$WORK/build-1.log"; say "FAILED: build"; exit 1; }
+    build "$WORK/ctx-main" "$WORK/build-1.log" || { tail -n 30 "$WORK/build-1.log"; say "FAILED: build"; exit 1; }
 fi
 build_s=$(( $(date +%s) - t0 ))
 grep -q "downloaded from http://127.0.0.1:$port/nanodet-plus-m_320_checkpoint.ckpt" "$WORK/build-1.log" \
@@ -119,18 +134,43 @@ say "build verified the weights: $verified"
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 say "built in ${build_s}s, image size $((size / 1024 / 1024)) MiB"
 
-# A second build after an edit of README.md: the weights layer comes from the cache.
-context=$(mktemp -d /var/tmp/nanodet-context.XXXX)
-cp -a Dockerfile .dockerignore README.md start.py nanodet executor config docker "$context/"
-echo "edited for the cache check" >> "$context/README.md"
+# This checkout's own list refuses the stand-in: the published hash is pinned (the download step fails).
+pinned=$("$PY" -c 'import json; print(next(e["sha256"] for e in json.load(open("docker/weights.json")) if e["name"] == "nanodet-plus-m_320"))')
+if build "$ROOT" "$WORK/build-pinned.log" "$IMAGE-refused"; then
+    say "FAILED: the build accepted a file that is not the pinned nanodet-plus-m_320_checkpoint.ckpt"; exit 1
+fi
+grep -q "does not start with the expected $pinned" "$WORK/build-pinned.log" \
+    || { tail -n 30 "$WORK/build-pinned.log"; say "FAILED: the pinned hash did not stop the build"; exit 1; }
+say "this checkout's docker/weights.json (sha256 ${pinned:0:16}...) refuses the stand-in: ok"
+
+# A second build after an edit of README.md, with a partial download a killed fetch left in
+# docker/weights/: the weights layer comes from the cache and the partial file is not in the image.
+context "$WORK/ctx-edit" "$WORK/ctx-main"
+echo "edited for the cache check" >> "$WORK/ctx-edit/README.md"
+partial=.nanodet-plus-m_320_checkpoint.ckpt.k1ll3d.part
+head -c 4096 /dev/urandom > "$WORK/ctx-edit/docker/weights/$partial"
 t0=$(date +%s)
-build "$context" "$WORK/build-2.log" || { tail -n 30 "$WORK/build-2.log"; say "FAILED: second build"; exit 1; }
-rm -rf "$context"
+build "$WORK/ctx-edit" "$WORK/build-2.log" || { tail -n 30 "$WORK/build-2.log"; say "FAILED: second build"; exit 1; }
 step=$(download_step "$WORK/build-2.log")
 case "$step" in
     *"Using cache"*) say "second build after a README edit: $(( $(date +%s) - t0 ))s, weights step: $step" ;;
     *) say "FAILED: the README edit re-ran the weights download ($step)"; exit 1 ;;
 esac
+baked=$(podman run --rm "$IMAGE" ls -A /weights | tr '\n' ' ')
+case "$baked" in
+    *.part*) say "FAILED: a partial download was baked into /weights: $baked"; exit 1 ;;
+esac
+# without its .dockerignore line the partial file reaches the build, which refuses it
+context "$WORK/ctx-part" "$WORK/ctx-edit"
+grep -v '\.part$' "$WORK/ctx-edit/.dockerignore" > "$WORK/ctx-part/.dockerignore"
+if build "$WORK/ctx-part" "$WORK/build-part.log" "$IMAGE-refused"; then
+    say "FAILED: a build context holding $partial built"; exit 1
+fi
+grep -q "partial downloads in docker/weights/.*$partial" "$WORK/build-part.log" \
+    || { tail -n 30 "$WORK/build-part.log"; say "FAILED: the partial download did not stop the build"; exit 1; }
+say "partial download: kept out by .dockerignore (/weights: $baked), refused by the build without it"
+
+rm -rf "$WORK"/ctx-*
 
 # --- templates, as the platform reads them ---------------------------------------------------
 for t in training mining infer; do

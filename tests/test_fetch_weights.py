@@ -3,10 +3,12 @@ and leave nothing in --dest."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -24,10 +26,13 @@ from nanodet.model.backbone import ShuffleNetV2
 
 from .conftest import ROOT
 from .old_checkpoints import save_lightning_checkpoint
+from .test_image_layout import dockerignore_excludes
 
 SCRIPT = "docker/fetch_weights.py"
 PLUS_CONFIG = "config/nanodet-plus-m_320.yml"
 SHORT = "/short/"  # served with a Content-Length larger than the body sent
+STALL = "/stall/"  # half the body sent, then nothing until the test releases it
+PUBLISHED_320 = ("f4c6080f3ef35a64c3030d559438b436462f227ce29700bca71327203e42dea2", 35_470_891)
 
 
 @dataclass
@@ -41,28 +46,43 @@ class Payload:
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder quietly; under /short/ it promises more bytes than it sends."""
+    """Serves a folder quietly; under /short/ it promises more bytes than it sends; under
+    /stall/ it sends half the body and then waits for ``release``."""
+
+    release = threading.Event()
 
     def log_message(self, format, *args):
         pass
 
     def do_GET(self):
-        if not self.path.startswith(SHORT):
+        prefix = next((p for p in (SHORT, STALL) if self.path.startswith(p)), None)
+        if prefix is None:
             return super().do_GET()
-        body = (Path(self.directory) / self.path.removeprefix(SHORT)).read_bytes()
+        body = (Path(self.directory) / self.path.removeprefix(prefix)).read_bytes()
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        if prefix == STALL:
+            self.release.wait(timeout=300)
         self.close_connection = True
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A client that stops reading (a failed write on its side) is no error of the server's."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Server:
     """A ThreadingHTTPServer on 127.0.0.1 (a free port) in a thread."""
 
     def __init__(self, folder: Path) -> None:
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+        self.httpd = QuietServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -352,3 +372,170 @@ def test_download_step_needs_only_the_standard_library(served, tmp_path):
     (dest / "shufflenetv2_x0.5-f707e7126e.pth").unlink()
     proc, _ = fetch(tmp_path, [entry], "--verify-only")
     assert proc.returncode == 1 and "not in" in proc.stderr and "did not fetch it" in proc.stderr
+
+
+def download_command(dest: Path, *extra: str) -> list[str]:
+    """The image build's download step (stdlib only) as a command line."""
+    return [sys.executable, "docker/download_weights.py", "--dest", str(dest), "--timeout", "10", *extra]
+
+
+def write_manifest(tmp_path: Path, entries: list[dict]) -> Path:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(entries))
+    return manifest
+
+
+def test_the_published_320_checkpoint_is_pinned_and_another_file_under_its_name_is_refused(served, tmp_path):
+    """docker/weights.json holds the public record of nanodet-plus-m_320_checkpoint.ckpt (sha256
+    and size): a mirror serving any other file under that name fails the download step."""
+    download_weights = _docker_module("download_weights")
+    entry = next(e for e in download_weights.read_manifest(ROOT / "docker" / "weights.json") if e.name.endswith("_320"))
+    assert entry.name == "nanodet-plus-m_320" and (entry.sha256, entry.size) == PUBLISHED_320
+    folder, url = served
+    stand_in = folder / "nanodet-plus-m_320_checkpoint.ckpt"
+    stand_in.write_bytes((folder / "coco.ckpt").read_bytes())
+    dest = tmp_path / "weights"
+    command = download_command(dest, "--only", "nanodet-plus-m_320", "--mirror", url)
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    errors = assert_failed_clean(proc, dest)
+    assert f"sha256 {sha256(stand_in)} does not start with the expected {PUBLISHED_320[0]}" in errors
+
+
+def test_a_full_disk_is_named_not_reported_as_an_unexpected_error(served, tmp_path, monkeypatch, capsys):
+    """The temp file's writes go to /dev/full, where the kernel answers ENOSPC as a full disk
+    does: the error names the folder, says the disk is full and where it is mounted, with the
+    file's size; nothing is left in --dest and a full disk is not retried as a network error."""
+    download_weights = _docker_module("download_weights")
+    real_open = open
+
+    def onto_a_full_disk(path, mode="r", *args, **kwargs):
+        return real_open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(download_weights, "open", onto_a_full_disk, raising=False)
+    folder, url = served
+    size = (folder / "coco.ckpt").stat().st_size
+    entry = {**coco_entry(url + "coco.ckpt", sha=sha256(folder / "coco.ckpt")), "size": size}
+    dest = tmp_path / "weights"
+    rc = download_weights.main(["--dest", str(dest), "--manifest", str(write_manifest(tmp_path, [entry]))])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    (line,) = [line for line in err.splitlines() if "ERROR" in line]
+    assert f"ERROR nanodet-plus-m_320_checkpoint.ckpt: cannot write it in {dest}: the disk is full" in line
+    assert "no space left on device" in line and f"the file is {size / 2**20:.1f} MiB" in line
+    mount = re.search(r"the filesystem mounted at (\S+) \(\d+ MiB free;", line)
+    assert mount and os.path.ismount(mount[1]) and dest.resolve().is_relative_to(mount[1]), line
+    assert "unexpected" not in err and "retrying" not in err
+    assert list(dest.iterdir()) == []
+
+
+def test_a_quota_error_is_named_too(tmp_path):
+    download_weights = _docker_module("download_weights")
+    message = str(download_weights.write_error("cannot write it", tmp_path, OSError(errno.EDQUOT, "quota"), 2**20))
+    assert f"cannot write it in {tmp_path}: the disk is over its quota (disk quota exceeded)" in message
+    assert "; the file is 1.0 MiB)" in message
+    message = str(download_weights.write_error("cannot write it", tmp_path, OSError(errno.EACCES, "Permission denied")))
+    assert message == f"cannot write it in {tmp_path}: Permission denied"
+
+
+def wait_for(condition, what: str, timeout_s: float = 120.0):
+    """Poll ``condition`` until it returns something true (a safety net, not a speed bound)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.05)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def test_a_killed_download_leaves_a_partial_file_that_is_never_baked_and_the_next_run_removes(served, tmp_path):
+    """SIGKILL mid-download (nothing can clean up): the hidden .part file stays in --dest, the
+    .dockerignore keeps it out of a build context, and the next run removes it and installs."""
+    folder, url = served
+    entry = coco_entry(url + STALL.strip("/") + "/coco.ckpt", sha=sha256(folder / "coco.ckpt"))
+    dest = tmp_path / "weights"
+    manifest = write_manifest(tmp_path, [entry])
+    Handler.release.clear()
+    proc = subprocess.Popen(download_command(dest, "--manifest", str(manifest)), cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        chunk = _docker_module("download_weights").CHUNK
+
+        def partial_written():
+            return [p for p in dest.glob(".*.part") if p.stat().st_size >= chunk] if dest.is_dir() else []
+
+        (partial,) = wait_for(partial_written, "a megabyte of the download on disk")
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        Handler.release.set()
+    assert [p.name for p in dest.iterdir()] == [partial.name]
+    assert re.fullmatch(r"\.nanodet-plus-m_320_checkpoint\.ckpt\.\w+\.part", partial.name)
+    assert dockerignore_excludes(f"docker/weights/{partial.name}")
+
+    manifest = write_manifest(tmp_path, [{**entry, "url": url + "coco.ckpt"}])
+    rerun = subprocess.run(
+        download_command(dest, "--manifest", str(manifest)), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"removed {partial.name}: a partial download left by an interrupted run" in rerun.stderr
+    assert [p.name for p in dest.iterdir()] == ["nanodet-plus-m_320_checkpoint.ckpt"]
+
+
+def test_files_put_in_by_hand_are_verified_in_an_offline_build(served, tmp_path):
+    """FETCH_WEIGHTS=0 runs --verify-only --missing-ok: a listed name is checked as a download is
+    (the listed hash, the model of its config); listed files not there are no error."""
+    folder, url = served
+    entries = [
+        backbone_entry(url + "x", sha256(folder / "backbone-0.5x.pth")[:10]),
+        coco_entry(url + "x"),
+        coco_entry(url + "x", name="nanodet-plus-m_416"),
+        coco_entry(url + "x", name="nanodet-plus-m-1.5x_320"),
+    ]
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    (dest / "shufflenetv2_x0.5-f707e7126e.pth").write_bytes((folder / "backbone-1.5x.pth").read_bytes())
+    (dest / "nanodet-plus-m_320_checkpoint.ckpt").write_bytes((folder / "coco.ckpt").read_bytes())
+    (dest / "nanodet-plus-m_416_checkpoint.ckpt").write_bytes((folder / "coco-no-aux.ckpt").read_bytes())
+    (dest / "README.md").write_text("not weights")
+    proc, _ = fetch(tmp_path, entries, "--verify-only", "--missing-ok")
+    assert proc.returncode == 1, proc.stderr
+    errors = error_lines(proc)
+    assert len(errors) == 2, errors
+    assert "shufflenetv2_x0.5-f707e7126e.pth" in errors[0]
+    assert f"sha256 {sha256(folder / 'backbone-1.5x.pth')} does not start with the expected" in errors[0]
+    assert "nanodet-plus-m_416_checkpoint.ckpt" in errors[1] and "missing from the file (e.g. aux_" in errors[1]
+    assert f"ok nanodet-plus-m_320_checkpoint.ckpt: fits {PLUS_CONFIG} (all 887 tensors" in proc.stderr
+    assert f"not in {dest} (none downloaded): nanodet-plus-m-1.5x_320_checkpoint.ckpt" in proc.stderr
+    assert "README.md" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith(
+        f"1 verified, 2 failed, in {dest} (shufflenetv2_x0.5-f707e7126e.pth, nanodet-plus-m_416_checkpoint.ckpt)"
+    )
+    (dest / "shufflenetv2_x0.5-f707e7126e.pth").unlink()
+    (dest / "nanodet-plus-m_416_checkpoint.ckpt").unlink()
+    proc, _ = fetch(tmp_path, entries, "--verify-only", "--missing-ok")
+    assert proc.returncode == 0 and "done: 1 verified, 0 failed" in proc.stderr, proc.stderr
+
+
+def test_unlisted_files_are_checked_as_the_training_of_their_config_loads_them(served, tmp_path):
+    """A weights file docker/weights.json does not name is what a training task of the config
+    its name starts with would start from: it must fit that model's body, and a file no config
+    name matches would never be used."""
+    folder, url = served
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    (dest / "nanodet-plus-m_320-finetuned.ckpt").write_bytes((folder / "coco.ckpt").read_bytes())
+    wide = build_model(load_config(ROOT / "config" / "nanodet-plus-m-1.5x_416.yml").model.arch).state_dict()
+    torch.save(lightning_checkpoint(wide), dest / "nanodet-plus-m_416-mine.pth")
+    (dest / "yolo.pt").write_bytes((folder / "coco.ckpt").read_bytes())
+    (dest / "notes.txt").write_text("not weights")
+    proc, _ = fetch(tmp_path, [coco_entry(url + "x")], "--verify-only", "--missing-ok")
+    assert proc.returncode == 1, proc.stderr
+    errors = error_lines(proc)
+    assert len(errors) == 2, errors
+    assert "nanodet-plus-m_416-mine.pth: config/nanodet-plus-m_416.yml:" in errors[0]
+    assert "backbone and neck tensors fit" in errors[0]
+    assert "yolo.pt: not in docker/weights.json and its name starts with no bundled model config's name" in errors[1]
+    assert "rename or remove it" in errors[1]
+    ok = "ok nanodet-plus-m_320-finetuned.ckpt: not listed; fits config/nanodet-plus-m_320.yml as its training start"
+    assert ok in proc.stderr and sha256(folder / "coco.ckpt") in proc.stderr
+    assert "notes.txt" not in proc.stderr

@@ -79,6 +79,59 @@ def test_weights_download_before_the_code_and_are_verified_after():
     code = [f"COPY {src}" for src in ("README.md /app/", "nanodet /app/nanodet", "executor /app/executor")]
     assert all(download < instructions.index(c) < verify for c in code)
     assert "--build-arg FETCH_WEIGHTS=" in (ROOT / "docker" / "image-test.sh").read_text()
+    # offline builds verify the files put in docker/weights/ by hand, absent ones being no error
+    offline = "0) python3 /app/docker/fetch_weights.py --dest /weights --verify-only --missing-ok ;;"
+    assert offline in instructions[verify]
+    # partial downloads that reach the build stop it before anything is downloaded
+    assert instructions[download].startswith("RUN partial=$(find /weights -name '*.part');")
+
+
+def dockerignore_regex(pattern: str) -> re.Pattern:
+    """A .dockerignore pattern as Docker matches it against a context path: ``*`` and ``?``
+    within one path component, ``**`` across components; a match on a folder covers its content."""
+    assert "[" not in pattern and "\\" not in pattern, f"character classes and escapes are not handled: {pattern}"
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        else:
+            out += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+            i += 1
+    return re.compile(out + "(?:/.*)?")
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Whether the repository's .dockerignore keeps ``path`` (relative to the context) out of
+    the build context: the last pattern that matches decides, ``!`` re-includes."""
+    excluded = False
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line.removeprefix("!").strip().removeprefix("/")
+        if dockerignore_regex(pattern).fullmatch(path):
+            excluded = not negated
+    return excluded
+
+
+def test_partial_downloads_stay_out_of_the_build_context_and_what_is_copied_stays_in():
+    """A killed download leaves ``.NAME.XXXX.part`` in docker/weights/ (download_weights.py's
+    temp name): `COPY docker/weights /weights` must never see it, while the weights themselves
+    and every COPY source stay in the context."""
+    assert dockerignore_excludes("docker/weights/.nanodet-plus-m_320_checkpoint.ckpt.k1ll3d_x.part")
+    assert dockerignore_excludes("docker/weights/.shufflenetv2_x1-5666bf0f80.pth.a8b9c0d1.part")
+    assert not dockerignore_excludes("docker/weights/nanodet-plus-m_320_checkpoint.ckpt")
+    assert not dockerignore_excludes("docker/weights/README.md")
+    text = (ROOT / "Dockerfile").read_text()
+    sources = [s for line in re.findall(r"^COPY (.+)$", text, re.M) for s in line.split()[:-1]]
+    assert [s for s in sources if dockerignore_excludes(s)] == []
+    # the matcher itself: the patterns already there mean what Docker makes of them
+    assert dockerignore_excludes("nanodet/model/__pycache__/head.cpython-311.pyc")
+    assert dockerignore_excludes("tests/test_image_layout.py") and dockerignore_excludes(".venv/bin/python")
+    assert not dockerignore_excludes("nanodet/model/head.py") and not dockerignore_excludes("testsuite.py")
 
 
 def test_the_image_runs_the_torch_the_tests_run():
