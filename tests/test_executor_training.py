@@ -205,7 +205,11 @@ def test_monitor_progress_is_written_during_training(trained):
 def test_tensorboard_has_the_pictures_of_every_evaluation(trained):
     """Per evaluation: a PR curve per class at the task's IoU (TensorBoard's [6, thresholds]
     layout), the confusion matrix and AP charts, and the same validation images every time."""
+    import cv2
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from executor.paths import PathMapper
+    from nanodet.data.image_io import read_image
 
     out_dir, _ = trained
     events = EventAccumulator(str(out_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
@@ -220,10 +224,29 @@ def test_tensorboard_has_the_pictures_of_every_evaluation(trained):
         assert data.shape == (6, 101) and ((0 <= data[4]) & (data[4] <= 1)).all()
         assert (np.diff(data[5]) <= 1e-9).all()  # recall falls as the threshold rises
     assert {"val_charts/confusion_matrix", "val_charts/per_class_AP"} <= set(tags["images"])
-    val_images = [t for t in tags["images"] if t.startswith("val_images/")]
-    assert len(val_images) == 6  # of the 8 validation images, the same 6 every evaluation
-    for tag in val_images + ["val_charts/confusion_matrix"]:
-        assert [e.step for e in events.Images(tag)] == [1, 2, 3]
+    for tag in [t for t in tags["images"] if t.startswith("val_")]:
+        assert [e.step for e in events.Images(tag)] == [1, 2, 3], tag
+    # of the 8 validation images, 6 spread evenly over the set (positions 0, 1, 3, 4, 6, 7 of its
+    # index), the same 6 every evaluation: each one's ground-truth half is the same picture each
+    # time, and it is that image file (its pixels, outside the drawn boxes)
+    in_dir = out_dir.parent / "in"
+    rows = [line.split("\t")[0] for line in (in_dir / "val-index.tsv").read_text().splitlines() if line]
+    files = [PathMapper(in_dir, out_dir)(row) for row in rows]
+    assert len(files) == 8
+    shown = [files[i] for i in (0, 1, 3, 4, 6, 7)]
+    assert sorted(t for t in tags["images"] if t.startswith("val_images/")) == sorted(
+        f"val_images/{f.stem}" for f in shown
+    )
+    for path in shown:
+        image = read_image(path)
+        halves = []
+        for event in events.Images(f"val_images/{path.stem}"):
+            picture = cv2.imdecode(np.frombuffer(event.encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+            h, w = image.shape[:2]
+            assert picture.shape == (h + 22, 2 * w + 6, 3), (picture.shape, image.shape)  # title strip, gap
+            halves.append(picture[22:, w + 6 :])  # the ground truth, drawn on the image
+        assert all(np.array_equal(halves[0], half) for half in halves[1:]), path.name
+        assert (halves[0] == image).all(axis=2).mean() > 0.5, path.name  # the rest is the boxes drawn
 
 
 def test_only_the_best_stage_keeps_its_pictures(trained):
