@@ -10,9 +10,9 @@
 4. Train with the nanodet engine (torchrun DDP for several GPUs). After every evaluation a
    model stage is written (the whole EMA model, its config, its metrics, and the inference
    graph as ONNX for deployment without this image) and result.yaml
-   rewritten; a stage's ``mAP`` is the AP at ``evaluate_config.iou_thr`` (the platform's
-   scale), the COCO metric set is in the stage's ``metrics.json``; monitor.txt follows
-   every batch.
+   rewritten; a stage's ``mAP`` and ``mAR`` are the AP and the recall at
+   ``evaluate_config.iou_thr`` (the platform's scale: its tp/fp/fn are counted there too),
+   the COCO metric set is in the stage's ``metrics.json``; monitor.txt follows every batch.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from nanodet.config import NanoDetConfig, load_config, save_config
 from nanodet.deploy.export import write_onnx
 from nanodet.engine.pictures import EvalPictures
 from nanodet.engine.trainer import Callback, EvalResult, Trainer
-from nanodet.evaluation.coco import ap_key
+from nanodet.evaluation.coco import ap_key, recall_key
 from nanodet.evaluation.counts import count_matches
 from nanodet.model.detector import NanoDet
 from nanodet.utils.io import atomic_copy, atomic_write, atomic_write_text
@@ -360,10 +360,13 @@ class StageRecorder(Callback):
             result.detections, {i: val.annotations(i) for i in val.img_ids}, self.plan.iou_thr, self.plan.conf_thr
         )
         platform_map = result.metrics.get(ap_key(self.plan.iou_thr), 0.0)
+        platform_mar = result.metrics.get(recall_key(self.plan.iou_thr), 0.0)
         metrics = {
             "epoch": result.epoch,
             "mAP": platform_map,
             "mAP_definition": f"AP at IoU {self.plan.iou_thr} (COCO 101-point interpolation, all sizes, 100 dets)",
+            "mAR": platform_mar,
+            "mAR_definition": f"recall at IoU {self.plan.iou_thr} (all sizes, 100 dets, mean over classes with boxes)",
             "evaluate_config": {"iou_thr": self.plan.iou_thr, "conf_thr": self.plan.conf_thr},
             **counts,
             "coco": result.metrics,
@@ -382,7 +385,7 @@ class StageRecorder(Callback):
         if becomes_best:
             charts = self.pictures.of(trainer, result).charts
             files += write_pictures(charts, folder, self.plan.saved_file_patterns)
-        stage = Stage(name, result.epoch, files, platform_map, result.metrics.get("AR_100", 0.0), **counts)
+        stage = Stage(name, result.epoch, files, platform_map, platform_mar, **counts)
         self.writer.add_stage(stage, is_best)
         if becomes_best and previous_best not in (None, name):
             self.writer.retract_files(previous_best, [f"{stem}.png" for stem in STAGE_PICTURES])

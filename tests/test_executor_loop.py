@@ -15,6 +15,7 @@ import yaml
 from executor.workspace import make_predict_workspace, make_training_workspace
 from nanodet.checkpoint import read_checkpoint, save_pth
 from nanodet.config import BackboneConfig, load_config
+from nanodet.evaluation.coco import ap_key, recall_key
 from nanodet.model import build_model
 from nanodet.model.backbone import ShuffleNetV2
 from nanodet.model.pretrained import IMAGENET_BACKBONES
@@ -43,22 +44,26 @@ def log_lines(text: str, pattern: str) -> list[str]:
 
 
 def stage_checks(out_dir: Path, iou_thr: float = 0.5) -> dict:
-    """Every stage: mAP = that epoch's AP at iou_thr (metrics.json), a weights file listed, the
-    whole EMA model (aux branch included) in it; the best stage has the highest mAP."""
+    """Every stage: mAP and mAR = that epoch's AP and recall at iou_thr (metrics.json), a weights
+    file listed, the whole EMA model (aux branch included) in it; the best stage has the highest
+    mAP, the newest of those on a tie (the platform's order)."""
     result = check_training_outputs(out_dir)
     models = out_dir / "models"
     for name, stage in result["model_stages"].items():
         assert "nanodet_model.pth" in stage["files"] and "train_cfg.yml" in stage["files"], stage["files"]
         metrics = json.loads((models / name / "metrics.json").read_text())
         assert metrics["epoch"] == int(name.split("_")[1])
-        assert stage["mAP"] == pytest.approx(metrics["coco"][f"AP_{round(iou_thr * 100)}"], abs=1e-12)
+        assert stage["mAP"] == pytest.approx(metrics["coco"][ap_key(iou_thr)], abs=1e-12)
         assert stage["mAP"] == pytest.approx(metrics["mAP"], abs=1e-12)
+        assert stage["mAR"] == pytest.approx(metrics["coco"][recall_key(iou_thr)], abs=1e-12)
+        assert stage["mAR"] == pytest.approx(metrics["mAR"], abs=1e-12)
         assert 0.0 <= metrics["coco"]["mAP"] <= metrics["coco"]["AP_50"] + 1e-9
         assert {k: metrics[k] for k in ("tp", "fp", "fn")} == {k: stage[k] for k in ("tp", "fp", "fn")}
         weights = read_checkpoint(models / name / "nanodet_model.pth")["state_dict"]
         assert len(weights) == 887 and sum(k.startswith(("aux_fpn.", "aux_head.")) for k in weights) == 242
-    best = result["model_stages"][result["best_stage_name"]]
-    assert best["mAP"] == max(s["mAP"] for s in result["model_stages"].values())
+    top = max(s["mAP"] for s in result["model_stages"].values())
+    tied = [name for name, s in result["model_stages"].items() if s["mAP"] == top]
+    assert result["best_stage_name"] == max(tied, key=lambda name: int(name.split("_")[1]))
     return result
 
 
@@ -179,13 +184,19 @@ def test_short_run_caps_are_the_same_every_round(loop):
     assert [c.evaluator.save_key for c in saved] == ["AP_50", "AP_50"]
 
 
-def test_stage_map_follows_evaluate_iou_thr(tmp_path):
-    """evaluate_iou_thr 0.7: every stage's mAP is AP@0.7, and the best stage is picked by it."""
-    in_dir = make_training_workspace(tmp_path / "in", train_images=8, val_images=4, evaluate_iou_thr=0.7, **SMALL)
+@pytest.mark.parametrize("iou_thr, key, epochs", [(0.05, "AP_05", 2), (0.95, "AP_95", 1)])  # 0.5: the loop above
+def test_stage_map_follows_evaluate_iou_thr(tmp_path, iou_thr, key, epochs):
+    """Every stage's mAP and mAR are the AP and the recall at evaluate_iou_thr, and the best stage
+    is picked by that AP: near both ends of the template's range, whose keys have two digits."""
+    hyper = {**SMALL, "epochs": epochs, "evaluate_iou_thr": iou_thr}
+    in_dir = make_training_workspace(tmp_path / "in", train_images=8, val_images=4, **hyper)
     assert_success(run_start(in_dir, tmp_path / "out"), tmp_path / "out")
-    result = stage_checks(tmp_path / "out", iou_thr=0.7)
-    assert result["evaluate_config"]["iou_thr"] == 0.7
-    assert load_config(tmp_path / "out" / "models" / "train_cfg.yml").evaluator.save_key == "AP_70"
+    result = stage_checks(tmp_path / "out", iou_thr=iou_thr)
+    assert result["evaluate_config"]["iou_thr"] == iou_thr
+    assert load_config(tmp_path / "out" / "models" / "train_cfg.yml").evaluator.save_key == key
+    for name in result["model_stages"]:
+        coco = json.loads((tmp_path / "out" / "models" / name / "metrics.json").read_text())["coco"]
+        assert key in coco and f"recall_{key[3:]}" in coco
 
 
 def test_imagenet_backbone_when_no_coco_checkpoint(tmp_path):
