@@ -2,9 +2,12 @@
 
 - protocol >= 1.0.0: ``model_stages`` (one per evaluation: the 10 latest plus the best),
   ``best_stage_name``, ``mAP``, ``evaluate_config``; stage files live in
-  ``/out/models/<stage>/`` and the best stage's files are also copied to the top level.
+  ``/out/models/<stage>/``.
 - older: ``model: [files]`` and ``map``, files flat in ``/out/models``.
-Floats are plain Python floats in [0, 1]; file names are relative; no symlinks.
+Either way the best stage's files are copied to the top level as soon as it becomes best, before
+result.yaml is rewritten, so the old form names usable weights from the first stage on (a task
+killed mid-run still leaves a result the platform can pack). Floats are plain Python floats in
+[0, 1]; file names are relative; no symlinks.
 """
 
 from __future__ import annotations
@@ -100,9 +103,12 @@ class ResultWriter:
         self.best = data.get("best_stage_name") if data.get("best_stage_name") in self.stages else None
 
     def add_stage(self, stage: Stage, is_best: bool) -> None:
+        """Record a stage; ``is_best``: the trainer's verdict (on a tie the newer stage is best,
+        as the platform orders stages by mAP, then timestamp)."""
         self.stages[stage.name] = stage
         if is_best or self.best is None:
             self.best = stage.name
+            self.publish_best_to_top_level()  # before result.yaml names them (the old form)
         dropped = self._prune()
         self.write()
         for name in dropped:  # only once result.yaml no longer names them: a crash never leaves it dangling

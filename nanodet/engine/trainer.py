@@ -324,7 +324,8 @@ class Trainer:
         self.state.evaluations.append(EvalSummary(result.epoch, result.metrics, result.per_class_AP))
         save_key = self.cfg.evaluator.save_key
         metric = result.metrics.get(save_key, 0.0)
-        is_best = metric > self.state.best_metric
+        # a tie goes to the newer evaluation, as the platform orders stages by (mAP, timestamp)
+        is_best = metric >= self.state.best_metric
         if is_best:
             self.state.best_metric, self.state.best_epoch = metric, self.state.epoch
             self.save_best()
