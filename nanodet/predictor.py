@@ -28,10 +28,12 @@ import numpy as np
 
 from .config import NanoDetConfig, load_config
 from .data.preprocess import pad_batch, preprocess
-from .deploy.export_cache import KEY, export_key, file_digest, find_export, store_export
+from .deploy.export_cache import KEY, export_key, file_digest, find_exports, store_export
 from .deploy.exported import is_exported, read_spec
 from .deploy.runtimes import (
     GraphOutputs,
+    OnnxRuntime,
+    OpenVinoRuntime,
     RuntimeUnavailable,
     choose_backend,
     default_streams,
@@ -77,7 +79,9 @@ class Predictor:
             self.cfg = None
             self.spec = read_spec(weights)
             self.backend = _exported_backend(backend, weights, self.device_name)
-            self.runtime = open_runtime(self.backend, weights, threads, self._stream_count(streams, threads))
+            self.runtime = open_runtime(
+                self.backend, weights, threads, self._stream_count(streams, threads), spec=self.spec
+            )
         else:
             self.cfg = config if isinstance(config, NanoDetConfig) else load_config(config)
             self.spec = ModelSpec.from_config(self.cfg)
@@ -85,8 +89,7 @@ class Predictor:
             model = None
             if self.backend != "torch":
                 try:
-                    graph, model = self._exported_graph(weights, optimize)
-                    self.runtime = open_runtime(self.backend, graph, threads, self._stream_count(streams, threads))
+                    self.runtime, model = self._exported_runtime(weights, optimize, threads, streams)
                 except Exception as err:  # noqa: BLE001 - export or session: any failure of the ONNX path
                     if backend != "auto":
                         raise  # a backend the user named fails as such
@@ -129,23 +132,32 @@ class Predictor:
             log.warning("backend %s runs one batch at a time: streams=%d ignored", self.backend, requested)
         return default
 
-    def _exported_graph(self, weights: str | Path | None, optimize: bool) -> tuple[bytes | Path, NanoDet | None]:
-        """The ONNX graph of the model: an earlier export of the same weights, config and code
-        when one exists (the stage's own graph, or the export cache), else a new export (kept in
-        the cache when it is writable). Returns (graph, the torch model if one was built)."""
+    def _exported_runtime(
+        self, weights: str | Path | None, optimize: bool, threads: int, streams: int | None
+    ) -> tuple[OnnxRuntime | OpenVinoRuntime, NanoDet | None]:
+        """The ONNX runtime over the model's graph: an earlier export of the same weights, config
+        and code when one exists (the stage's own graph, or the export cache) and fits the model,
+        else a new export (kept in the cache when it is writable). Returns (runtime, the torch
+        model if one was built)."""
+        streams = self._stream_count(streams, threads)
         cacheable = weights is not None and optimize  # random or unfused weights are not kept
         key = export_key(file_digest(weights), self.cfg, dynamic_batch=True) if cacheable else None
-        found = find_export(Path(weights), key) if key else None
-        if found is not None:
-            log.info("using the ONNX export %s (made from these weights, this config and code)", found)
-            return found, None
+        for found in find_exports(Path(weights), key) if key else []:
+            try:
+                runtime = open_runtime(self.backend, found, threads, streams, spec=self.spec)
+                log.info("using the ONNX export %s (made from these weights, this config and code)", found)
+                return runtime, None
+            except Exception as err:  # noqa: BLE001 - its key says this model, its graph does not: damaged
+                reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+                log.warning("not using the ONNX export %s (%s)", found, reason)
         from .deploy.export import inference_model, onnx_bytes  # PyTorch: only when exporting
 
         model = inference_model(self.cfg, weights, optimize)
         data = onnx_bytes(model, self.spec, extra_metadata={KEY: key} if key else None)
         if key:
             store_export(data, key)
-        return data, model
+        source = f"the ONNX export of {weights or 'random weights'}"
+        return open_runtime(self.backend, data, threads, streams, spec=self.spec, source=source), model
 
     # --- what the model expects -------------------------------------------------------------
     @property

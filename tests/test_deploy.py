@@ -6,6 +6,7 @@ backend of the Predictor must give the same detections and the same mining maps.
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,11 @@ import torch
 from nanodet.checkpoint import save_pth
 from nanodet.data.image_io import read_image
 from nanodet.data.transforms import stack_batch
-from nanodet.deploy.export import with_metadata
+from nanodet.deploy.export import export_openvino, inference_model, onnx_bytes, with_metadata
 from nanodet.deploy.exported import read_metadata, read_spec
 from nanodet.deploy.graph import class_level_maps
 from nanodet.deploy.runtimes import RuntimeUnavailable, choose_backend, default_streams
+from nanodet.deploy.spec import ModelSpec
 from nanodet.errors import ExportError
 from nanodet.mining import aldd_scores, entropy_scores
 from nanodet.predictor import Predictor
@@ -169,6 +171,105 @@ def test_detect_runs_an_onnx_file_without_its_config(exported, weights, sample_i
         for da, db in zip(sorted(ra["detections"], key=str), sorted(rb["detections"], key=str)):
             assert da["class_id"] == db["class_id"] and abs(da["score"] - db["score"]) <= 1e-3
             assert np.abs(np.subtract(da["bbox"], db["bbox"])).max() <= 0.5
+
+
+def rewrite_outputs(source: Path, target: Path, order=None, rename: dict[str, str] | None = None) -> Path:
+    """``source`` with its graph's outputs put in another ``order`` (their names) and/or renamed."""
+    import onnx
+
+    proto = onnx.load(str(source))
+    graph = proto.graph
+    outputs = {o.name: o for o in graph.output}
+    reordered = [outputs[name] for name in order or outputs]
+    del graph.output[:]
+    graph.output.extend(reordered)
+    for old, new in (rename or {}).items():
+        for node in graph.node:
+            node.output[:] = [new if name == old else name for name in node.output]
+        for output in graph.output:
+            output.name = new if output.name == old else output.name
+    target.write_bytes(proto.SerializeToString())
+    return target
+
+
+def test_outputs_are_taken_by_name_whatever_their_order(exported, batch, tmp_path):
+    """A graph whose outputs come in another order (as another exporter may write them) gives the
+    same detections and mining maps in ONNX Runtime and OpenVINO (the ONNX file and its IR)."""
+    order = ["cls_logits", "boxes", "scores"]  # the scores where the boxes were: positions would mix them up
+    reordered = rewrite_outputs(exported["dynamic"], tmp_path / "reordered.onnx", order)
+    xml = export_openvino(reordered, tmp_path / "reordered.xml")
+    session = ort.InferenceSession(str(reordered), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == order
+    assert [o.get_any_name() for o in ov.Core().read_model(str(xml)).outputs] == order
+    reference = Predictor(None, exported["dynamic"], backend="onnxruntime")
+    args = (batch["tensor"], batch["matrices"], batch["sizes"])
+    ref_levels, ref_dets = reference.predict_batch_with_levels(*args)
+    assert sum(len(d) for d in ref_dets) > 0
+    for path, backend in ((reordered, "onnxruntime"), (reordered, "openvino"), (xml, "openvino")):
+        levels, dets = Predictor(None, path, backend=backend).predict_batch_with_levels(*args)
+        for a, b in zip(ref_dets, dets, strict=True):
+            assert_same_detections(a, b, score_tol=1e-4, box_tol=0.05)
+        for a, b in zip(ref_levels, levels, strict=True):
+            assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def other_class_counts(tmp_path_factory, exported, plus_cfg) -> dict[str, Path]:
+    """Graphs whose class count is not their metadata's: a real export of a 3-class model under
+    the 80-class spec of CONFIG (ONNX and its IR), and the 80-class export under a 3-class spec."""
+    out = tmp_path_factory.mktemp("other-classes")
+    three = plus_cfg.with_classes(["circle", "square", "triangle"])
+    fewer = out / "three-classes.onnx"
+    fewer.write_bytes(onnx_bytes(inference_model(three, None), ModelSpec.from_config(plus_cfg)))
+    more = out / "eighty-classes.onnx"
+    more.write_bytes(with_metadata(exported["dynamic"].read_bytes(), ModelSpec.from_config(three).to_metadata()))
+    return {"fewer": fewer, "fewer-xml": export_openvino(fewer, out / "three-classes.xml"), "more": more}
+
+
+@pytest.mark.parametrize(
+    ("graph", "backend", "classes"),
+    [
+        ("fewer", "onnxruntime", (3, 80)),
+        ("fewer", "openvino", (3, 80)),
+        ("fewer-xml", "openvino", (3, 80)),
+        ("more", "onnxruntime", (80, 3)),
+        ("more", "openvino", (80, 3)),
+    ],
+)
+def test_a_graph_with_another_class_count_than_its_metadata_is_refused(other_class_counts, graph, backend, classes):
+    path = other_class_counts[graph]
+    has, named = classes
+    with pytest.raises(ExportError) as err:
+        Predictor(None, path, backend=backend)
+    message = str(err.value)
+    assert "\n" not in message
+    # the declared shape where the runtime knows the class count, else the shape of a run on a blank image
+    shapes = rf"output 'scores' is \[[?1], [?0-9]+, {has}\], expected \[[?1], 2125, {named}\]: "
+    assert re.match(re.escape(str(path)) + ": " + shapes, message), message
+    assert f"{has} classes, but the metadata names {named} (class_names" in message
+
+
+def test_detect_refuses_a_graph_with_another_class_count_in_one_line(other_class_counts, sample_images):
+    path = other_class_counts["fewer"]
+    proc = nanodet_cli("detect", "--weights", str(path), "--no-progress", str(sample_images[0]))
+    assert proc.returncode == 2 and proc.stdout == ""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {path}: output 'scores' is [1, 2125, 3], expected [1, 2125, 80]: 3 classes, "
+        "but the metadata names 80 (class_names; export it again with its config)"
+    ]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_graph_with_renamed_outputs_is_refused_naming_them(exported, tmp_path):
+    renamed = rewrite_outputs(exported["dynamic"], tmp_path / "renamed.onnx", rename={"scores": "probabilities"})
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(ExportError) as err:
+            Predictor(None, renamed, backend=backend)
+        assert str(err.value) == (
+            f"{renamed}: no output 'scores'; unexpected output 'probabilities' (its outputs: boxes, probabilities, "
+            "cls_logits; a NanoDet graph gives boxes, scores, cls_logits)"
+        )
 
 
 def test_unusable_exports_and_backends_are_refused_clearly(exported, weights, tmp_path):

@@ -112,3 +112,67 @@ def test_no_home_directory_means_no_cache_not_a_failure(plus_cfg, plus_weights, 
     monkeypatch.setattr(PathClass, "home", staticmethod(no_home))
     predictor = Predictor(plus_cfg, plus_weights, backend="onnxruntime")
     assert predictor.backend == "onnxruntime" and len(exports) == 1
+
+
+def damaged_stage_graph(cfg, weights: Path) -> Path:
+    """A stage graph beside ``weights`` with their export key and ``cfg``'s spec in its metadata,
+    but the graph of a model with one class fewer (as a file overwritten by another export)."""
+    from nanodet.deploy.export_cache import export_key, file_digest
+    from nanodet.deploy.spec import ModelSpec
+
+    fewer = cfg.with_classes(list(cfg.class_names)[:-1])
+    key = export_key(file_digest(weights), cfg, dynamic_batch=True)
+    data = export_module.onnx_bytes(inference_model(fewer, None), ModelSpec.from_config(cfg), extra_metadata={KEY: key})
+    path = weights.parent / STAGE_GRAPH
+    path.write_bytes(data)
+    assert key_of(path) == key
+    return path
+
+
+def test_a_stage_graph_that_does_not_fit_its_model_is_not_used(plus_cfg, tmp_path, exports, monkeypatch, caplog):
+    """Its key names these weights, its outputs another class count: a warning, then a graph of
+    the weights themselves (a named backend included), never the other graph's labels."""
+    monkeypatch.setenv("NANODET_CACHE_DIR", str(tmp_path / "cache"))
+    model = randomized_model(plus_cfg, seed=2, cls_bias=-7.5)
+    save_pth(model, tmp_path / "nanodet_model.pth")
+    stage_graph = damaged_stage_graph(plus_cfg, tmp_path / "nanodet_model.pth")
+    exports.clear()
+    image = torch.zeros(1, 3, 320, 320)
+    for backend in ("onnxruntime", "openvino"):
+        predictor = Predictor(plus_cfg, tmp_path / "nanodet_model.pth", backend=backend)
+        assert predictor.backend == backend
+        scores = torch.as_tensor(predictor.run(image).scores)
+        reference = inference_model(plus_cfg, tmp_path / "nanodet_model.pth")
+        torch.testing.assert_close(scores, reference_scores(reference, image), atol=1e-4, rtol=0)
+    assert f"not using the ONNX export {stage_graph} ({stage_graph}: output 'scores' is [" in caplog.text
+    assert "79 classes, but the metadata names 80" in caplog.text
+    assert len(exports) == 1  # exported once; the second predictor used the cached export
+
+
+def test_infer_and_mining_run_past_a_stage_graph_that_does_not_fit(tmp_path):
+    """The executor's path: /in/models as training left it, its nanodet_model.onnx overwritten by
+    a graph of another class count under the right key; a task with ``backend: onnxruntime``
+    writes what it writes without that file, and says which file it did not use."""
+    from executor.workspace import make_predict_workspace
+    from nanodet.config import load_config
+
+    from .executor_helpers import assert_success, edit_yaml, run_start, trained_models
+
+    models = trained_models(tmp_path / "models")
+    results = {}
+    for damaged in (False, True):
+        in_dir = make_predict_workspace(tmp_path / f"in{damaged}", models, candidates=3, workers_per_gpu=0)
+        edit_yaml(in_dir / "config.yaml", backend="onnxruntime")
+        if damaged:
+            damaged_stage_graph(
+                load_config(in_dir / "models" / "train_cfg.yml"), in_dir / "models" / "nanodet_model_best.pth"
+            )
+        out = tmp_path / f"out{damaged}"
+        proc = run_start(in_dir, out, env={"NANODET_CACHE_DIR": str(tmp_path / f"cache{damaged}")})
+        assert_success(proc, out)
+        results[damaged] = [(out / name).read_bytes() for name in ("infer-result.json", "result.tsv")]
+        if damaged:
+            assert "not using the ONNX export " in proc.stdout + proc.stderr
+            assert "nanodet_model.onnx: output 'scores' is [" in proc.stdout + proc.stderr
+    assert results[True] == results[False]
+    assert b'"class_name"' in results[True][0], "the model should detect something to compare"

@@ -26,7 +26,8 @@ from ..model.detector import NanoDet
 from ..model.fuse import fuse_model
 from ..utils.io import atomic_write
 from .exported import read_metadata, require
-from .graph import OUTPUT_NAMES, InferenceGraph
+from .graph import InferenceGraph
+from .interface import OUTPUT_NAMES
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 KEY = "nanodet_export_key"
 STAGE_GRAPH = "nanodet_model.onnx"  # what a training stage writes beside its weights
-_CODE = ("model", "deploy/graph.py", "deploy/export.py", "deploy/spec.py", "postprocess.py")
+_CODE = ("model", "deploy/graph.py", "deploy/export.py", "deploy/interface.py", "deploy/spec.py", "postprocess.py")
 
 
 def file_digest(path: str | Path) -> str:
@@ -102,13 +102,12 @@ def key_of(path: Path) -> str | None:
         return None
 
 
-def find_export(weights: Path, key: str) -> Path | None:
-    """An existing export with this key: the stage graph beside ``weights``, else the cache's."""
+def find_exports(weights: Path, key: str) -> list[Path]:
+    """The existing exports with this key, first to use first: the stage graph beside
+    ``weights``, then the cache's."""
     folder = cache_dir()
-    for candidate in (weights.parent / STAGE_GRAPH, folder / f"{key}.onnx" if folder else None):
-        if candidate is not None and candidate.is_file() and key_of(candidate) == key:
-            return candidate
-    return None
+    candidates = (weights.parent / STAGE_GRAPH, folder / f"{key}.onnx" if folder else None)
+    return [c for c in candidates if c is not None and c.is_file() and key_of(c) == key]
 
 
 def store_export(data: bytes, key: str) -> Path | None:

@@ -1,6 +1,6 @@
 """The inference graph: the detector and its box decode as one module, so that every runtime
 (PyTorch eager, an exported ONNX file in ONNX Runtime or OpenVINO) gives the same three outputs
-and the caller only runs NMS:
+(named as :data:`.interface.OUTPUT_NAMES` in an export) and the caller only runs NMS:
 
 - ``boxes``      ``[N, P, 4]`` x1, y1, x2, y2 in input pixels, clipped to the input;
 - ``scores``     ``[N, P, C]`` sigmoid class scores;
@@ -17,8 +17,6 @@ from ..model.box_ops import distributions_to_boxes
 from ..model.detector import NanoDet
 from ..model.head import level_sizes
 from ..postprocess import split_head_output
-
-OUTPUT_NAMES = ("boxes", "scores", "cls_logits")
 
 
 class InferenceGraph(nn.Module):
