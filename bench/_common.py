@@ -532,28 +532,61 @@ def _pool_images(recipe: PoolRecipe, num_images: int, seed: int, with_dups: bool
             image, boxes, labels = near_duplicate(
                 np.random.default_rng([seed, 1, index]), image, boxes, labels, recipe.max_shift
             )
-            meta = {**kind, "dup_of": dup_source[index] + 1}
+            meta = {**kind, "dup_of": dup_source[index] + 1, "scene": dup_source[index] + 1}
         else:
             image, boxes, labels, kind = drawn[index]
-            meta = {**kind, "dup_of": None}
-        rare = recipe.classes.index(recipe.rare_class)
-        meta |= {"empty": len(labels) == 0, "rare": bool((labels == rare).any()), "objects": len(labels)}
-        yield index, image, boxes, labels, meta
+            meta = {**kind, "dup_of": None, "scene": index + 1}
+        yield index, image, boxes, labels, meta | _content_meta(recipe, labels)
+
+
+def _content_meta(recipe: PoolRecipe, labels: np.ndarray) -> dict:
+    rare = recipe.classes.index(recipe.rare_class)
+    return {"empty": len(labels) == 0, "rare": bool((labels == rare).any()), "objects": len(labels)}
+
+
+def _burst_images(recipe: PoolRecipe, num_scenes: int, seed: int, frames: tuple[int, int]):
+    """Yield ``(index, image, boxes, labels, meta)`` of a bursty pool: each of ``num_scenes``
+    originals (drawn as :func:`pool_image` draws them) appears as ``frames[0]..frames[1]``
+    consecutive frames, each a jittered copy (:func:`near_duplicate`: shifted by up to
+    ``max_shift`` px, re-brightened, re-noised), like a short video of one scene. ``scene`` is
+    the id of the scene's first frame; ``dup_of`` too for every later frame."""
+    index = 0
+    for scene in range(num_scenes):
+        base, boxes, labels, kind = pool_image(np.random.default_rng([seed, 0, scene]), recipe)
+        count = int(np.random.default_rng([seed, 4, scene]).integers(frames[0], frames[1] + 1))
+        first = index + 1
+        for frame in range(count):
+            rng = np.random.default_rng([seed, 3, scene, frame])
+            image, moved, kept = near_duplicate(rng, base, boxes, labels, recipe.max_shift)
+            meta = {**kind, "dup_of": first if frame else None, "scene": first}
+            yield index, image, moved, kept, meta | _content_meta(recipe, kept)
+            index += 1
 
 
 def make_pool(
-    root: Path, name: str, recipe: PoolRecipe, num_images: int, seed: int, with_dups: bool = True
+    root: Path,
+    name: str,
+    recipe: PoolRecipe,
+    num_images: int,
+    seed: int,
+    with_dups: bool = True,
+    bursts: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """Generate (once: reused when ``root/name`` holds the same recipe) a pool or test set.
 
     Writes ``images/00000.jpg ...``, ``annotations.json`` (COCO, image id = index + 1) and
     ``meta.json`` (per image id: empty, small, low_contrast, rare, objects, dup_of = the id of the
-    image it is a near-duplicate of, or null). Returns ``img_path``, ``ann_path``, ``meta_path``.
+    image it is a near-duplicate of, or null, scene = the id of its scene's original or first
+    frame). With ``bursts`` = (fewest, most) frames, ``num_images`` is the number of scenes, each
+    a burst of jittered frames (:func:`_burst_images`; ``with_dups`` is ignored). Returns
+    ``img_path``, ``ann_path``, ``meta_path``.
     """
     from nanodet.data.synthetic import _write_jpeg
 
     out = Path(root) / name
-    stamp = {"recipe": recipe.as_dict(), "num_images": num_images, "seed": seed, "with_dups": with_dups}
+    stamp = {"recipe": recipe.as_dict(), "num_images": num_images, "seed": seed, "with_dups": with_dups, "meta": 2}
+    if bursts is not None:
+        stamp |= {"bursts": list(bursts)}
     paths = {
         "img_path": str(out / "images"),
         "ann_path": str(out / "annotations.json"),
@@ -563,7 +596,12 @@ def make_pool(
         return paths
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations, meta = [], [], {}
-    for index, image, boxes, labels, info in _pool_images(recipe, num_images, seed, with_dups):
+    frames = (
+        _burst_images(recipe, num_images, seed, bursts)
+        if bursts is not None
+        else _pool_images(recipe, num_images, seed, with_dups)
+    )
+    for index, image, boxes, labels, info in frames:
         _write_jpeg(out / "images" / f"{index:05d}.jpg", image)
         entry, anns = _coco_record(index, boxes, labels, recipe.image_size, len(annotations) + 1)
         images.append(entry)

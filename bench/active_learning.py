@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/active_learning.py [--quick] [--seeds 3] [--rounds 3] [--epochs 6] [--round0-epochs 36]
         [--pool 400] [--test 160] [--algorithms aldd,entropy,random] [--out bench/results]
+        [--diversity] [--pools plain,bursty] [--bursty-scenes 200]
 
 The pool (``bench._common.PoolRecipe``) is built so that the choice of images matters: 5 shape
 classes at 45/30/15/7/3 % of the objects (``diamond`` is the rare one), a quarter of the object
@@ -27,6 +28,21 @@ on stdout (progress on stderr) and writes it with two plots to ``--out``: ``acti
 ``active_learning.png`` (AP_50 and mAP vs labelled fraction, mean +- std over seeds) and
 ``active_learning_picks.png`` (first seed, last round: the first 16 ALDD picks beside 16 random
 picks, GT boxes drawn). ``--quick`` runs a small version (2 seeds) and writes ``*_quick.*`` files.
+
+**Diversity** (issue 32; ``--diversity``): the arms random, aldd, ``aldd_diversity`` and
+``entropy_diversity`` (the scorer's ranking re-ordered by ``nanodet.mining_diversity``, as the
+mining task does with ``mining_diversity: true``) on two pools: the plain one above and a bursty
+one (``--bursty-scenes``, 200: scenes drawn like the plain pool's originals, with another seed,
+each as 6-10 consecutive jittered frames: shifted up to 6 px, re-brightened, re-noised, like
+video). Both start from ``initial`` images and label ``step`` more per round (the plain pool's
+20 % and 10 %: the same counts on the bursty pool, whose labelling budget is then well below its
+number of scenes, as with real camera pools). The report adds, per round, the distinct scenes the
+picks show (``pick_composition``) and the labelled set shows (``labelled_scenes``), and
+``diversity_verdict`` (each ``*_diversity`` arm's final AP_50 against its scorer alone). Writes
+``active_learning_diversity.json`` (``pools``: one report per pool), ``active_learning_diversity.png``
+(per pool: AP_50 and distinct labelled scenes vs labelled images) and
+``active_learning_diversity_picks_<pool>.png`` (first seed, last round: aldd beside
+aldd_diversity picks).
 
 ``aldd_diverse`` (not in the default list) is ALDD with one cheap fix for batch redundancy: walking
 the ALDD ranking it skips an image whose blurred 8x8 grey thumbnail is within cosine 0.85 of a
@@ -56,14 +72,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import PoolRecipe, host_info, log, make_pool, synthetic_config  # noqa: E402
 
 CONFIG = "nanodet-plus-m_320.yml"
-ALGORITHMS = ("aldd", "entropy", "random", "aldd_diverse")
+ALGORITHMS = ("aldd", "entropy", "random", "aldd_diverse", "aldd_diversity", "entropy_diversity")
 DEFAULT_ALGORITHMS = ("aldd", "entropy", "random")
+DIVERSITY_ALGORITHMS = ("random", "aldd", "aldd_diversity", "entropy_diversity")  # the arms of issue 32
+POOLS = ("plain", "bursty")
 DUP_SIMILARITY = 0.85  # thumbnails at least this alike are treated as near-duplicates (aldd_diverse)
 KINDS = ("empty", "dup_copy", "redundant", "rare", "small", "low_contrast")
 MINING_BATCH = 32
 # Defaults from the --quick timing (8 min on 2 shared cores): about 5x its work, 35-45 min.
 DEFAULT_EPOCHS, DEFAULT_ROUND0_EPOCHS, DEFAULT_POOL, DEFAULT_TEST = 6, 36, 400, 160
 QUICK_EPOCHS, QUICK_ROUND0_EPOCHS, QUICK_POOL, QUICK_TEST = 4, 16, 200, 80
+DEFAULT_SCENES, QUICK_SCENES = 200, 100  # scenes of the bursty pool (6-10 frames each)
 
 
 @dataclass(frozen=True)
@@ -85,29 +104,41 @@ class Protocol:
     lr: float = 3e-3
     warmup_steps: int = 10
     workers: int = 2
+    pools: tuple[str, ...] = ("plain",)
+    bursty_scenes: int = DEFAULT_SCENES
+    burst_frames: tuple[int, int] = (6, 10)
     recipe: PoolRecipe = field(default_factory=PoolRecipe)
 
     @property
     def initial(self) -> int:
+        """Images labelled at round 0 (a fraction of the plain pool; the same count on the bursty one)."""
         return round(self.pool * self.initial_fraction)
 
     @property
     def step(self) -> int:
+        """Images labelled per round (likewise)."""
         return round(self.pool * self.step_fraction)
 
 
 # --- data --------------------------------------------------------------------------------------------
 
 
-def prepare_data(root: Path, proto: Protocol) -> dict:
-    """Generate the pool and the test set (cached under ``root``); their paths and per-image facts."""
+def prepare_data(root: Path, proto: Protocol, kind: str = "plain") -> dict:
+    """Generate a pool (``plain`` or ``bursty``) and the test set (cached under ``root``); their
+    paths, the pool's kind and size. The bursty pool draws its scenes as the plain pool draws
+    originals (another seed), each as 6-10 jittered frames; the test set is the same for both."""
     start = time.perf_counter()
-    pool = make_pool(root, f"pool-{proto.pool}-s{proto.pool_seed}", proto.recipe, proto.pool, proto.pool_seed)
+    if kind == "bursty":
+        scenes, seed = proto.bursty_scenes, proto.pool_seed + 104729
+        pool = make_pool(root, f"bursty-{scenes}-s{seed}", proto.recipe, scenes, seed, bursts=tuple(proto.burst_frames))
+    else:
+        pool = make_pool(root, f"pool-{proto.pool}-s{proto.pool_seed}", proto.recipe, proto.pool, proto.pool_seed)
     test = make_pool(
         root, f"test-{proto.test}-s{proto.pool_seed}", proto.recipe, proto.test, proto.pool_seed + 7919, with_dups=False
     )
-    log(f"pool {proto.pool} + test {proto.test} images ready in {time.perf_counter() - start:.1f}s under {root}")
-    return {"pool": pool, "test": test, "root": str(root)}
+    size = len(json.loads(Path(pool["meta_path"]).read_text()))
+    log(f"{kind} pool {size} + test {proto.test} images ready in {time.perf_counter() - start:.1f}s under {root}")
+    return {"pool": pool, "test": test, "root": str(root), "kind": kind, "size": size}
 
 
 def load_meta(paths: dict[str, str]) -> dict[int, dict]:
@@ -127,13 +158,12 @@ def write_subset(ann_path: str, image_ids: list[int], out: Path) -> str:
 
 
 def pool_partners(meta: dict[int, dict]) -> dict[int, set[int]]:
-    """For each pool image, its near-duplicates (its source, or its copies)."""
-    partners: dict[int, set[int]] = {i: set() for i in meta}
+    """For each pool image, its near-duplicates: the other images of its scene (its source and
+    copies; the other frames of its burst)."""
+    scenes: dict[int, set[int]] = {}
     for image_id, info in meta.items():
-        if info["dup_of"] is not None:
-            partners[image_id].add(info["dup_of"])
-            partners[info["dup_of"]].add(image_id)
-    return partners
+        scenes.setdefault(info["scene"], set()).add(image_id)
+    return {image_id: scenes[info["scene"]] - {image_id} for image_id, info in meta.items()}
 
 
 # --- one round: train, evaluate, mine ----------------------------------------------------------------
@@ -172,7 +202,8 @@ def train_round(
         "seed": seed,
         "load_model": load_model,
         "epochs": epochs,
-        "protocol": {k: v for k, v in asdict(proto).items() if k not in ("seeds", "algorithms", "workers")},
+        "protocol": {k: v for k, v in asdict(proto).items() if k not in ("seeds", "algorithms", "workers", "pools")},
+        "pool": data.get("kind", "plain"),
     }
     cached = _cached_round(work_dir, key)
     if cached is not None:
@@ -217,10 +248,14 @@ def image_path(data: dict, image_id: int) -> str:
     return str(Path(data["pool"]["img_path"]) / f"{image_id - 1:05d}.jpg")
 
 
-def mining_scores(proto: Protocol, data: dict, weights: str, image_ids: list[int], algorithm: str) -> list[float]:
-    """Uncertainty of each image under ``weights``, with inference pre-processing and batching."""
+def mining_scores(
+    proto: Protocol, data: dict, weights: str, image_ids: list[int], algorithm: str
+) -> tuple[list[float], np.ndarray]:
+    """Uncertainty of each image under ``weights``, with inference pre-processing and batching, and
+    the diversity embeddings of the same forward (``nanodet.mining_diversity``), as the task does."""
     from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
     from nanodet.mining import uncertainty_scores
+    from nanodet.mining_diversity import image_embeddings
     from nanodet.predictor import Predictor
 
     cfg = round_config(proto, data, data["pool"]["ann_path"], Path(data["root"]), None, proto.epochs)
@@ -228,13 +263,15 @@ def mining_scores(proto: Protocol, data: dict, weights: str, image_ids: list[int
     paths = [image_path(data, i) for i in image_ids]
     dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
     scores: list[float] = []
+    embeddings: list[np.ndarray] = []
     for batch in inference_batches(dataset, MINING_BATCH, workers=0):
         if batch.failed:
             raise RuntimeError(f"unreadable pool images: {batch.failed}")
         levels = predictor.forward_levels(batch.images)
         hw = (batch.images.shape[2], batch.images.shape[3])
         scores += uncertainty_scores(algorithm, levels, predictor.num_classes, hw).tolist()
-    return scores
+        embeddings.append(image_embeddings(levels, predictor.num_classes))
+    return scores, np.concatenate(embeddings)
 
 
 def pick(algorithm: str, candidates: list[int], scores: list[float], count: int, rng: np.random.Generator) -> list[int]:
@@ -278,15 +315,22 @@ def mine_round(
     proto: Protocol, data: dict, weights: str, labelled: list[int], algorithm: str, seed: int, round_index: int
 ) -> dict:
     """Score the unlabelled pool and choose the next ``proto.step`` images."""
+    from nanodet.mining_diversity import diverse_order
+
     start = time.perf_counter()
-    candidates = sorted(set(range(1, proto.pool + 1)) - set(labelled))
-    scorer = "entropy" if algorithm == "entropy" else "aldd"  # random: ALDD scores kept for the record
-    scores = mining_scores(proto, data, weights, candidates, scorer)
+    candidates = sorted(set(range(1, data["size"] + 1)) - set(labelled))
+    scorer = "entropy" if algorithm.startswith("entropy") else "aldd"  # random: ALDD scores kept for the record
+    scores, embeddings = mining_scores(proto, data, weights, candidates, scorer)
     rng = np.random.default_rng([seed, round_index, 77])
-    skipped = 0
+    skipped, diversity_s = 0, None
     if algorithm == "aldd_diverse":
         ranked = pick("aldd", candidates, scores, len(candidates), rng)
         picks, skipped = diverse_top(data, ranked, labelled, proto.step)
+    elif algorithm.endswith("_diversity"):
+        ranking_start = time.perf_counter()
+        order, _ = diverse_order(np.array(scores), embeddings)
+        diversity_s = round(time.perf_counter() - ranking_start, 4)
+        picks = [candidates[k] for k in order[: proto.step].tolist()]
     else:
         picks = pick(algorithm, candidates, scores, proto.step, rng)
     by_id = dict(zip(candidates, scores))
@@ -295,6 +339,7 @@ def mine_round(
         "pick_scores": [round(by_id[i], 6) for i in picks],
         "score_name": scorer,
         "skipped_as_near_duplicate": skipped,
+        "diversity_s": diversity_s,
         "mine_s": round(time.perf_counter() - start, 1),
     }
 
@@ -313,19 +358,20 @@ def init_worker() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
 
-def initial_labelled(proto: Protocol, seed: int) -> list[int]:
-    """The seeded random 20 % every algorithm starts from."""
+def initial_labelled(proto: Protocol, seed: int, size: int) -> list[int]:
+    """The seeded random draw every algorithm starts from (20 % of the plain pool; as many
+    images of the bursty pool, ``size`` images)."""
     rng = np.random.default_rng([seed, 1000])
-    return sorted(int(i) for i in rng.choice(np.arange(1, proto.pool + 1), size=proto.initial, replace=False))
+    return sorted(int(i) for i in rng.choice(np.arange(1, size + 1), size=proto.initial, replace=False))
 
 
 def round0_job(proto: Protocol, data: dict, seed: int, work: str) -> dict:
     """Round 0 of a seed: the initial labelled set, trained from random init."""
-    labelled = initial_labelled(proto, seed)
+    labelled = initial_labelled(proto, seed, data["size"])
     result = train_round(proto, data, labelled, Path(work) / f"seed{seed}" / "round0", seed, None, proto.round0_epochs)
     log(
-        f"seed {seed} round 0: {len(labelled)} labelled, AP50 {result['AP_50']:.3f} mAP {result['mAP']:.3f} "
-        f"({result['train_s']:.0f}s{' cached' if result.get('cached') else ''})"
+        f"{data['kind']} seed {seed} round 0: {len(labelled)} labelled, AP50 {result['AP_50']:.3f} "
+        f"mAP {result['mAP']:.3f} ({result['train_s']:.0f}s{' cached' if result.get('cached') else ''})"
     )
     return {**result, "labelled_ids": labelled}
 
@@ -342,35 +388,39 @@ def chain_job(proto: Protocol, data: dict, seed: int, algorithm: str, round0: di
         weights = result["weights"]
         rounds.append({**result, **mined, "labelled_before": labelled_before})
         log(
-            f"seed {seed} {algorithm} round {r}: {len(labelled)} labelled, AP50 {result['AP_50']:.3f} "
+            f"{data['kind']} seed {seed} {algorithm} round {r}: {len(labelled)} labelled, AP50 {result['AP_50']:.3f} "
             f"mAP {result['mAP']:.3f} (mine {mined['mine_s']:.0f}s, train {result['train_s']:.0f}s"
             f"{' cached' if result.get('cached') else ''})"
         )
     return rounds
 
 
-def run_jobs(proto: Protocol, data: dict, work: str) -> tuple[dict, dict, list]:
-    """All round-0 jobs first, each seed's chains as soon as its round 0 is done; load samples."""
+def run_jobs(proto: Protocol, datas: dict[str, dict], work: str) -> tuple[dict, dict, list]:
+    """All round-0 jobs first (every pool), each (pool, seed)'s chains as soon as its round 0 is
+    done; load samples. Results keyed by pool: ``round0[pool][seed]``, ``chains[pool][(seed, alg)]``."""
     context = multiprocessing.get_context("spawn")
-    round0: dict[int, dict] = {}
-    chains: dict[tuple[int, str], list[dict]] = {}
+    round0: dict[str, dict[int, dict]] = {kind: {} for kind in datas}
+    chains: dict[str, dict[tuple[int, str], list[dict]]] = {kind: {} for kind in datas}
     loads: list[list[float]] = []
     start = time.perf_counter()
     with ProcessPoolExecutor(proto.workers, mp_context=context, initializer=init_worker) as pool:
-        pending: dict[Future, tuple[int, str | None]] = {
-            pool.submit(round0_job, proto, data, s, work): (s, None) for s in proto.seeds
+        pending: dict[Future, tuple[str, int, str | None]] = {
+            pool.submit(round0_job, proto, data, s, str(Path(work) / kind)): (kind, s, None)
+            for s in proto.seeds
+            for kind, data in datas.items()
         }
         while pending:
             done, _ = wait(pending, timeout=60, return_when=FIRST_COMPLETED)
             loads.append([round(time.perf_counter() - start)] + [round(x, 2) for x in os.getloadavg()])
             for future in done:
-                seed, algorithm = pending.pop(future)
+                kind, seed, algorithm = pending.pop(future)
                 if algorithm is not None:
-                    chains[(seed, algorithm)] = future.result()
+                    chains[kind][(seed, algorithm)] = future.result()
                     continue
-                round0[seed] = future.result()
+                round0[kind][seed] = first = future.result()
                 for alg in proto.algorithms:
-                    pending[pool.submit(chain_job, proto, data, seed, alg, round0[seed], work)] = (seed, alg)
+                    job = pool.submit(chain_job, proto, datas[kind], seed, alg, first, str(Path(work) / kind))
+                    pending[job] = (kind, seed, alg)
     return round0, chains, loads
 
 
@@ -390,10 +440,14 @@ def composition(
     picks: list[int], labelled_before: list[int], meta: dict[int, dict], partners: dict[int, set[int]]
 ) -> dict:
     """What a round's picks are: empty, copies, redundant (a near-duplicate of one already labelled or
-    picked in the same round), with the rare class, small objects, faint objects; objects picked."""
+    picked in the same round), with the rare class, small objects, faint objects; objects picked;
+    distinct scenes among them, and how many of those no labelled image showed yet."""
     chosen = set(picks)
     known = set(labelled_before)
+    scenes = {meta[i]["scene"] for i in picks}
     counts = dict.fromkeys(KINDS, 0) | {"objects": 0}
+    counts["scenes"] = len(scenes)
+    counts["new_scenes"] = len(scenes - {meta[i]["scene"] for i in known})
     for image_id in picks:
         info = meta[image_id]
         counts["empty"] += info["empty"]
@@ -406,19 +460,36 @@ def composition(
     return counts
 
 
-def algorithm_rows(proto: Protocol, algorithm: str, round0: dict, chains: dict) -> list[dict]:
-    """Per round: labelled fraction and AP_50 / mAP / AP_rare per seed with mean and std."""
+def labelled_after(round0: dict, chains: dict, seed: int, algorithm: str, r: int) -> list[int]:
+    """The labelled ids after round ``r`` of a chain (round 0: the initial draw)."""
+    if r == 0:
+        return round0[seed]["labelled_ids"]
+    step = chains[(seed, algorithm)][r - 1]
+    return step["labelled_before"] + step["picks"]
+
+
+def algorithm_rows(
+    proto: Protocol, algorithm: str, round0: dict, chains: dict, meta: dict[int, dict] | None = None
+) -> list[dict]:
+    """Per round: labelled fraction and AP_50 / mAP / AP_rare per seed with mean and std, and the
+    distinct scenes the labelled images show (with ``meta``)."""
     rows = []
+    size = len(meta) if meta else proto.pool
     for r in range(proto.rounds + 1):
         per_seed = {s: round0[s] if r == 0 else chains[(s, algorithm)][r - 1] for s in proto.seeds}
         row = {
             "round": r,
             "labelled": proto.initial + r * proto.step,
-            "labelled_fraction": round((proto.initial + r * proto.step) / proto.pool, 4),
+            "labelled_fraction": round((proto.initial + r * proto.step) / size, 4),
         }
         for metric in ("AP_50", "mAP", "AP_rare", "AP_small"):
             values = {s: per_seed[s][metric] for s in proto.seeds}
             row[metric] = {"per_seed": values, **mean_std(list(values.values()))}
+        if meta:
+            scenes = {
+                s: len({meta[i]["scene"] for i in labelled_after(round0, chains, s, algorithm, r)}) for s in proto.seeds
+            }
+            row["labelled_scenes"] = {"per_seed": scenes, **mean_std(list(scenes.values()))}
         row["train_s_mean"] = round(statistics.fmean(per_seed[s]["train_s"] for s in proto.seeds), 1)
         rows.append(row)
     return rows
@@ -449,6 +520,7 @@ def pool_stats(meta: dict[int, dict]) -> dict:
     counts = {k: sum(bool(m[k]) for m in meta.values()) for k in ("empty", "rare", "small", "low_contrast")}
     counts["dup_copy"] = sum(m["dup_of"] is not None for m in meta.values())
     counts["in_dup_pair"] = sum(bool(p) for p in partners.values())
+    counts["scenes"] = len({m["scene"] for m in meta.values()})
     counts["objects"] = sum(m["objects"] for m in meta.values())
     return {"images": len(meta), **counts}
 
@@ -475,11 +547,32 @@ def verdict(rows: dict[str, list[dict]], proto: Protocol) -> dict:
     return out
 
 
+def diversity_verdict(rows: dict[str, list[dict]], proto: Protocol) -> dict:
+    """Final-round AP_50 of each ``<scorer>_diversity`` arm against its scorer alone (when run):
+    difference of means, the larger seed std, paired differences, beyond / within the spread."""
+    out = {}
+    for alg, alg_rows in rows.items():
+        base_name = alg.removesuffix("_diversity")
+        if base_name == alg or base_name not in rows:
+            continue
+        final, base = alg_rows[-1]["AP_50"], rows[base_name][-1]["AP_50"]
+        spread = max(final["std"], base["std"])
+        diff = final["mean"] - base["mean"]
+        out[alg] = {
+            f"final_AP50_minus_{base_name}": round(diff, 4),
+            "larger_seed_std": spread,
+            "paired_diff": mean_std([final["per_seed"][s] - base["per_seed"][s] for s in proto.seeds]),
+            "beats_beyond_spread": diff > spread,
+            "within_spread": abs(diff) <= spread,
+        }
+    return out
+
+
 # --- pictures ----------------------------------------------------------------------------------------
 
 
-def plot_curves(report: dict, path: Path) -> None:
-    """AP_50 and COCO mAP vs labelled fraction, one line per algorithm with a mean +- std band."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (a clear exit when matplotlib is not installed)."""
     try:
         import matplotlib
 
@@ -487,6 +580,12 @@ def plot_curves(report: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise SystemExit(f"plotting needs matplotlib: .venv/bin/pip install -e '.[bench]' ({err})") from None
+    return plt
+
+
+def plot_curves(report: dict, path: Path) -> None:
+    """AP_50 and COCO mAP vs labelled fraction, one line per algorithm with a mean +- std band."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric, title in zip(axes, ("AP_50", "mAP"), ("AP_50 (platform mAP)", "COCO mAP@[.5:.95]")):
         for alg, rows in report["results"].items():
@@ -501,6 +600,35 @@ def plot_curves(report: dict, path: Path) -> None:
     axes[0].legend()
     seeds = len(report["protocol"]["seeds"])
     fig.suptitle(f"NanoDet-Plus-m active learning on the synthetic pool (mean +- std over {seeds} seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pools(reports: dict[str, dict], path: Path) -> None:
+    """One row per pool: AP_50 and the distinct scenes labelled against the labelled images, one
+    line per algorithm with a mean +- std band."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(reports), 2, figsize=(11, 4 * len(reports)), squeeze=False)
+    for (kind, report), row in zip(reports.items(), axes):
+        stats = report["pool_stats"]
+        for ax, metric, title in zip(
+            row,
+            ("AP_50", "labelled_scenes"),
+            ("AP_50 (platform mAP)", "distinct scenes among the labelled images"),
+        ):
+            for alg, rows in report["results"].items():
+                x = [r["labelled"] for r in rows]
+                mean = np.array([r[metric]["mean"] for r in rows])
+                std = np.array([r[metric]["std"] for r in rows])
+                ax.plot(x, mean, marker="o", label=alg)
+                ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+            ax.set_xlabel("labelled images")
+            ax.set_title(f"{kind} pool ({stats['images']} images, {stats['scenes']} scenes): {title}", fontsize=9)
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=8)
+    seeds = len(next(iter(reports.values()))["protocol"]["seeds"])
+    fig.suptitle(f"Mining with and without the diversity ranking (mean +- std over {seeds} seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -549,9 +677,16 @@ def grid_rows(tiles: list[np.ndarray], columns: int) -> list[np.ndarray]:
 
 
 def contact_sheet(
-    proto: Protocol, chains: dict, data: dict, meta: dict[int, dict], path: Path, per_side: int = 16
+    proto: Protocol,
+    chains: dict,
+    data: dict,
+    meta: dict[int, dict],
+    path: Path,
+    per_side: int = 16,
+    arms: tuple[str, str] = ("aldd", "random"),
 ) -> None:
-    """First seed, last round: the first ALDD picks (by score) beside random picks, GT boxes drawn."""
+    """First seed, last round: the first picks of ``arms[0]`` (in its order) beside those of ``arms[1]``,
+    GT boxes drawn."""
     import cv2
 
     coco = json.loads(Path(data["pool"]["ann_path"]).read_text())
@@ -560,7 +695,7 @@ def contact_sheet(
         boxes.setdefault(ann["image_id"], []).append(ann["bbox"])
     seed, partners = proto.seeds[0], pool_partners(meta)
     panels = []
-    for alg in ("aldd", "random"):
+    for alg in arms:
         step = chains[(seed, alg)][-1]
         known = set(step["labelled_before"]) | set(step["picks"])
         tiles = [
@@ -627,11 +762,37 @@ def parse_args() -> argparse.Namespace:
         help="keep data and models here (default: temp dir); a round trained there before with "
         "the same inputs is reused, not retrained",
     )
+    parser.add_argument(
+        "--diversity",
+        action="store_true",
+        help="issue 32's comparison: --pools plain,bursty --algorithms "
+        f"{','.join(DIVERSITY_ALGORITHMS)}, results named active_learning_diversity*",
+    )
+    parser.add_argument("--pools", default=None, help="comma list of plain, bursty (default plain)")
+    parser.add_argument(
+        "--bursty-scenes",
+        type=int,
+        default=None,
+        help=f"scenes of the bursty pool, 6-10 frames each (default {DEFAULT_SCENES}; quick {QUICK_SCENES})",
+    )
     args = parser.parse_args()
-    problem = algorithms_problem(args.algorithms.split(","))
+    if args.diversity:
+        args.pools = args.pools or "plain,bursty"
+        if args.algorithms == ",".join(DEFAULT_ALGORITHMS):
+            args.algorithms = ",".join(DIVERSITY_ALGORITHMS)
+    args.pools = args.pools or "plain"
+    problem = algorithms_problem(args.algorithms.split(",")) or pools_problem(args.pools.split(","))
     if problem:
         parser.error(problem)
     return args
+
+
+def pools_problem(names: list[str]) -> str | None:
+    """What is wrong with a ``--pools`` list, or None."""
+    unknown = set(names) - set(POOLS)
+    if unknown or len(set(names)) != len(names) or not names:
+        return f"--pools: a comma list of distinct names from {', '.join(POOLS)}, not {','.join(names)!r}"
+    return None
 
 
 def algorithms_problem(names: list[str]) -> str | None:
@@ -658,20 +819,30 @@ def make_protocol(args: argparse.Namespace) -> Protocol:
         test=args.test or (QUICK_TEST if quick else DEFAULT_TEST),
         pool_seed=args.pool_seed,
         workers=args.workers,
+        pools=tuple(args.pools.split(",")),
+        bursty_scenes=args.bursty_scenes or (QUICK_SCENES if quick else DEFAULT_SCENES),
     )
 
 
 def build_report(proto: Protocol, data: dict, round0: dict, chains: dict, wall: dict) -> dict:
     """The JSON result: recipe, protocol, metrics per algorithm/round/seed, picks and their composition."""
     meta = load_meta(data["pool"])
-    rows = {alg: algorithm_rows(proto, alg, round0, chains) for alg in proto.algorithms}
+    rows = {alg: algorithm_rows(proto, alg, round0, chains, meta) for alg in proto.algorithms}
     picks = {alg: algorithm_picks(proto, alg, chains, meta) for alg in proto.algorithms}
     protocol = {k: v for k, v in asdict(proto).items() if k != "recipe"}
+    kind = data.get("kind", "plain")
+    bursty = (
+        {"bursts_of_frames": list(proto.burst_frames), "scenes": proto.bursty_scenes, "scene_seed_offset": 104729}
+        if kind == "bursty"
+        else {}
+    )
     return {
         "benchmark": "active_learning_synthetic_pool",
+        "pool": kind,
         "model": "nanodet-plus-m (config/nanodet-plus-m_320.yml re-classed), random init at round 0",
         "pool_recipe": proto.recipe.as_dict()
-        | {"pool_seed": proto.pool_seed, "pool_fixed_across_seeds": True, "test_has_duplicates": False},
+        | {"pool_seed": proto.pool_seed, "pool_fixed_across_seeds": True, "test_has_duplicates": False}
+        | bursty,
         "pool_stats": pool_stats(meta),
         "test_stats": pool_stats(load_meta(data["test"])),
         "protocol": protocol
@@ -684,6 +855,7 @@ def build_report(proto: Protocol, data: dict, round0: dict, chains: dict, wall: 
         },
         "results": rows,
         "verdict": verdict(rows, proto),
+        "diversity_verdict": diversity_verdict(rows, proto),
         "round0": {
             s: {"labelled_ids": round0[s]["labelled_ids"], "per_class_AP": round0[s]["per_class_AP"]}
             for s in proto.seeds
@@ -704,24 +876,36 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
+    name = "active_learning_diversity" if args.diversity else "active_learning"
     with tempfile.TemporaryDirectory(prefix="nanodet-bench-al-") as tmp:
         root = args.work_dir or Path(tmp)
-        data = prepare_data(root / "data", proto)
+        datas = {kind: prepare_data(root / "data", proto, kind) for kind in proto.pools}
         data_s = time.perf_counter() - started
-        round0, chains, loads = run_jobs(proto, data, str(root / "runs"))
+        round0, chains, loads = run_jobs(proto, datas, str(root / "runs"))
         jobs_s = time.perf_counter() - started - data_s
-        report = build_report(proto, data, round0, chains, {"data": round(data_s, 1), "jobs": round(jobs_s, 1)})
-        contact_sheet(proto, chains, data, load_meta(data["pool"]), args.out / f"active_learning_picks{suffix}.png")
-    report["wall_s"]["total"] = round(time.perf_counter() - started, 1)
-    report["host"] = {
+        wall = {"data": round(data_s, 1), "jobs": round(jobs_s, 1)}
+        reports = {kind: build_report(proto, datas[kind], round0[kind], chains[kind], wall) for kind in proto.pools}
+        for kind, data in datas.items():
+            arms = ("aldd", "aldd_diversity") if "aldd_diversity" in proto.algorithms else ("aldd", "random")
+            picks_name = f"{name}_picks{'' if len(datas) == 1 else '_' + kind}{suffix}.png"
+            contact_sheet(proto, chains[kind], data, load_meta(data["pool"]), args.out / picks_name, arms=arms)
+    host = {
         **host_info(),
         "loadavg_before": load_before,
         "loadavg_s_1_5_15": loads,
-        "note": "2-core machine shared with another engineer's tests; timings are contended",
+        "note": "2-core machine shared with other engineers' work; timings are contended",
     }
+    wall["total"] = round(time.perf_counter() - started, 1)
+    if len(reports) == 1:
+        report = next(iter(reports.values())) | {"host": host}
+    else:
+        report = {"benchmark": "active_learning_diversity", "pools": reports, "wall_s": wall, "host": host}
     text = json.dumps(report, indent=1)
-    (args.out / f"active_learning{suffix}.json").write_text(text + "\n")
-    plot_curves(report, args.out / f"active_learning{suffix}.png")
+    (args.out / f"{name}{suffix}.json").write_text(text + "\n")
+    if len(reports) == 1 and not args.diversity:
+        plot_curves(report, args.out / f"{name}{suffix}.png")
+    else:
+        plot_pools(reports, args.out / f"{name}{suffix}.png")
     print(text)
 
 
