@@ -290,13 +290,14 @@ def test_multi_scale_dataset_is_deterministic_per_seed_epoch_index_and_collates(
     batch = collate_detection(items[:4])
     max_h = max(it["img"].shape[0] for it in items[:4])
     max_w = max(it["img"].shape[1] for it in items[:4])
-    assert batch.images.shape == (4, -(-max_h // 32) * 32, -(-max_w // 32) * 32, 3)
+    assert batch.images.shape == (4, 3, -(-max_h // 32) * 32, -(-max_w // 32) * 32)
     inputs = batch.inputs(torch.device("cpu"))
     assert inputs.shape == (4, 3, -(-max_h // 32) * 32, -(-max_w // 32) * 32) and inputs.dtype == torch.float32
     reference = build_dataset(cfg, train=True, seed=3, reference=True)  # the official way, same draws
     for i, it in enumerate(items[:4]):
         h, w = it["img"].shape[:2]
-        assert torch.equal(batch.images[i, :h, :w], it["img"]) and (batch.images[i, h:] == 0).all()
+        assert torch.equal(batch.images[i, :, :h, :w], it["img"].permute(2, 0, 1))
+        assert (batch.images[i, :, h:] == 0).all() and (batch.images[i, :, :, w:] == 0).all()
         assert (inputs[i, :, h:] == 0).all() and (inputs[i, :, :, w:] == 0).all()  # padding: 0 after normalising
         official = reference[(i, 0)]
         assert official["img"].shape == (3, h, w)

@@ -30,7 +30,14 @@ from torch.utils.data import Dataset, Sampler
 from ..config import DatasetConfig
 from .image_cache import CacheMode, ImageCache, make_image_cache
 from .image_io import ImageReadError, read_image, read_image_scaled
-from .transforms import EvalTransform, TrainTransform, colour_and_normalize, stack_batch, stack_hwc
+from .transforms import (
+    EvalTransform,
+    TrainTransform,
+    colour_and_normalize,
+    colour_and_normalize_hwc,
+    stack_batch,
+    stack_uint8,
+)
 
 JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
 
@@ -170,7 +177,7 @@ class CocoDetection(Dataset):
 @dataclass
 class TrainBatch:
     """A batch: ``images`` are the network's input (NCHW float32), or, for fast training samples,
-    the warped images (NHWC ``uint8``) with each sample's ``colour`` row, the ``normalize`` (mean,
+    the warped images (NCHW ``uint8``) with each sample's ``colour`` row, the ``normalize`` (mean,
     std) and, when padded, each sample's (h, w) in ``image_hw``: :meth:`inputs` finishes them."""
 
     images: torch.Tensor
@@ -202,14 +209,6 @@ class TrainBatch:
             images = colour_and_normalize(images, self.colour, *self.normalize, self.image_hw)
         return images.contiguous(memory_format=memory_format)
 
-    def finish(self) -> TrainBatch:
-        """The same batch with the network's input made here (on the CPU): what a CPU trainer's
-        DataLoader workers hand over."""
-        if self.colour is not None:
-            self.images = self.inputs(torch.device("cpu"), torch.channels_last)
-            self.colour = self.normalize = self.image_hw = None
-        return self
-
 
 def collate_detection(items: list[dict | None]) -> TrainBatch | None:
     """One batch of the loaded samples (unreadable ones, ``None``, counted in ``skipped``).
@@ -220,18 +219,28 @@ def collate_detection(items: list[dict | None]) -> TrainBatch | None:
     ok = [it for it in items if it is not None]
     if not ok:
         return None
-    extra = {}
-    if "colour" in ok[0]:
-        images = stack_hwc([it["img"] for it in ok])
-        hw = [tuple(it["img"].shape[:2]) for it in ok]
-        padded = any(size != tuple(images.shape[1:3]) for size in hw)
-        extra = {
-            "colour": torch.stack([it["colour"] for it in ok]),
-            "normalize": ok[0]["normalize"],
-            "image_hw": hw if padded else None,
-        }
-    else:
-        images = stack_batch([it["img"] for it in ok])
+    if "colour" not in ok[0]:
+        return _batch(items, ok, stack_batch([it["img"] for it in ok]))
+    hw = [tuple(it["img"].shape[:2]) for it in ok]
+    images = stack_uint8([it["img"] for it in ok])
+    padded = any(size != tuple(images.shape[2:]) for size in hw)
+    colour = torch.stack([it["colour"] for it in ok])
+    return _batch(items, ok, images, colour=colour, normalize=ok[0]["normalize"], image_hw=hw if padded else None)
+
+
+def collate_finished(items: list[dict | None]) -> TrainBatch | None:
+    """:func:`collate_detection` with the network's input made here, on the CPU: the collate of a
+    CPU trainer's loader, whose workers do that work (:func:`colour_and_normalize_hwc`, the same
+    values as :meth:`TrainBatch.inputs`; NCHW in the channels-last layout)."""
+    ok = [it for it in items if it is not None]
+    if not ok or "colour" not in ok[0]:
+        return collate_detection(items)
+    colour = np.stack([it["colour"].numpy() for it in ok])
+    nhwc = colour_and_normalize_hwc([it["img"].numpy() for it in ok], colour, *ok[0]["normalize"])
+    return _batch(items, ok, torch.from_numpy(nhwc).permute(0, 3, 1, 2))
+
+
+def _batch(items: list[dict | None], ok: list[dict], images: torch.Tensor, **extra) -> TrainBatch:
     return TrainBatch(
         images=images,
         gt_bboxes=[it["gt_bboxes"] for it in ok],
@@ -243,13 +252,6 @@ def collate_detection(items: list[dict | None]) -> TrainBatch | None:
         skipped=len(items) - len(ok),
         **extra,
     )
-
-
-def collate_finished(items: list[dict | None]) -> TrainBatch | None:
-    """:func:`collate_detection` with the network's input made (:meth:`TrainBatch.finish`): the
-    collate of a CPU trainer's loader, whose workers do that work."""
-    batch = collate_detection(items)
-    return batch.finish() if batch is not None else None
 
 
 class EpochSampler(Sampler):

@@ -385,39 +385,87 @@ def colour_and_normalize(
     std: Sequence[float],
     sizes_hw: Sequence[tuple[int, int]] | None = None,
 ) -> Tensor:
-    """A batch of warped images, NHWC ``uint8`` (on any device), to the network's input: each
+    """A batch of warped images, NCHW ``uint8`` (on any device), to the network's input: each
     sample's colour (``colour`` rows from :meth:`Colour.as_array`) then ``(x - mean) / std``
-    (0-255 scale), as NCHW float32 in the channels-last layout (a view of the NHWC result).
+    (0-255 scale), NCHW float32.
 
-    The arithmetic is the official one, in float32 on the 0-1 scale and unclipped; saturation is
-    its closed form ``V - sign(V) * f * (V - c)`` (``V`` the channel maximum), which OpenCV's float
-    HSV round trip computes to within 1e-5. ``sizes_hw``: each sample's (h, w) when the batch is
-    padded (``multi_scale``): the padding is set to 0 after normalisation, as :func:`stack_batch`
-    pads normalised images."""
+    The arithmetic is the official one, in float32 on the 0-1 scale and unclipped, in its order
+    (bit for bit its values without saturation); saturation is its closed form
+    ``V - sign(V) * f * (V - c)`` (``V`` the channel maximum), which OpenCV's float HSV round trip
+    computes to within 1e-5. ``sizes_hw``: each sample's (h, w) when the batch is padded
+    (``multi_scale``): the padding is set to 0 after normalisation, as :func:`stack_batch` pads
+    normalised images."""
     x = images.float().div_(255)
-    # one (N, 1, 1, 1) column per factor, broadcast over each sample's pixels and channels
-    brightness, contrast, saturation, drawn = colour.to(x.device, torch.float32).view(-1, 1, 1, 1, 4).unbind(-1)
+    # one (N, 1, 1, 1) column per factor, broadcast over each sample's channels and pixels
+    brightness, contrast, saturation, drawn = colour.to(x.device, torch.float32).view(-1, 4, 1, 1, 1).unbind(1)
     x.add_(brightness).mul_(contrast)
     if bool((drawn > 0).any()):
-        peak = x.amax(dim=-1, keepdim=True)
+        peak = x.amax(dim=1, keepdim=True)
         x = torch.where(drawn > 0, peak - torch.sign(peak) * saturation * (peak - x), x)
-    scaled_mean = torch.tensor(np.asarray(mean, dtype=np.float32) / 255, device=x.device)
-    scaled_std = torch.tensor(np.asarray(std, dtype=np.float32) / 255, device=x.device)
+    scaled_mean = torch.from_numpy(np.asarray(mean, dtype=np.float32) / 255).to(x.device).view(1, -1, 1, 1)
+    scaled_std = torch.from_numpy(np.asarray(std, dtype=np.float32) / 255).to(x.device).view(1, -1, 1, 1)
     x.sub_(scaled_mean).div_(scaled_std)
     if sizes_hw is not None:
         for i, (h, w) in enumerate(sizes_hw):
-            x[i, h:] = 0.0
-            x[i, :, w:] = 0.0
-    return x.permute(0, 3, 1, 2)
+            x[i, :, h:] = 0.0
+            x[i, :, :, w:] = 0.0
+    return x
 
 
-def stack_hwc(images: Sequence[Tensor], divisible: int = 32) -> Tensor:
-    """Stack HWC uint8 images into NHWC, padding right/bottom with 0 to the sizes of
-    :func:`stack_batch`."""
+def stack_uint8(images: Sequence[Tensor], divisible: int = 32) -> Tensor:
+    """HWC uint8 images into one NCHW uint8 batch, padded right/bottom with 0 to the size
+    :func:`stack_batch` pads to."""
     if not images:
-        raise ValueError("stack_hwc needs at least one image")
-    max_h, max_w = padded_size([img.permute(2, 0, 1) for img in images], divisible)
-    out = torch.zeros((len(images), max_h, max_w, images[0].shape[2]), dtype=images[0].dtype)
-    for slot, img in zip(out, images):
-        slot[: img.shape[0], : img.shape[1]] = img
+        raise ValueError("stack_uint8 needs at least one image")
+    chw = [img.permute(2, 0, 1) for img in images]
+    max_h, max_w = padded_size(chw, divisible)
+    out = torch.zeros((len(chw), chw[0].shape[0], max_h, max_w), dtype=images[0].dtype)
+    for slot, img in zip(out, chw):
+        slot[:, : img.shape[1], : img.shape[2]] = img
+    return out
+
+
+def colour_and_normalize_hwc(
+    images: Sequence[np.ndarray], colour: np.ndarray, mean: Sequence[float], std: Sequence[float], divisible: int = 32
+) -> np.ndarray:
+    """:func:`colour_and_normalize` on the CPU for HWC ``uint8`` images, bit for bit its values,
+    as one NHWC float32 batch padded with 0 to the size :func:`stack_batch` pads to (viewed as NCHW
+    it is in the channels-last layout a CPU trainer uses).
+
+    Without saturation a sample's value is a function of each byte and its channel: one
+    256-entry table per channel (the official float32 arithmetic on the 256 values) and one
+    ``cv2.LUT`` pass. With saturation the colour table gives the float image, and the closed
+    form and the normalisation follow per channel plane, in :func:`colour_and_normalize`'s order."""
+    if not len(images):
+        raise ValueError("colour_and_normalize_hwc needs at least one image")
+    height, width = padded_size([img.transpose(2, 0, 1) for img in images], divisible)
+    out = np.empty((len(images), height, width, 3), dtype=np.float32)
+    scaled_mean = np.asarray(mean, dtype=np.float32) / 255
+    scaled_std = np.asarray(std, dtype=np.float32) / 255
+    levels = np.arange(256, dtype=np.float32) / 255
+    for slot, img, (brightness, contrast, saturation, drawn) in zip(out, images, np.asarray(colour, np.float32)):
+        h, w = img.shape[:2]
+        slot[h:] = 0.0
+        slot[:h, w:] = 0.0
+        whole = (h, w) == (height, width)
+        target = slot if whole else np.empty((h, w, 3), np.float32)
+        values = (levels + brightness) * contrast  # float32: the same operations as the batch's
+        if not drawn:
+            table = ((values[:, None] - scaled_mean) / scaled_std).reshape(1, 256, 3)
+            cv2.LUT(img, table, dst=target)
+        else:
+            planes = cv2.split(cv2.LUT(img, np.repeat(values[:, None], 3, axis=1).reshape(1, 256, 3)))
+            peak = np.maximum(planes[0], planes[1])
+            np.maximum(peak, planes[2], out=peak)
+            factor = np.sign(peak)
+            factor *= saturation
+            for c, plane in enumerate(planes):  # peak - factor * (peak - c), then (x - mean) / std
+                np.subtract(peak, plane, out=plane)
+                plane *= factor
+                np.subtract(peak, plane, out=plane)
+                plane -= scaled_mean[c]
+                plane /= scaled_std[c]
+            cv2.merge(planes, dst=target)
+        if not whole:
+            slot[:h, :w] = target
     return out
