@@ -145,6 +145,9 @@ class PlatformKeys(Lenient):
         return self.gpu_count > 0 and bool(self.gpu_ids)
 
 
+CacheImages = Literal["none", "ram", "disk"]
+
+
 class TrainingConfig(PlatformKeys):
     """Training template (see docker/img-man/training-template.yaml for each key's meaning)."""
 
@@ -163,6 +166,7 @@ class TrainingConfig(PlatformKeys):
     pretrained_model_params: Annotated[list[str], BeforeValidator(_str_list)] = Field(default_factory=list)
     evaluate_iou_thr: float = Field(0.5, gt=0.0, lt=1.0)
     evaluate_conf_thr: float = Field(0.35, ge=0.0, le=1.0)
+    cache_images: Annotated[CacheImages, _any_case(CacheImages)] = "none"  # nanodet/data/image_cache.py
 
     @field_validator("input_size")
     @classmethod

@@ -142,7 +142,7 @@ def build_model_config(
             "train": {"img_path": "", "ann_path": str(train_json), "input_size": size},
             "val": {"img_path": "", "ann_path": str(val_json), "input_size": size},
         },
-        "device": {"batchsize_per_gpu": batch, "workers_per_gpu": hp.workers_per_gpu},
+        "device": {"batchsize_per_gpu": batch, "workers_per_gpu": hp.workers_per_gpu, "cache_images": hp.cache_images},
         "schedule": {
             "total_epochs": hp.epochs,
             "optimizer": {"lr": lr},
