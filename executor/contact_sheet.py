@@ -72,11 +72,13 @@ def write_contact_sheet(
     read: np.ndarray,
     algorithm: str,
     conf_thres: float,
+    order: np.ndarray | None = None,
 ) -> Path | None:
     """The sheet of this ranking (``scores`` per candidate, ``read``: decoded in the mining
-    pass) at ``out_path``; None when no candidate could be pictured."""
+    pass; ``order``: the positions from first to last, by default by score) at ``out_path``;
+    None when no candidate could be pictured."""
     start = time.perf_counter()
-    order = np.argsort(-scores, kind="stable").tolist()
+    order = (np.argsort(-scores, kind="stable") if order is None else order).tolist()
     rank = {pos: r for r, pos in enumerate(order, start=1)}
     first, last = pick(order, read)
 

@@ -5,7 +5,10 @@ when both run (each batch's single forward gives its uncertainty scores and its 
   above ``conf_thres`` with class name and score (``boxes`` key from protocol 1.0.0 on,
   ``annotations`` before).
 - mining → ``/out/result.tsv``: every candidate with its ``mining_algorithm`` score (ALDD,
-  detection entropy, or random as a baseline; ``nanodet/mining.py``), highest first.
+  detection entropy, or random as a baseline; ``nanodet/mining.py``), highest first. With
+  ``mining_diversity`` (ALDD and entropy), near-duplicates of a higher-ranked candidate have
+  their score discounted (``nanodet/mining_diversity.py``; embeddings from the same forward),
+  once, on rank 0, over every process's candidates: the file lists the discounted scores.
 
 An image that is missing or cannot be read gets an empty box list (infer) or the lowest
 score (mining) and a warning; the task still succeeds, unless no candidate file exists at
@@ -32,6 +35,7 @@ from nanodet.deploy.runtimes import RuntimeUnavailable
 from nanodet.detections import Detections
 from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from nanodet.mining import uncertainty_scores
+from nanodet.mining_diversity import EMBED_DIMS, diverse_order, image_embeddings
 from nanodet.predictor import Predictor
 from nanodet.utils.io import atomic_write, atomic_write_text
 from nanodet.utils.pause_points import pause_point
@@ -203,27 +207,47 @@ def _run(
 class CandidateResults:
     """What the result files need of each candidate, kept compact as the batches come (memory
     grows with the results, not with the model's outputs): whether it was decoded, its mining
-    score (a float of one array), and the boxes infer reports (one small array per candidate
-    that has any; see :func:`compact_boxes`)."""
+    score (a float of one array), its diversity embedding when the ranking uses one (a float16
+    row of ``EMBED_DIMS``, 128 bytes), and the boxes infer reports (one small array per
+    candidate that has any; see :func:`compact_boxes`)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, embeddings: bool = False) -> None:
         self.read = np.zeros(count, dtype=bool)
         self.scores = np.full(count, UNREADABLE_SCORE, dtype=np.float64)
+        self.embeddings = np.zeros((count, EMBED_DIMS), dtype=np.float16) if embeddings else None
         self.boxes: dict[int, np.ndarray] = {}
+        self.order: np.ndarray | None = None  # the diversity ranking, once made
 
-    def part(self) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
-        """This process's results: (positions decoded, their scores, their boxes)."""
+    def part(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[int, np.ndarray]]:
+        """This process's results: (positions decoded, their scores, their embeddings, their boxes)."""
         read = np.flatnonzero(self.read)
-        return read, self.scores[read], self.boxes
+        embeddings = None if self.embeddings is None else self.embeddings[read]
+        return read, self.scores[read], embeddings, self.boxes
 
     def merge(self, ctx: DistContext) -> None:
         """Every rank's results on every rank (nothing to do in a world of one)."""
         if not ctx.distributed:
             return
-        for read, scores, boxes in ctx.gather_objects(self.part()):
+        for read, scores, embeddings, boxes in ctx.gather_objects(self.part()):
             self.read[read] = True
             self.scores[read] = scores
+            if embeddings is not None:
+                self.embeddings[read] = embeddings
             self.boxes.update(boxes)
+
+    def diversify(self) -> None:
+        """Rank the decoded candidates with :func:`nanodet.mining_diversity.diverse_order` (all of
+        them at once) and replace their scores by the discounted ones; unreadable candidates
+        follow, in index order, with the lowest score."""
+        read = np.flatnonzero(self.read)
+        order, ranked = diverse_order(self.scores[read], self.embeddings[read])
+        self.scores[read[order]] = ranked
+        self.order = np.concatenate([read[order], np.flatnonzero(~self.read)])
+
+    def ranking(self) -> np.ndarray:
+        """Candidate positions from first to last: the diversity ranking when one was made, else
+        by score, high to low, ties in index order."""
+        return self.order if self.order is not None else np.argsort(-self.scores, kind="stable")
 
     @property
     def decoded(self) -> int:
@@ -270,7 +294,8 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
             )
         return
     present = present_candidates(written, paths, env, mapper, ctx)
-    results = CandidateResults(len(paths))
+    diversity = bool(hp.mining_diversity) and algorithm in MODEL_BASED
+    results = CandidateResults(len(paths), embeddings=diversity)
 
     def on_batch(positions: list[int], batch: InferenceBatch) -> None:
         levels, dets = forward(predictor, batch, uses_levels=algorithm in MODEL_BASED, detects=env.run_infer)
@@ -280,6 +305,8 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
         elif algorithm:
             hw = (batch.images.shape[2], batch.images.shape[3])
             results.scores[positions] = uncertainty_scores(algorithm, levels, predictor.num_classes, hw).cpu().tolist()
+            if diversity:
+                results.embeddings[positions] = image_embeddings(levels, predictor.num_classes)
         for pos, d in zip(positions, dets or ()):
             rows = compact_boxes(d, hp.conf_thres)
             if rows is not None:
@@ -291,6 +318,10 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
         return
     missing = len(paths) - len(present)
     check_some_readable(len(paths) - results.decoded, len(paths), env, mapper, missing)
+    if diversity:
+        start = time.perf_counter()
+        results.diversify()
+        log.info("mining diversity: %d candidates re-ranked in %.2f s", results.decoded, time.perf_counter() - start)
     if algorithm:
         write_mining_result(env, mapper, algorithm, written, results, missing)
         if hp.mining_contact_sheet:
@@ -313,7 +344,9 @@ def write_sheet(
     result: any failure is a warning and the task goes on."""
     out = mapper(env.output.root_dir) / SHEET_NAME
     try:
-        write_contact_sheet(out, predictor, written, paths, results.scores, results.read, algorithm, hp.conf_thres)
+        write_contact_sheet(
+            out, predictor, written, paths, results.scores, results.read, algorithm, hp.conf_thres, results.ranking()
+        )
     except Exception as err:  # noqa: BLE001 - the ranking is written; the sheet is optional
         log.warning("mining contact sheet not written (%s: %s)", type(err).__name__, err)
 
@@ -341,9 +374,9 @@ def write_mining_result(
     env: EnvConfig, mapper: PathMapper, algorithm: str, written: list[str], results: CandidateResults, missing: int
 ) -> None:
     """``result.tsv``: every candidate as written in the index, highest score first (ties in
-    index order; unreadable and missing candidates have the lowest score). Streamed to the file
-    a chunk at a time, atomically."""
-    order = np.argsort(-results.scores, kind="stable").tolist()
+    index order, or as the diversity ranking orders them; unreadable and missing candidates
+    have the lowest score). Streamed to the file a chunk at a time, atomically."""
+    order = results.ranking().tolist()
     scores = results.scores.tolist()
 
     def write(f: IO[bytes]) -> None:
