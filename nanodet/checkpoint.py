@@ -7,6 +7,9 @@
 Files are read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
 The few Lightning/yacs/argparse/numpy names that old official checkpoints carry beside their
 weights are read into inert stand-ins (``checkpoint_globals``); every other name is refused.
+numpy values are built only of plain numeric and bool dtypes, and the loaded object is walked
+(``checkpoint_values``) before any value is used: an object, void or structured dtype, or a
+tensor other than a dense CPU one, anywhere in it, refuses the file.
 Fine-tuning onto another class set keeps what transfers (``class_transfer``): the box rows of
 the class convs and the rows of every class the file and the model share by name; other tensors
 whose shape differs from the model are skipped and reported. Weights of another architecture
@@ -23,6 +26,7 @@ import torch
 from torch import nn
 
 from .checkpoint_globals import allowed_globals
+from .checkpoint_values import refused_value
 from .class_transfer import COCO_CLASS_NAMES, ClassTransfer, transfer_class_rows
 from .errors import CheckpointError
 from .utils.io import atomic_torch_save
@@ -33,6 +37,7 @@ AUX_PREFIXES = ("aux_fpn.", "aux_head.")
 HEAD_PREFIXES = ("head.", *AUX_PREFIXES)
 # Fine-tuning needs this share of the backbone and neck tensors to fit, else the file is refused.
 MIN_BODY_FIT = 0.9
+ONLY_PLAIN = "only tensors and plain values are accepted"
 
 
 @dataclass
@@ -61,6 +66,8 @@ def read_checkpoint(path: str | Path) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign files
         raise CheckpointError(f"{path}: {_load_failure(err)}") from None
+    if (refused := refused_value(obj)) is not None:
+        raise CheckpointError(f"{path}: refused: {refused}; {ONLY_PLAIN}")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a NanoDet checkpoint (top level is {type(obj).__name__})")
     return obj
@@ -79,8 +86,10 @@ def _load_failure(err: Exception) -> str:
         ]
         detail = next(iter(unpickler), next((line for line in lines if not line.startswith(advice)), ""))
         detail = detail.split(". Please use")[0]  # torch's advice on allow-listing the global
+        if detail.startswith("refused: "):  # a numpy value checkpoint_globals would not build
+            return f"{detail[:300]}; {ONLY_PLAIN}"
         if "GLOBAL" in detail:  # a pickle naming a function or class: loading it could run code
-            return f"refused: loading it would import code ({detail[:200]}); only tensors and plain values are accepted"
+            return f"refused: loading it would import code ({detail[:200]}); {ONLY_PLAIN}"
         return f"not a readable PyTorch checkpoint (not a weights-only pickle: {detail[:200] or 'unreadable'})"
     reason = text.splitlines()[0] if text else type(err).__name__
     return f"not a readable PyTorch checkpoint ({reason[:200]})"
@@ -91,6 +100,8 @@ def extract_state_dict(ckpt: dict, source: str = "<checkpoint>") -> tuple[dict[s
     sd = ckpt.get("state_dict", ckpt)
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{source}: not a NanoDet checkpoint (no state_dict of tensors)")
+    if not all(isinstance(k, str) for k in sd):
+        raise CheckpointError(f"{source}: not a NanoDet checkpoint (a state_dict key is not a name)")
     if any(k.startswith("avg_model.") for k in sd):
         return {k[len("avg_model.") :]: v for k, v in sd.items() if k.startswith("avg_model.")}, "ckpt (EMA weights)"
     if any(k.startswith("model.") for k in sd):
@@ -148,6 +159,7 @@ def load_weights(
     strict: bool = False,
     class_names: list[str] | None = None,
     source_class_names: list[str] | None = None,
+    ckpt: dict | None = None,
 ) -> LoadReport:
     """Load an official ``.pth``/``.ckpt`` (or one of ours) into ``model`` and log what happened.
 
@@ -158,9 +170,11 @@ def load_weights(
     ``MIN_BODY_FIT`` of the backbone and neck tensors fitting is an error (another
     architecture). Strict (inference): every tensor of the model must be in the file with its
     shape, else :class:`CheckpointError` says what does not fit. Training-only aux keys are
-    ignored by a model without the aux branch either way.
+    ignored by a model without the aux branch either way. ``ckpt``: the file's contents when
+    the caller has already read them with :func:`read_checkpoint`.
     """
-    ckpt = read_checkpoint(path)
+    if ckpt is None:
+        ckpt = read_checkpoint(path)
     state, fmt = extract_state_dict(ckpt, str(path))
     candidates = []
     if source_class_names:

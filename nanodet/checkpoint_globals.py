@@ -16,6 +16,9 @@ the file gave it and runs nothing. Every other name is still refused.
 from __future__ import annotations
 
 import functools
+import math
+import pickle
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -81,28 +84,159 @@ for _name in _OTHER_MAPPINGS:
     STAND_INS[_name] = _stand_in(_name, InertMapping)
 
 
-def _numpy_globals() -> list[tuple[Any, str]]:
-    """numpy's value constructors under the names old and new numpy pickle them by: scalars
-    (``best_model_score``), dtypes and plain arrays. They build data, not behaviour; an object
-    array's items go through the same restricted unpickler."""
-    try:
-        from numpy._core import multiarray  # numpy 2
-    except ImportError:  # numpy 1.26, which pyproject still allows
-        from numpy.core import multiarray
+# --- numpy values ----------------------------------------------------------------------
+# A release file holds numpy scalars (``best_model_score`` and the like): numpy pickles one as
+# ``scalar(dtype(code, align, copy) + BUILD state, raw bytes)``, and an array as
+# ``_reconstruct(ndarray, shape, code)`` + BUILD ``(version, shape, dtype, fortran, raw bytes)``.
+# numpy's own constructors would take any dtype and any state: through ``dtype.__setstate__``
+# a file can clear an object dtype's "holds objects" flag, and an array or scalar of it then
+# reads file bytes as object pointers (a SIGSEGV at the first ``float()`` or ``repr()``, or when
+# it is freed). So each name is bound to a constructor here that checks first and builds only
+# plain numeric and bool values; numpy's ``dtype.__setstate__`` never sees a file's state.
 
-    found: list[tuple[Any, str]] = []
+# numpy's scalar types of the plain numeric and bool dtypes (``dtype.type`` of each)
+_PLAIN_CODES = ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16")
+PLAIN_SCALAR_TYPES = frozenset(np.dtype(code).type for code in _PLAIN_CODES) | {np.longdouble, np.clongdouble}
+_PLAIN_CODE = re.compile(r"[biufc][0-9]{1,2}\Z")  # how numpy pickles them: 'f8', 'b1', 'c16' ...
+_BYTE_ORDERS = ("<", ">", "|", "=")
+_MAX_DIMS = 64  # numpy 2's limit (32 in numpy 1)
+
+
+class RefusedValue(pickle.UnpicklingError):
+    """A value a checkpoint may not hold, found while it is read. An ``UnpicklingError``, so
+    that torch reports it as the unpickler's own error; the message starts with "refused: "."""
+
+
+def dtype_problem(dtype: Any) -> str | None:
+    """Why ``dtype`` is not a plain numeric or bool dtype (else None). Reads the dtype's own
+    attributes only, never an element, so a forged dtype is safe to look at."""
+    if not isinstance(dtype, np.dtype):
+        return f"a {type(dtype).__name__} where a numpy dtype belongs"
+    if dtype.hasobject:
+        return "a numpy dtype holding Python objects"
+    if dtype.fields is not None or dtype.names is not None:
+        return "a structured numpy dtype"
+    if dtype.subdtype is not None:
+        return "a numpy sub-array dtype"
+    if dtype.kind not in "biufc" or dtype.type not in PLAIN_SCALAR_TYPES:
+        return f"a numpy dtype of kind {dtype.kind!r} (object, void, string or time)"
+    if dtype.flags:
+        return f"a numpy dtype with flags {dtype.flags:#x}"
+    return None
+
+
+class PickledDtype:
+    """``numpy.dtype`` as a checkpoint names it. Built from a plain code (``'f8'``, ``'b1'``);
+    its pickled state may only set the byte order: anything else (fields, a sub-array, other
+    flags, another size) is refused. ``.dtype`` is the numpy dtype it stands for."""
+
+    dtype: np.dtype
+
+    def __new__(cls, code: Any = None, align: Any = False, copy: Any = True) -> PickledDtype:
+        if type(code) is not str or not _PLAIN_CODE.match(code):
+            what = repr(code[:40]) if type(code) is str else f"given as a {type(code).__name__}"
+            raise RefusedValue(f"refused: numpy dtype {what} (only plain numeric and bool dtypes are accepted)")
+        if type(align) not in (bool, int) or type(copy) not in (bool, int):
+            raise RefusedValue("refused: numpy dtype arguments that are not flags")
+        try:
+            dtype = np.dtype(code)
+        except TypeError:
+            raise RefusedValue(f"refused: numpy dtype {code!r} (not a numpy type code)") from None
+        if (problem := dtype_problem(dtype)) is not None:
+            raise RefusedValue(f"refused: {problem} ({code!r})")
+        self = super().__new__(cls)
+        self.__dict__.update(dtype=dtype, base=dtype)
+        return self
+
+    def __setstate__(self, state: Any) -> None:
+        """numpy's dtype state ``(3, byte order, subarray, names, fields, elsize, alignment,
+        flags)`` (version 4 adds metadata): only the byte order may be other than the plain
+        dtype's own."""
+        base: np.dtype = self.__dict__["base"]
+        if type(state) is not tuple or len(state) not in (8, 9) or type(state[0]) is not int:
+            raise RefusedValue("refused: a numpy dtype state of another layout")
+        if state[0] != 3 + (len(state) == 9):
+            raise RefusedValue("refused: a numpy dtype state of another layout")
+        order, subarray, names, fields, elsize, alignment, flags = state[1:8]
+        plain = (
+            type(order) is str
+            and order in _BYTE_ORDERS
+            and subarray is None
+            and names is None
+            and fields is None
+            and type(elsize) is int
+            and elsize in (-1, base.itemsize)
+            and type(alignment) is int
+            and alignment in (-1, base.alignment)
+            and type(flags) is int
+            and flags == base.flags
+            and (len(state) == 8 or state[8] is None)
+        )
+        if not plain:
+            raise RefusedValue(
+                f"refused: a numpy {base.name} dtype state that would change more than its byte order "
+                "(fields, a sub-array, object flags or another size)"
+            )
+        dtype = base.newbyteorder(order) if order in "<>" and base.itemsize > 1 else base
+        self.__dict__["dtype"] = dtype
+
+    def __repr__(self) -> str:
+        return f"PickledDtype({self.dtype.str!r})"
+
+
+def plain_scalar(dtype: Any, data: Any = None) -> np.generic:
+    """numpy's ``scalar(dtype, raw bytes)``, for plain dtypes only: a numpy scalar of that value."""
+    if type(dtype) is not PickledDtype:
+        raise RefusedValue("refused: a numpy scalar whose dtype is not a plain numeric or bool dtype")
+    if type(data) is not bytes or len(data) != dtype.dtype.itemsize:
+        raise RefusedValue(f"refused: a numpy {dtype.dtype.name} scalar whose data is not {dtype.dtype.itemsize} bytes")
+    return np.frombuffer(data, dtype=dtype.dtype, count=1)[0]
+
+
+class PickledArray(np.ndarray):
+    """``numpy.ndarray`` as a checkpoint names it: an array of a plain dtype, filled once from its
+    pickled state (shape, dtype, raw bytes of exactly that size). It cannot be built directly
+    (``ndarray(shape, dtype, buffer)``), only by :func:`array_shell` and one ``__setstate__``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PickledArray:
+        raise RefusedValue("refused: numpy.ndarray called directly (arrays are accepted only as numpy pickles them)")
+
+    def __setstate__(self, state: Any) -> None:
+        if self.__dict__.get("filled"):  # a second state would free data a tensor may share
+            raise RefusedValue("refused: a numpy array given its state twice")
+        if type(state) is not tuple or len(state) not in (4, 5):
+            raise RefusedValue("refused: a numpy array state of another layout")
+        shape, dtype, fortran, data = state[-4:]
+        if len(state) == 5 and (type(state[0]) is not int or state[0] != 1):
+            raise RefusedValue("refused: a numpy array state of another version")
+        if type(dtype) is not PickledDtype:
+            raise RefusedValue("refused: a numpy array whose dtype is not a plain numeric or bool dtype")
+        if type(shape) is not tuple or len(shape) > _MAX_DIMS or any(type(n) is not int or n < 0 for n in shape):
+            raise RefusedValue("refused: a numpy array of a malformed shape")
+        count = math.prod(shape)
+        if type(fortran) not in (bool, int) or type(data) is not bytes or len(data) != count * dtype.dtype.itemsize:
+            raise RefusedValue(f"refused: a numpy array whose data is not {count} {dtype.dtype.name} values")
+        np.ndarray.__setstate__(self, (1, shape, dtype.dtype, bool(fortran), data))
+        self.__dict__["filled"] = True
+
+    def __reduce__(self) -> tuple:  # pickled again, it is a plain array
+        return np.asarray(self).view(np.ndarray).copy().__reduce__()
+
+
+def array_shell(subtype: Any, shape: Any = (0,), code: Any = b"b") -> PickledArray:
+    """numpy's ``_reconstruct(ndarray, shape, code)``: an empty array for its state to fill."""
+    if subtype is not PickledArray:
+        raise RefusedValue("refused: a numpy array of a subclass")
+    return np.ndarray.__new__(PickledArray, (0,), np.uint8)
+
+
+def _numpy_globals() -> list[tuple[Any, str]]:
+    """The names numpy pickles scalars and arrays by (numpy 1 under ``numpy.core``, numpy 2
+    under ``numpy._core``), each bound to its checking constructor above. numpy's dtype
+    classes (``numpy.dtypes.*``) are not named: no real dtype is ever given a file's state."""
+    found: list[tuple[Any, str]] = [(PickledDtype, "numpy.dtype"), (PickledArray, "numpy.ndarray")]
     for package in ("numpy.core", "numpy._core"):
-        found += [
-            (multiarray.scalar, f"{package}.multiarray.scalar"),
-            (multiarray._reconstruct, f"{package}.multiarray._reconstruct"),
-        ]
-    found += [(np.dtype, "numpy.dtype"), (np.ndarray, "numpy.ndarray")]
-    # a dtype object's own class must be allowed for its state to be set (numpy >= 1.25)
-    found += [
-        (cls, f"numpy.dtypes.{name}")
-        for name, cls in vars(np.dtypes).items()
-        if isinstance(cls, type) and issubclass(cls, np.dtype)
-    ]
+        found += [(plain_scalar, f"{package}.multiarray.scalar"), (array_shell, f"{package}.multiarray._reconstruct")]
     return found
 
 
