@@ -10,6 +10,10 @@ Formats read from their header: JPEG (SOF), PNG (IHDR), BMP (DIB header), WebP (
 VP8L, VP8X). Anything else (TIFF, PPM, …) is decoded once in grayscale, which costs what
 it costs today. A header can lie (a truncated file has a valid header); whoever decodes the
 image later checks the size it gets.
+
+A broken or truncated header is a :class:`HeaderError`, never an ``IndexError`` or a
+``struct.error``: every field is read only after checking that its bytes are there
+(``bench/fuzz_image_headers.py`` feeds the parser damaged headers of every kind).
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def _jpeg(stream: BinaryIO, pos: int) -> HeaderSize:
     size, an ``Exif`` APP1 segment the orientation. The file is read in pieces of 16 KiB or
     more (one read covers the headers of most files)."""
     stream.seek(0)
-    data = stream.read(16384)
+    data = bytearray(stream.read(16384))  # grown in place: a long run of segments costs linear time
 
     def have(end: int) -> bool:
         nonlocal data
@@ -109,6 +113,7 @@ def _png(stream: BinaryIO, head: bytes) -> HeaderSize:
     """IHDR gives the size; an ``eXIf`` chunk before the image data gives the orientation."""
     if head[12:16] != b"IHDR":
         raise HeaderError("PNG: IHDR is not the first chunk")
+    _need(head, 24, "PNG")
     width, height = struct.unpack(">II", head[16:24])
     orientation = 1
     stream.seek(8)
@@ -132,7 +137,9 @@ def _png(stream: BinaryIO, head: bytes) -> HeaderSize:
 def _bmp(stream: BinaryIO, head: bytes) -> HeaderSize:
     """BITMAPCOREHEADER (12 bytes: 16-bit sizes) or a later one (signed 32-bit sizes; a
     negative height is a top-down image). BMP has no orientation."""
+    _need(head, 18, "BMP")
     dib = int.from_bytes(head[14:18], "little")
+    _need(head, 22 if dib == 12 else 26, "BMP")
     if dib == 12:
         width, height = struct.unpack("<HH", head[18:22])
     elif dib >= 40:
@@ -149,6 +156,7 @@ def _webp(stream: BinaryIO, head: bytes) -> HeaderSize:
     ``VP8L`` (14-bit sizes minus one after the 0x2f signature) or extended ``VP8X`` (24-bit
     canvas sizes minus one; its ``EXIF`` chunk gives the orientation)."""
     kind = head[12:16]
+    _need(head, 30 if kind in (b"VP8 ", b"VP8X") else 25, "WebP")
     if kind == b"VP8 ":
         if head[23:26] != b"\x9d\x01\x2a":
             raise HeaderError("WebP: bad VP8 start code")
@@ -177,6 +185,12 @@ def _webp_exif_orientation(stream: BinaryIO) -> int:
             body = stream.read(length)
             return exif_orientation(body[6:] if body[:6] == b"Exif\x00\x00" else body)
         stream.seek(length + (length & 1), 1)  # chunks are padded to even sizes
+
+
+def _need(head: bytes, size: int, kind: str) -> None:
+    """The first ``size`` bytes of the file hold the fields about to be read."""
+    if len(head) < size:
+        raise HeaderError(f"{kind}: header cut short ({len(head)} of {size} bytes)")
 
 
 def _nonzero(width: int, height: int) -> HeaderSize:
