@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ..crafted_pickles import checkpoint_pickle, object_array_over_file_bytes, torch_zip, with_top_level_item
 from ..executor_helpers import run_start
 from .checks import assert_fails_with
 from .corpus import (
@@ -21,6 +22,7 @@ from .corpus import (
 )
 
 MODEL = 300004
+FORGED = "refused: numpy dtype 'O8' (only plain numeric and bool dtypes are accepted)"
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,13 @@ def _truncated_checkpoint(path: Path, sentinel: Path) -> None:
     foreign_architecture_weights(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # a zip cut in the middle, as a failed copy leaves it
+
+
+def _forged_numpy_value(path: Path, sentinel: Path | None = None) -> None:
+    """Weights beside an object array over file bytes (its dtype's object flag cleared by the
+    file): read by the old allow-list, it died with SIGSEGV at the first float() or repr()."""
+    foreign_architecture_weights(path)
+    path.write_bytes(with_top_level_item(path.read_bytes(), "best_metric", object_array_over_file_bytes()))
 
 
 def _wider_plus_weights(path: Path) -> None:
@@ -89,6 +98,7 @@ TRAINING_CASES = [
         _load_from("evil.pth", code_running_pickle),
         "evil.pth: refused: loading it would import code (Trying to load unsupported GLOBAL posix.system",
     ),
+    ("load-from-forged-numpy-value", _load_from("forged.pth", _forged_numpy_value), f"forged.pth: {FORGED}"),
     (
         "pretrained-none-usable",
         lambda d, s: (_weights(d, "notes.txt").write_text("hi"), edit_config(d, pretrained_model_params=["notes.txt"])),
@@ -120,6 +130,16 @@ def test_resume_from_corrupt_last_checkpoint(tmp_path):
     )  # the garbage checkpoint is the test's own
 
 
+def test_resume_from_a_forged_last_checkpoint(tmp_path):
+    """resume: true with a model_last.ckpt whose best metric is a forged numpy object array:
+    resume converts it with float(), which killed the process (SIGSEGV) before it was refused."""
+    in_dir = tiny_training(tmp_path / "in", resume=True)
+    out = tmp_path / "out"
+    (out / "models").mkdir(parents=True)
+    (out / "models" / "model_last.ckpt").write_bytes(torch_zip(checkpoint_pickle(object_array_over_file_bytes())))
+    assert_fails_with(run_start(in_dir, out), out, MODEL, f"model_last.ckpt: {FORGED}", checkpoints=False)
+
+
 def _params(*names):
     return lambda in_dir: edit_config(in_dir, model_params_path=list(names))
 
@@ -135,6 +155,7 @@ PREDICT_CASES = [
     ("params-empty", _params(), "model_params_path: no model given for this task"),
     ("params-missing-file", _params("gone.pth"), "model_params_path: none of ['gone.pth'] is a weights file"),
     ("params-garbage", _replace_model(lambda p: p.write_bytes(GARBAGE)), "not a readable PyTorch checkpoint"),
+    ("params-forged-numpy-value", _replace_model(_forged_numpy_value), FORGED),
     (
         "params-other-architecture",
         _replace_model(foreign_architecture_weights),
