@@ -19,6 +19,7 @@ whose shape differs from the model are skipped and reported. Weights of another 
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,10 @@ HEAD_PREFIXES = ("head.", *AUX_PREFIXES)
 # Fine-tuning needs this share of the backbone and neck tensors to fit, else the file is refused.
 MIN_BODY_FIT = 0.9
 ONLY_PLAIN = "only tensors and plain values are accepted"
+# The pickle of a NanoDet checkpoint (the tensors' bytes are records beside it) is 0.1-0.4 MB.
+# Unpickled, one byte can become a 216-byte object (an empty set): the cap keeps what a crafted
+# pickle can make under a gigabyte.
+MAX_PICKLE_BYTES = 4 << 20
 
 
 @dataclass
@@ -61,6 +66,11 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
+    if (size := _pickle_size(path)) > MAX_PICKLE_BYTES:
+        raise CheckpointError(
+            f"{path}: refused: its pickle is {size / 2**20:.1f} MiB (a NanoDet checkpoint's is under 1 MiB; "
+            f"at most {MAX_PICKLE_BYTES >> 20} MiB are read); {ONLY_PLAIN}"
+        )
     try:
         with torch.serialization.safe_globals(allowed_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -71,6 +81,16 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a NanoDet checkpoint (top level is {type(obj).__name__})")
     return obj
+
+
+def _pickle_size(path: Path) -> int:
+    """The size the zip's directory gives the largest ``data.pkl`` in it (0 for a file that is
+    no zip: ``torch.load`` says what it is)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return max((i.file_size for i in archive.infolist() if i.filename.endswith("data.pkl")), default=0)
+    except Exception:  # noqa: BLE001 - a damaged zip is torch.load's to report
+        return 0
 
 
 def _load_failure(err: Exception) -> str:

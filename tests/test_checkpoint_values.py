@@ -199,6 +199,17 @@ def test_deep_and_cyclic_values_are_walked(tmp_path):
     assert seen == depth
 
 
+def test_a_pickle_that_would_grow_two_hundred_fold_is_refused_unread(tmp_path):
+    """5 MiB of EMPTY_SET opcodes would become 5 million sets (over 1 GiB): refused from the
+    zip's directory, before torch.load (in a child: were it read, pytest would carry the sets)."""
+    path = tmp_path / "sets.ckpt"
+    path.write_bytes(cp.torch_zip(cp.PROTO2 + b"\x8f" * (5 << 20) + cp.STOP))
+    result = run_in_child(lambda: read_checkpoint(path), (CheckpointError,), **CHILD_LIMITS)
+    assert result.outcome == REFUSED, result
+    assert result.detail.startswith(f"CheckpointError: {path}: refused: its pickle is 5.0 MiB"), result.detail
+    assert result.rss_growth_mib < 100
+
+
 # --- what a resume reads ----------------------------------------------------------------
 
 
