@@ -59,11 +59,11 @@ def classify(err: BaseException) -> tuple[ReturnCode, str]:
         return ReturnCode.CONFIG, loader
     if isinstance(err, NonFiniteLossError):
         return ReturnCode.NAN_LOSS, f"{err} (try a lower learning_rate)"
+    if isinstance(err, CheckpointError):  # before the memory test: its text quotes the file's names
+        return ReturnCode.MODEL, str(err)
     if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower():
         first = str(err).splitlines()[0][:200] if str(err).strip() else type(err).__name__
         return ReturnCode.OUT_OF_MEMORY, f"out of memory: {first} (try a smaller batch_size_per_gpu)"
-    if isinstance(err, CheckpointError):
-        return ReturnCode.MODEL, str(err)
     if isinstance(err, ModelConfigError):
         return ReturnCode.CONFIG, str(err).replace("\n", "; ")
     if isinstance(err, ImageReadError):

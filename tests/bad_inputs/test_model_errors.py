@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ..crafted_pickles import checkpoint_pickle, object_array_over_file_bytes, torch_zip, with_top_level_item
+from ..crafted_pickles import checkpoint_pickle, glob, object_array_over_file_bytes, torch_zip, with_top_level_item
 from ..executor_helpers import run_start
 from .checks import assert_fails_with
 from .corpus import (
@@ -138,6 +138,20 @@ def test_resume_from_a_forged_last_checkpoint(tmp_path):
     (out / "models").mkdir(parents=True)
     (out / "models" / "model_last.ckpt").write_bytes(torch_zip(checkpoint_pickle(object_array_over_file_bytes())))
     assert_fails_with(run_start(in_dir, out), out, MODEL, f"model_last.ckpt: {FORGED}", checkpoints=False)
+
+
+def test_a_refused_checkpoint_is_300004_whatever_names_it_quotes(tmp_path):
+    """The refusal quotes the global the file names: a file naming 'out of memory' is still a
+    refused model (300004), not an out-of-memory failure (300103) of its choosing."""
+    from executor.failures import classify
+    from nanodet.checkpoint import CheckpointError, read_checkpoint
+
+    path = tmp_path / "named.pth"
+    path.write_bytes(torch_zip(checkpoint_pickle(glob("CUDA out of memory", "x"))))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    assert "GLOBAL CUDA out of memory.x" in str(err.value)
+    assert classify(err.value) == (MODEL, str(err.value))
 
 
 def _params(*names):
