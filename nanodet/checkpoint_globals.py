@@ -8,9 +8,11 @@ scalars for monitored scores. ``torch.load(weights_only=True)`` refuses any such
 
 :func:`allowed_globals` lists, for ``torch.serialization.safe_globals``, exactly these names,
 each bound to a stand-in defined here (never the real class, which is never imported) or, for
-numpy's value types, to numpy's own data constructors. Under the weights-only unpickler a
-stand-in can only be created, filled with plain values and used as a dict key: it holds what
-the file gave it and runs nothing. Every other name is still refused.
+numpy's scalars and arrays, to a constructor here that checks before it builds: only plain
+numeric and bool dtypes, and no file state ever reaches numpy's ``dtype.__setstate__``. Under
+the weights-only unpickler a stand-in can only be created, filled with plain values and used as
+a dict key: it holds what the file gave it and runs nothing. Every other name is still refused,
+numpy's dtype classes (``numpy.dtypes.*``) included.
 """
 
 from __future__ import annotations
