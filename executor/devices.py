@@ -8,7 +8,7 @@ import logging
 
 import torch
 
-from nanodet.utils.cpus import allowed_cpus, omp_threads
+from nanodet.utils.cpus import allowed_cpus, limit_threads, omp_threads
 
 from .errors import ExecutorError, NoGpuError, ReturnCode
 
@@ -41,6 +41,7 @@ def share_cpus(processes: int, workers_per_process: int) -> int:
     explicit = omp_threads()
     threads = min(share, explicit) if explicit else share
     torch.set_num_threads(threads)
+    limit_threads(processes, torch_threads=False, allowed=(cpus, limit))  # OpenCV's threads within the share too
     workers = min(workers_per_process, share)
     log.info(
         "%d CPUs allowed (%s), %d per process: %d compute threads%s, %d data-loading workers%s",

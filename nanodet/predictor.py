@@ -41,7 +41,7 @@ from .deploy.runtimes import (
 )
 from .deploy.spec import ModelSpec
 from .detections import Detections, detections_per_image
-from .utils.cpus import inference_threads
+from .utils.cpus import inference_threads, limit_threads
 
 if TYPE_CHECKING:
     import torch
@@ -69,9 +69,11 @@ class Predictor:
         max_det: int = 100,
     ) -> None:
         """``config`` may be None when ``weights`` is an exported file (its metadata has the spec).
-        ``threads``: threads of an ONNX runtime (default :func:`~.utils.cpus.inference_threads`), shared by its
-        ``streams`` (default :func:`~.deploy.runtimes.default_streams`): how many batches may run
-        at once, called from as many threads (:func:`~.utils.pipeline.overlapped`)."""
+        ``threads``: threads of an ONNX runtime (default :func:`~.utils.cpus.inference_threads`: the
+        CPUs allowed, cgroup quota included), shared by its ``streams`` (default
+        :func:`~.deploy.runtimes.default_streams`): how many batches may run at once, called from
+        as many threads (:func:`~.utils.pipeline.overlapped`). PyTorch's threads (torch backend) and
+        OpenCV's above the CPUs allowed are lowered to them (:func:`~.utils.cpus.limit_threads`)."""
         self.device_name = str(device)
         self.score_thr, self.iou_thr, self.max_det = score_thr, iou_thr, max_det
         threads = threads or inference_threads()
@@ -109,6 +111,9 @@ class Predictor:
                 if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
                     channels_last = optimize and self.device.type == "cpu"
                 self.runtime = TorchRuntime(model, self.device, channels_last)
+        # the CPUs allowed (cgroup quota, affinity) bound OpenCV's threads (pre-processing) and, on
+        # the torch backend, PyTorch's: counts above them are lowered, counts the user chose kept
+        limit_threads(torch_threads=self.backend == "torch")
         log.info("predictor: %s, backend %s, %d stream(s)", self.spec.arch, self.backend, self.streams)
 
     @property
