@@ -218,7 +218,9 @@ class PickledArray(np.ndarray):
         count = math.prod(shape)
         if type(fortran) not in (bool, int) or type(data) is not bytes or len(data) != count * dtype.dtype.itemsize:
             raise RefusedValue(f"refused: a numpy array whose data is not {count} {dtype.dtype.name} values")
-        np.ndarray.__setstate__(self, (1, shape, dtype.dtype, bool(fortran), data))
+        # numpy keeps large data in the bytes object it is given and writes there: a private copy,
+        # so that writing to the array cannot change a bytes object the file uses elsewhere
+        np.ndarray.__setstate__(self, (1, shape, dtype.dtype, bool(fortran), bytes(bytearray(data))))
         self.__dict__["filled"] = True
 
     def __reduce__(self) -> tuple:  # pickled again, it is a plain array

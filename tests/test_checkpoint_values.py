@@ -123,6 +123,20 @@ def test_numpy_values_as_torch_save_writes_them(tmp_path):
     assert isinstance(ckpt["hist"], np.ndarray) and ckpt["hist"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
+def test_a_loaded_array_owns_its_data(tmp_path):
+    """numpy keeps a large array's data in the bytes object it is given: the file's bytes are also
+    a dict key here (one memo entry), and writing to the array must not change the key."""
+    data = np.arange(500, dtype="f8").tobytes()
+    array = cp.reconstructed_array("f8", (500,), data).replace(cp.raw(data), cp.raw(data) + b"q\x07", 1)
+    shared_key = b"h\x07"  # BINGET 7: the same bytes object
+    pkl = cp.PROTO2 + cp.mapping([(cp.text("a"), array), (shared_key, cp.integer(1))]) + cp.STOP
+    (tmp_path / "alias.ckpt").write_bytes(cp.torch_zip(pkl))
+    ckpt = read_checkpoint(tmp_path / "alias.ckpt")
+    ckpt["a"][0] = 99.0
+    (key,) = [k for k in ckpt if isinstance(k, bytes)]
+    assert key == data and ckpt[key] == 1
+
+
 @pytest.mark.parametrize(
     "state, message",
     [
