@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from nanodet.deploy.graph import class_level_maps
 from nanodet.deploy.runtimes import RuntimeUnavailable, choose_backend, default_streams
 from nanodet.deploy.spec import ModelSpec
 from nanodet.errors import ExportError
+from nanodet.evaluation.confusion import pairwise_iou
 from nanodet.mining import aldd_scores, entropy_scores
 from nanodet.predictor import Predictor
 from nanodet.utils.pipeline import overlapped
@@ -168,9 +170,28 @@ def test_detect_runs_an_onnx_file_without_its_config(exported, weights, sample_i
     assert sum(len(r["detections"]) for r in a) > 0
     for ra, rb in zip(a, b):
         assert len(ra["detections"]) == len(rb["detections"])
-        for da, db in zip(sorted(ra["detections"], key=str), sorted(rb["detections"], key=str)):
-            assert da["class_id"] == db["class_id"] and abs(da["score"] - db["score"]) <= 1e-3
-            assert np.abs(np.subtract(da["bbox"], db["bbox"])).max() <= 0.5
+        pairs = pair_by_iou(ra["detections"], rb["detections"])
+        assert len(pairs) == len(ra["detections"])  # every detection has its counterpart
+        for da, db, iou in pairs:
+            assert iou > 0.99 and np.abs(np.subtract(da["bbox"], db["bbox"])).max() <= 0.5
+            assert (da["class_id"], da["class_name"]) == (db["class_id"], db["class_name"])
+            assert abs(da["score"] - db["score"]) <= 1e-3
+
+
+def pair_by_iou(a: list[dict], b: list[dict]) -> list[tuple[dict, dict, float]]:
+    """Detection records of two runs paired one to one by IoU, whatever their order: the most
+    overlapping pairs first, those of one class before any of two (the same box may be detected
+    as two classes), each detection in one pair at most, pairs of IoU 0 left out."""
+    iou = pairwise_iou([d["bbox"] for d in a], [d["bbox"] for d in b])
+    same_class = np.equal.outer([d["class_id"] for d in a], [d["class_id"] for d in b])
+    order = np.argsort(-(iou + same_class), axis=None, kind="stable")
+    pairs, used_a, used_b = [], set(), set()
+    for i, j in zip(*np.unravel_index(order, iou.shape)):
+        if iou[i, j] > 0 and i not in used_a and j not in used_b:
+            pairs.append((a[i], b[j], float(iou[i, j])))
+            used_a.add(i)
+            used_b.add(j)
+    return pairs
 
 
 def rewrite_outputs(source: Path, target: Path, order=None, rename: dict[str, str] | None = None) -> Path:
@@ -306,20 +327,55 @@ def test_auto_backend_is_torch_on_cuda_and_the_fastest_installed_on_cpu():
         choose_backend("openvino", torch.device("cuda", 0))
 
 
+class Rendezvous:
+    """Wraps a runtime's graph call: each call waits inside until ``width`` calls are in at once,
+    which lets every call through from then on. Calls that never meet wait ``timeout`` seconds
+    once, then go on alone; ``met`` tells which happened. No clock decides the outcome: calls
+    made one after the other can never meet, calls made at once always do."""
+
+    def __init__(self, call, width: int, timeout: float) -> None:
+        self.call, self.width, self.timeout = call, width, timeout
+        self.cond = threading.Condition()
+        self.inside = self.most = self.calls = 0
+        self.met = self.gave_up = False
+
+    def __call__(self, *args):
+        with self.cond:
+            self.calls += 1
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+            if self.inside >= self.width:
+                self.met = True
+                self.cond.notify_all()
+            if not self.cond.wait_for(lambda: self.met or self.gave_up, timeout=self.timeout):
+                self.gave_up = True
+        try:
+            return self.call(*args)
+        finally:
+            with self.cond:
+                self.inside -= 1
+
+
 def test_streams_run_batches_at_once_with_the_same_detections(weights, batch):
-    """Two streams (one thread each) run two batches concurrently through one ONNX Runtime session:
-    every batch gives what one stream gives, in order, whatever the batch size."""
+    """Two streams (one thread each): two batches are inside one ONNX Runtime session at once
+    (each graph call waits until the other is in), and every batch gives what one stream gives,
+    in order, whatever the batch size. One stream never has two in (the control)."""
     single = Predictor(CONFIG, weights, backend="onnxruntime", threads=2, streams=1)
     double = Predictor(CONFIG, weights, backend="onnxruntime", threads=2, streams=2)
     assert (single.streams, double.streams) == (1, 2)
+    assert double.runtime.session.get_session_options().intra_op_num_threads == 1
     n = len(batch["sizes"])
     pieces = [slice(i, min(i + k, n)) for k in (1, 2) for i in range(0, n, k)] * 2  # batch sizes 1 and 2, twice
 
     def predict(p: Predictor, piece: slice):
         return p.predict_batch(batch["tensor"][piece], batch["matrices"][piece], batch["sizes"][piece])
 
-    expected = [predict(single, piece) for piece in pieces]
-    got = [dets for _, dets in overlapped(lambda piece: predict(double, piece), pieces, 2)]
+    alone = single.runtime._infer = Rendezvous(single.runtime._infer, width=2, timeout=0.5)
+    expected = [dets for _, dets in overlapped(lambda piece: predict(single, piece), pieces, single.streams)]
+    assert alone.gave_up and not alone.met and alone.most == 1 and alone.calls == len(pieces)
+    together = double.runtime._infer = Rendezvous(double.runtime._infer, width=2, timeout=120)
+    got = [dets for _, dets in overlapped(lambda piece: predict(double, piece), pieces, double.streams)]
+    assert together.met and not together.gave_up and together.most == 2 and together.calls == len(pieces)
     for want, have in zip(expected, got, strict=True):
         for a, b in zip(want, have, strict=True):
             assert_same_detections(a, b, score_tol=1e-4, box_tol=0.05)
