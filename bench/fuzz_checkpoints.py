@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.fuzz_children import OUTCOMES, ChildResult, cpu_model, run_in_child  # noqa: E402
+from bench.fuzz_children import OUTCOMES, ChildResult, Limits, cpu_model, run_children  # noqa: E402
 from nanodet.checkpoint import extract_state_dict, file_class_names, load_weights, read_checkpoint, save_pth  # noqa: E402
 from nanodet.config import NanoDetConfig, load_config  # noqa: E402
 from nanodet.engine.build import build_optimizer  # noqa: E402
@@ -507,11 +507,14 @@ def fuzz(
     progress: bool = False,
     start: int = 0,
     full_width: bool = False,
+    jobs: int = 1,
 ) -> tuple[list[Record], dict]:
-    """Load mutants ``start .. start+count-1``; the records, and facts about the bases."""
+    """Load mutants ``start .. start+count-1`` (``jobs`` children at a time); the records in
+    order, and facts about the bases."""
     torch.set_num_threads(1)  # one thread: nothing for a forked child to inherit half-started
     cfg = model_config(full_width)
     model = build_model(cfg.model.arch)
+    limits = Limits(wall_s, cpu_s)
     records: list[Record] = []
     with tempfile.TemporaryDirectory(prefix="fuzz_ckpt_") as tmp:
         work = Path(tmp)
@@ -521,23 +524,33 @@ def fuzz(
         width = "full width (1.0x)" if full_width else "narrow (0.5x backbone, 32-channel neck and head)"
         facts = {"model": f"NanoDet-Plus-m 320, {width}, {sum(p.numel() for p in model.parameters())} params"}
         facts["bases"] = bases_facts
-        target = work / "mutant.ckpt"
-        for name, data in raw.items():  # the control: every base loads
-            target.write_bytes(data)
-            result = run_in_child(lambda: load_like_our_code(target, model), (CheckpointError,), wall_s, cpu_s)
-            bases_facts[name]["unmutated"] = result.outcome
-        for index in range(start, start + count):
-            base, kind, what, data = mutant(bases, seed, index)
-            target.write_bytes(data)
-            result = run_in_child(lambda: load_like_our_code(target, model), (CheckpointError,), wall_s, cpu_s)
-            if result.outcome == "refused" and not result.detail.startswith(f"CheckpointError: {target}"):
+
+        def files(items):  # each file written just before its child starts, removed once it ended
+            for key, data in items:
+                path = work / f"mutant_{key[0]}.ckpt"
+                path.write_bytes(data)
+                yield (*key, path), lambda p=path: load_like_our_code(p, model)
+
+        controls = files(((i, name, "", ""), data) for i, (name, data) in enumerate(raw.items()))
+        for (_, name, _, _, path), result in run_children(controls, (CheckpointError,), limits, jobs):
+            bases_facts[name]["unmutated"] = result.outcome  # the control: every base loads
+            path.unlink()
+
+        def mutants():
+            for i in range(start, start + count):
+                base, kind, what, data = mutant(bases, seed, i)
+                yield (i, base, kind, what), data
+
+        for (index, base, kind, what, path), result in run_children(files(mutants()), (CheckpointError,), limits, jobs):
+            path.unlink()
+            if result.outcome == "refused" and not result.detail.startswith(f"CheckpointError: {path}"):
                 result.outcome, result.detail = "undocumented", f"does not name the file: {result.detail}"
             records.append(Record(index, base, kind, what, result))
             if progress and result.outcome not in ("loaded", "refused"):
                 print(f"mutant {index} ({base}, {what}): {result.outcome}: {result.detail}", file=sys.stderr)
-            if progress and (index + 1) % 100 == 0:
-                print(f"{index + 1} mutants, {dict(Counter(r.result.outcome for r in records))}", file=sys.stderr)
-    return records, facts
+            if progress and len(records) % 100 == 0:
+                print(f"{len(records)} mutants, {dict(Counter(r.result.outcome for r in records))}", file=sys.stderr)
+    return sorted(records, key=lambda r: r.index), facts
 
 
 def summary(records: list[Record], facts: dict, seed: int, seconds: float, limits: dict) -> dict:
@@ -596,13 +609,14 @@ def main() -> None:
     parser.add_argument("--wall-s", type=float, default=60.0, help="wall-clock backstop (a sleeping child)")
     parser.add_argument("--cpu-s", type=int, default=10, help="the time limit: CPU seconds (SIGXCPU)")
     parser.add_argument("--full-width", action="store_true", help="the 1.0x model's bytes, not a narrower one")
+    parser.add_argument("--jobs", type=int, default=1, help="children at a time")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
     start = time.monotonic()
     records, facts = fuzz(
-        args.mutants, args.seed, args.wall_s, args.cpu_s, progress=True, start=args.start, full_width=args.full_width
+        args.mutants, args.seed, args.wall_s, args.cpu_s, True, args.start, args.full_width, args.jobs
     )
-    limits = {"address_space_gib": 2, "cpu_s": args.cpu_s, "wall_s": args.wall_s}
+    limits = {"address_space_gib": 2, "cpu_s": args.cpu_s, "wall_s": args.wall_s, "jobs": args.jobs}
     report = summary(records, facts, args.seed, time.monotonic() - start, limits)
     text = json.dumps(report, indent=2)
     print(text)

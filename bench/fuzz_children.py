@@ -18,8 +18,9 @@ import resource
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 GIB = 1 << 30
 
@@ -101,6 +102,64 @@ def _child(fn: Callable[[], None], documented: tuple[type[BaseException], ...], 
         os._exit(0)
 
 
+@dataclass
+class Limits:
+    """What a child may use: ``cpu_s`` CPU seconds (the time limit), ``wall_s`` of wall clock
+    (a backstop for a child that sleeps), ``address_space`` bytes."""
+
+    wall_s: float = 60.0
+    cpu_s: int = 10
+    address_space: int = 2 * GIB
+
+
+@dataclass
+class _Running:
+    key: Any
+    pid: int
+    fd: int
+    start: float
+    data: bytes = b""
+
+
+def run_children(
+    work: Iterable[tuple[Any, Callable[[], None]]],
+    documented: tuple[type[BaseException], ...],
+    limits: Limits,
+    jobs: int = 1,
+) -> Iterator[tuple[Any, ChildResult]]:
+    """Run each ``(key, fn)`` of ``work`` in its own forked child, at most ``jobs`` at a time,
+    and yield ``(key, what came of it)`` as each ends. ``work`` is consumed lazily, one item
+    when a child may start (so it can write the file that child reads just before)."""
+    pending = iter(work)
+    running: dict[int, _Running] = {}
+    more = True
+    while running or more:
+        while more and len(running) < jobs:
+            item = next(pending, None)
+            if item is None:
+                more = False
+                break
+            child = _spawn(*item, documented, limits)
+            running[child.fd] = child
+        if not running:
+            break
+        now = time.monotonic()
+        wait = max(0.0, min(c.start + limits.wall_s for c in running.values()) - now)
+        ready, _, _ = select.select(list(running), [], [], wait)
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                running[fd].data += chunk
+            else:
+                child = running.pop(fd)
+                yield child.key, _finish(child, limits, timed_out=False)
+        now = time.monotonic()
+        for fd in [fd for fd, c in running.items() if now - c.start >= limits.wall_s]:
+            child = running.pop(fd)
+            os.kill(child.pid, signal.SIGKILL)
+            yield child.key, _finish(child, limits, timed_out=True)
+
+
 def run_in_child(
     fn: Callable[[], None],
     documented: tuple[type[BaseException], ...],
@@ -109,47 +168,38 @@ def run_in_child(
     address_space: int = 2 * GIB,
 ) -> ChildResult:
     """Run ``fn`` in a forked child and say what came of it (see the module docstring)."""
+    ((_, result),) = run_children([(None, fn)], documented, Limits(wall_s, cpu_s, address_space))
+    return result
+
+
+def _spawn(key: Any, fn: Callable[[], None], documented: tuple, limits: Limits) -> _Running:
     read_end, write_end = os.pipe()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        _child(fn, documented, write_end, (address_space, cpu_s))
+        _child(fn, documented, write_end, (limits.address_space, limits.cpu_s))
     os.close(write_end)
-    data, timed_out = b"", False
-    deadline = start + wall_s
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                timed_out = True
-                break
-            ready, _, _ = select.select([read_end], [], [], left)
-            if ready:
-                chunk = os.read(read_end, 65536)
-                if not chunk:
-                    break
-                data += chunk
-    finally:
-        os.close(read_end)
-    _, status, usage = os.wait4(pid, 0)
-    wall = time.monotonic() - start
+    return _Running(key, pid, read_end, start)
+
+
+def _finish(child: _Running, limits: Limits, timed_out: bool) -> ChildResult:
+    """Reap ``child`` and read its report."""
+    os.close(child.fd)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.monotonic() - child.start
     cpu = usage.ru_utime + usage.ru_stime
-    growth = 0.0  # known only from the child's report
     if timed_out:
-        return ChildResult(TIMEOUT, f"still running after {wall_s:.0f} s (wall clock)", wall, cpu, growth)
+        return ChildResult(TIMEOUT, f"still running after {limits.wall_s:.0f} s (wall clock)", wall, cpu)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU:
-            return ChildResult(TIMEOUT, f"more than {cpu_s} s of CPU (SIGXCPU)", wall, cpu, growth)
-        return ChildResult(SIGNAL, f"killed by {signal.Signals(sig).name}", wall, cpu, growth)
+            return ChildResult(TIMEOUT, f"more than {limits.cpu_s} s of CPU (SIGXCPU)", wall, cpu)
+        return ChildResult(SIGNAL, f"killed by {signal.Signals(sig).name}", wall, cpu)
     try:
-        report = json.loads(data.decode())
+        report = json.loads(child.data.decode())
     except ValueError:
-        return ChildResult(
-            SIGNAL, f"exited with {os.waitstatus_to_exitcode(status)} without a report", wall, cpu, growth
-        )
+        return ChildResult(SIGNAL, f"exited with {os.waitstatus_to_exitcode(status)} without a report", wall, cpu)
     growth = report.get("rss_growth_mib", 0.0)
-    outcome = MEMORY if growth * 2**20 > address_space else report["outcome"]
+    outcome = MEMORY if growth * 2**20 > limits.address_space else report["outcome"]
     return ChildResult(outcome, report.get("detail", ""), wall, cpu, growth)

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.fuzz_children import LOADED, OUTCOMES, REFUSED, ChildResult, cpu_model, run_in_child  # noqa: E402
+from bench.fuzz_children import LOADED, OUTCOMES, REFUSED, ChildResult, Limits, cpu_model, run_children  # noqa: E402
 from nanodet.data.image_header import HeaderError, header_size  # noqa: E402
 from nanodet.data.image_io import ImageReadError, image_size, jpeg_size  # noqa: E402
 from tests import test_image_header as samples  # noqa: E402
@@ -155,29 +155,48 @@ class Record:
     result: ChildResult
 
 
-def fuzz(count: int, seed: int = 0, wall_s: float = 60.0, cpu_s: int = 10, progress: bool = False, start: int = 0):
-    """Read mutants ``start .. start+count-1``; the records and whether every base reads."""
+def fuzz(
+    count: int,
+    seed: int = 0,
+    wall_s: float = 60.0,
+    cpu_s: int = 10,
+    progress: bool = False,
+    start: int = 0,
+    jobs: int = 1,
+) -> tuple[list[Record], dict]:
+    """Read mutants ``start .. start+count-1`` (``jobs`` children at a time); the records in
+    order and whether every base reads."""
     cv2.setNumThreads(1)
     bases = make_bases()
+    limits = Limits(wall_s, cpu_s)
     records: list[Record] = []
+    controls: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="fuzz_img_") as tmp:
-        controls = {}
-        for name, data in bases.items():
-            path = Path(tmp) / f"base-{name}"
-            path.write_bytes(data)
-            controls[name] = run_in_child(
-                lambda p=path: read_like_our_code(p), (ImageReadError,), wall_s, cpu_s
-            ).outcome
-        target = Path(tmp) / "mutant"
-        for index in range(start, start + count):
-            base, kind, what, data = mutant(bases, seed, index)
-            target.write_bytes(data)
-            result = run_in_child(lambda: read_like_our_code(target), (ImageReadError,), wall_s, cpu_s)
-            if result.outcome == REFUSED and str(target) not in result.detail:
+
+        def files(items):  # each file written just before its child starts, removed once it ended
+            for key, data in items:
+                path = Path(tmp) / f"mutant_{key[0]}"
+                path.write_bytes(data)
+                yield (*key, path), lambda p=path: read_like_our_code(p)
+
+        unmutated = (((i, name, "", ""), data) for i, (name, data) in enumerate(bases.items()))
+        for (_, name, _, _, path), result in run_children(files(unmutated), (ImageReadError,), limits, jobs):
+            controls[name] = result.outcome
+            path.unlink()
+
+        def mutants():
+            for i in range(start, start + count):
+                base, kind, what, data = mutant(bases, seed, i)
+                yield (i, base, kind, what), data
+
+        for (index, base, kind, what, path), result in run_children(files(mutants()), (ImageReadError,), limits, jobs):
+            path.unlink()
+            if result.outcome == REFUSED and str(path) not in result.detail:
                 result.outcome, result.detail = "undocumented", f"does not name the file: {result.detail}"
             records.append(Record(index, base, kind, what, result))
             if progress and result.outcome not in (LOADED, REFUSED):
                 print(f"mutant {index} ({base}, {what}): {result.outcome}: {result.detail}", file=sys.stderr)
+    records.sort(key=lambda r: r.index)
     return records, {name: {"bytes": len(data), "unmutated": controls[name]} for name, data in bases.items()}
 
 
@@ -217,11 +236,12 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0, help="the first mutant's index (to replay one)")
     parser.add_argument("--wall-s", type=float, default=60.0, help="wall-clock backstop (a sleeping child)")
     parser.add_argument("--cpu-s", type=int, default=10, help="the time limit: CPU seconds (SIGXCPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="children at a time")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
     start = time.monotonic()
-    records, bases = fuzz(args.mutants, args.seed, args.wall_s, args.cpu_s, progress=True, start=args.start)
-    limits = {"address_space_gib": 2, "cpu_s": args.cpu_s, "wall_s": args.wall_s}
+    records, bases = fuzz(args.mutants, args.seed, args.wall_s, args.cpu_s, True, args.start, args.jobs)
+    limits = {"address_space_gib": 2, "cpu_s": args.cpu_s, "wall_s": args.wall_s, "jobs": args.jobs}
     report = summary(records, bases, args.seed, time.monotonic() - start, limits)
     text = json.dumps(report, indent=2)
     print(text)

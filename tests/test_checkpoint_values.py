@@ -272,7 +272,7 @@ def test_damage_to_what_resume_reads_is_named(good_training, key, value, message
 def test_fuzzed_checkpoints_load_or_are_refused():
     """50 seeded mutants of the release layout, our training checkpoint and our .pth (the
     first 50 of bench/fuzz_checkpoints.py's run), each loaded in a child."""
-    records, facts = fuzz(50, seed=0, **CHILD_LIMITS)
+    records, facts = fuzz(50, seed=0, jobs=2, **CHILD_LIMITS)
     assert {name: base["unmutated"] for name, base in facts["bases"].items()} == dict.fromkeys(facts["bases"], LOADED)
     outcomes = {r.result.outcome for r in records}
     failures = [
