@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from nanodet.evaluation.coco import iou_percent
+from nanodet.config import iou_percent
 from nanodet.utils.yaml_io import YamlFileError, read_yaml_mapping
 
 from .errors import ConfigError

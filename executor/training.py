@@ -30,11 +30,10 @@ import numpy as np
 
 from nanodet.checkpoint import save_pth
 from nanodet.config import ConfigError as ModelConfigError
-from nanodet.config import NanoDetConfig, load_config, save_config
+from nanodet.config import NanoDetConfig, ap_key, load_config, recall_key, save_config
 from nanodet.deploy.export import write_onnx
 from nanodet.engine.pictures import EvalPictures
 from nanodet.engine.trainer import Callback, EvalResult, Trainer
-from nanodet.evaluation.coco import ap_key, recall_key
 from nanodet.evaluation.counts import count_matches
 from nanodet.model.detector import NanoDet
 from nanodet.utils.io import atomic_copy, atomic_write, atomic_write_text

@@ -374,6 +374,46 @@ class ScheduleConfig(Strict):
     val_intervals: int = Field(1, gt=0)
 
 
+# Metric names, which a config's save_key refers to and the evaluator writes.
+# COCOeval.stats, in its order.
+METRIC_NAMES = (
+    "mAP",
+    "AP_50",
+    "AP_75",
+    "AP_small",
+    "AP_m",
+    "AP_l",
+    "AR_1",
+    "AR_10",
+    "AR_100",
+    "AR_small",
+    "AR_m",
+    "AR_l",
+)
+
+
+def iou_percent(iou_thr: float) -> int:
+    """``iou_thr`` in hundredths (1 to 99): the thresholds whose metrics have a name. Raises
+    ``ValueError`` for any other value (0.055 would be named like 0.06 or 0.05)."""
+    percent = round(float(iou_thr) * 100)
+    if not 1 <= percent <= 99 or abs(float(iou_thr) * 100 - percent) > 1e-6:
+        raise ValueError(f"IoU threshold {iou_thr} is not one of 0.01, 0.02, ..., 0.99")
+    return percent
+
+
+def ap_key(iou_thr: float) -> str:
+    """The metric name of AP at one IoU threshold, always two digits: ``AP_05`` for 0.05,
+    ``AP_50`` for 0.5, ``AP_95`` for 0.95."""
+    return f"AP_{iou_percent(iou_thr):02d}"
+
+
+def recall_key(iou_thr: float) -> str:
+    """The metric name of the recall at one IoU threshold (all sizes, 100 detections per
+    image, averaged over the classes with ground truth): ``recall_50`` for 0.5. COCO's
+    ``AR_100`` is another number: the recall averaged over IoU 0.50:0.95."""
+    return f"recall_{iou_percent(iou_thr):02d}"
+
+
 class EvaluatorConfig(Strict):
     """``save_key``: the metric that picks the best model: a COCO metric name (``mAP`` is
     AP@[.5:.95]) or ``AP_<nn>``, the AP at IoU 0.<nn> from ``AP_01`` to ``AP_99`` (``AP_50``:
@@ -385,8 +425,6 @@ class EvaluatorConfig(Strict):
     @field_validator("save_key")
     @classmethod
     def _known_metric(cls, v: str) -> str:
-        from .evaluation.coco import METRIC_NAMES
-
         if v not in METRIC_NAMES and not re.fullmatch(_AP_AT_IOU, v):
             raise ValueError(
                 f"{v!r} is not a metric: one of {', '.join(METRIC_NAMES)} or AP_<nn> (AP at IoU 0.nn, AP_01 to AP_99)"
@@ -400,7 +438,7 @@ class EvaluatorConfig(Strict):
         return [int(match.group(1)) / 100] if match else []
 
 
-_AP_AT_IOU = r"AP_(0[1-9]|[1-9][0-9])"  # the names of nanodet.evaluation.coco.ap_key
+_AP_AT_IOU = r"AP_(0[1-9]|[1-9][0-9])"  # the names ap_key gives
 
 
 class LogConfig(Strict):

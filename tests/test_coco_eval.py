@@ -225,8 +225,7 @@ def test_recall_at_one_iou_threshold_hand_computed() -> None:
 )
 def test_metric_names_at_an_iou_have_two_digits(iou_thr, ap, recall) -> None:
     """Every threshold 0.01 ... 0.99 has its own name, which the model config's save_key takes."""
-    from nanodet.config import EvaluatorConfig
-    from nanodet.evaluation.coco import ap_key, recall_key
+    from nanodet.config import EvaluatorConfig, ap_key, recall_key
 
     assert (ap_key(iou_thr), recall_key(iou_thr)) == (ap, recall)
     assert EvaluatorConfig(save_key=ap).iou_thrs == [iou_thr]
@@ -235,7 +234,7 @@ def test_metric_names_at_an_iou_have_two_digits(iou_thr, ap, recall) -> None:
 @pytest.mark.parametrize("iou_thr", [0.0, 1.0, 0.055, 1e-9, 0.9999999, 0.001, 1.5, -0.5])
 def test_an_iou_without_a_two_digit_name_is_refused(iou_thr) -> None:
     """0.055 would be named like 0.05 or 0.06: refused, as are values outside 0.01 ... 0.99."""
-    from nanodet.evaluation.coco import ap_key
+    from nanodet.config import ap_key
 
     with pytest.raises(ValueError, match="is not one of 0.01, 0.02, ..., 0.99"):
         ap_key(iou_thr)

@@ -14,8 +14,7 @@ import yaml
 
 from executor.workspace import make_predict_workspace, make_training_workspace
 from nanodet.checkpoint import read_checkpoint, save_pth
-from nanodet.config import BackboneConfig, load_config
-from nanodet.evaluation.coco import ap_key, recall_key
+from nanodet.config import BackboneConfig, ap_key, load_config, recall_key
 from nanodet.model import build_model
 from nanodet.model.backbone import ShuffleNetV2
 from nanodet.model.pretrained import IMAGENET_BACKBONES

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..evaluation.coco import ap_key
+from ..config import ap_key
 from .pictures import EvalPictures, pr_curve_counts
 from .trainer import Callback, EvalResult, Trainer
 

@@ -19,21 +19,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-# Names of COCOeval.stats, in its order.
-METRIC_NAMES = (
-    "mAP",
-    "AP_50",
-    "AP_75",
-    "AP_small",
-    "AP_m",
-    "AP_l",
-    "AR_1",
-    "AR_10",
-    "AR_100",
-    "AR_small",
-    "AR_m",
-    "AR_l",
-)
+from ..config import METRIC_NAMES, ap_key, iou_percent, recall_key
 
 Detection = tuple[Sequence[float], float, int]
 """One detection: box ``(x1, y1, x2, y2)`` in original-image pixels, score, 0-based label."""
@@ -51,28 +37,6 @@ class BoxDetections(Protocol):
 ImageDetections: TypeAlias = BoxDetections | np.ndarray | Sequence[Detection]
 """The detections of one image in any accepted form: arrays (:class:`BoxDetections`), one
 ``[K, 6]`` array of rows ``x1, y1, x2, y2, score, label``, or a sequence of :data:`Detection`."""
-
-
-def iou_percent(iou_thr: float) -> int:
-    """``iou_thr`` in hundredths (1 to 99): the thresholds whose metrics have a name. Raises
-    ``ValueError`` for any other value (0.055 would be named like 0.06 or 0.05)."""
-    percent = round(float(iou_thr) * 100)
-    if not 1 <= percent <= 99 or abs(float(iou_thr) * 100 - percent) > 1e-6:
-        raise ValueError(f"IoU threshold {iou_thr} is not one of 0.01, 0.02, ..., 0.99")
-    return percent
-
-
-def ap_key(iou_thr: float) -> str:
-    """The metric name of AP at one IoU threshold, always two digits: ``AP_05`` for 0.05,
-    ``AP_50`` for 0.5, ``AP_95`` for 0.95."""
-    return f"AP_{iou_percent(iou_thr):02d}"
-
-
-def recall_key(iou_thr: float) -> str:
-    """The metric name of the recall at one IoU threshold (all sizes, 100 detections per
-    image, averaged over the classes with ground truth): ``recall_50`` for 0.5. COCO's
-    ``AR_100`` is another number: the recall averaged over IoU 0.50:0.95."""
-    return f"recall_{iou_percent(iou_thr):02d}"
 
 
 PR_CURVE_IOU = 0.5  # the threshold whose precision/recall curves are always returned (free: on COCO's grid)
