@@ -41,7 +41,7 @@ EMBED_DIMS = 64
 SIMILAR = 0.85
 DISCOUNT = 0.5  # score factor per earlier member of the same group
 MAX_GROUPS = 4096
-BLOCK = 1024
+BLOCK = 256
 PROJECTION_SEED = 20240601
 
 
