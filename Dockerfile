@@ -38,6 +38,12 @@ RUN set -e; \
     pinned=$(sed -n 's/^torch==//p' /tmp/constraints.txt); \
     python3 -c "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '$pinned' else f'torch {v} is not the pinned $pinned')"
 
+# The standard library's bytecode: the python:*-slim images ship it without .pyc files, and a task
+# runs as a user who cannot write them, so each start would compile what it imports (pip already
+# wrote the packages' .pyc files; a file that does not compile is one nothing imports).
+RUN python3 -m compileall -q -j 0 -x '/(site|dist)-packages/' "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+    || echo "some standard library files did not compile (they stay source only)"
+
 # 2. Pretrained weights, downloaded before any code is copied (stdlib only, from the list in
 # docker/weights.json), so that editing the code or the README never downloads again: the
 # ImageNet ShuffleNetV2 backbones and the official NanoDet-Plus COCO checkpoints. Files put in
@@ -72,6 +78,10 @@ COPY executor /app/executor
 COPY config /app/config
 COPY start.py /app/start.py
 COPY docker/weights.json docker/download_weights.py docker/fetch_weights.py /app/docker/
+# Its bytecode, by the interpreter that runs the tasks: they run as a user who cannot write
+# /app, so without it every start compiles the code it imports. Hash-checked .pyc files stay
+# valid whatever the files' mtimes (a COPY or an image export may change them).
+RUN python3 -m compileall -q -j 0 --invalidation-mode checked-hash /app
 
 # 4. The weights verified by the code that will load them, downloaded or put in docker/weights/
 # by hand: hash where the list has one, and every tensor of the model of their config present

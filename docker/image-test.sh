@@ -5,6 +5,9 @@
 #
 #   bash docker/image-test.sh            (make image-test)
 #
+# It also times the start of a mining task in this image and in the same image built without
+# the line that precompiles /app (START_RUNS alternated runs each, default 3).
+#
 # Skips (exit 0, with a message) where podman cannot be installed or cannot run containers;
 # under CI=true that is a failure (exit 1).
 set -euo pipefail
@@ -170,11 +173,19 @@ grep -q "partial downloads in docker/weights/.*$partial" "$WORK/build-part.log" 
     || { tail -n 30 "$WORK/build-part.log"; say "FAILED: the partial download did not stop the build"; exit 1; }
 say "partial download: kept out by .dockerignore (/weights: $baked), refused by the build without it"
 
-rm -rf "$WORK"/ctx-*
+# The same image less the one Dockerfile line that precompiles /app: the start time without it.
+compile_line='RUN python3 -m compileall -q -j 0 --invalidation-mode checked-hash /app'
+context "$WORK/ctx-no-pyc" "$WORK/ctx-edit"
+grep -vxF "$compile_line" "$WORK/ctx-edit/Dockerfile" > "$WORK/ctx-no-pyc/Dockerfile"
+[ $(( $(wc -l < "$WORK/ctx-edit/Dockerfile") - $(wc -l < "$WORK/ctx-no-pyc/Dockerfile") )) = 1 ] \
+    || { say "FAILED: the Dockerfile has no line '$compile_line' (update image-test.sh)"; exit 1; }
+build "$WORK/ctx-no-pyc" "$WORK/build-no-pyc.log" "$IMAGE-no-pyc" \
+    || { tail -n 30 "$WORK/build-no-pyc.log"; say "FAILED: build without the precompiled /app"; exit 1; }
+rm -rf "$WORK/ctx-edit" "$WORK/ctx-part" "$WORK/ctx-no-pyc"  # ctx-main stays: what the image was built from
 
 # --- templates, as the platform reads them ---------------------------------------------------
 for t in training mining infer; do
-    docker run --rm "$IMAGE" cat "/img-man/$t-template.yaml" | cmp -s - "docker/img-man/$t-template.yaml" \
+    docker run --rm "$IMAGE" cat "/img-man/$t-template.yaml" | cmp -s - "$WORK/ctx-main/docker/img-man/$t-template.yaml" \
         || { say "FAILED: /img-man/$t-template.yaml differs"; exit 1; }
 done
 say "templates: ok"
@@ -210,4 +221,88 @@ make_predict_workspace(work / "predict-in", work / "train-out" / "models", candi
 EOF
 t0=$(date +%s); run_task "$WORK/predict-in" "$WORK/predict-out"; say "mining+infer task: $(( $(date +%s) - t0 ))s"
 "$PY" docker/check_outputs.py "$WORK"
+
+# --- the start of a mining task, with and without the precompiled /app ------------------------
+# As the platform runs it (user 4242, /app not writable): which /app modules the task's imports
+# take from .pyc files and which they compile (python3 -v), then the start (docker run to the
+# log line naming the loaded model) and the imports alone, alternating the two images.
+"$PY" - "$WORK" <<'EOF'
+import sys
+from pathlib import Path
+from executor.workspace import make_predict_workspace
+work = Path(sys.argv[1])
+make_predict_workspace(work / "mining-in", work / "train-out" / "models", candidates=12, infer=False)
+EOF
+imports='import sys; sys.path.insert(0, "/app"); sys.dont_write_bytecode = True; import executor.app, executor.predict'
+app_modules() {  # IMAGE: "FROM_PYC COMPILED" counts of the /app modules a mining task imports
+    docker run --rm --network none --user "$USER_ID" "$1" python3 -v -c "$imports" 2>&1 \
+        | awk '/^# \/app\/.*\.pyc matches \/app\// {c++} /^# code object from \/app\/.*\.py$/ {s++} END {print c+0, s+0}'
+}
+read -r pyc_after compiled_after <<< "$(app_modules "$IMAGE")"
+read -r pyc_before compiled_before <<< "$(app_modules "$IMAGE-no-pyc")"
+[ "$compiled_after" = 0 ] && [ "$pyc_after" -gt 0 ] \
+    || { say "FAILED: the task compiles $compiled_after /app modules at start ($pyc_after from .pyc)"; exit 1; }
+say "/app modules a mining task imports: $pyc_after from .pyc, 0 compiled (without the step: $pyc_before from .pyc written by the root verification step, $compiled_before compiled at each start)"
+# The /app part of those imports alone, timed once everything else they import is loaded (what
+# precompiling changes, without the dependencies' much longer and noisier imports around it).
+read -r -d '' app_imports <<'EOF' || true
+import subprocess, sys
+head = 'import sys; sys.path.insert(0, "/app"); sys.dont_write_bytecode = True\n'
+listing = head + (
+    "import executor.app, executor.predict\n"
+    "print('\\n'.join(n for n, m in list(sys.modules.items()) if not (getattr(m, '__file__', None) or '').startswith('/app/')))"
+)
+deps = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True, check=True).stdout.split()
+timing = head + (
+    "import importlib, time\n"
+    "for name in sys.argv[1:]:\n"
+    "    try:\n"
+    "        importlib.import_module(name)\n"
+    "    except Exception:\n"
+    "        pass\n"
+    "t, c = time.perf_counter(), time.process_time()\n"
+    "import executor.app, executor.predict\n"
+    "print(f'{time.perf_counter() - t:.3f} {time.process_time() - c:.3f}')"
+)
+print(subprocess.run([sys.executable, "-c", timing, *deps], capture_output=True, text=True, check=True).stdout.strip())
+EOF
+app_import_s() {  # IMAGE: "WALL CPU" seconds of the /app imports, the rest already loaded
+    docker run --rm --network none --user "$USER_ID" "$1" python3 -c "$app_imports"
+}
+mining_start() {  # IMAGE OUT: "START TOTAL" seconds from docker run to the model line, and to the end
+    mkdir -p "$2" && chmod 777 "$2"
+    local t0=$EPOCHREALTIME
+    docker run --rm --network none --user "$USER_ID" --shm-size 1g "${ULIMITS[@]}" \
+        -v "$WORK/mining-in:/in:ro" -v "$2:/out" "$1" 2>&1 \
+        | while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done > "$2.log" \
+        || { say "FAILED: mining task in $1" >&2; tail -n 20 "$2.log" >&2; return 1; }
+    awk -v t0="$t0" -v t1="$EPOCHREALTIME" '/ model .* backend / && !s {s = $1 - t0}
+        END {if (!s) exit 1; printf "%.2f %.2f\n", s, t1 - t0}' "$2.log" \
+        || { say "FAILED: no model line in $2.log" >&2; return 1; }
+}
+runs=${START_RUNS:-3}
+for i in $(seq "$runs"); do
+    for v in after before; do
+        image=$IMAGE; [ $v = before ] && image=$IMAGE-no-pyc
+        start=$(mining_start "$image" "$WORK/mining-out-$v-$i") || exit 1
+        imported=$(app_import_s "$image") || { say "FAILED: imports in $image"; exit 1; }
+        echo "$v $start $imported" >> "$WORK/start-times.txt"
+    done
+done
+"$PY" - "$WORK/start-times.txt" <<'EOF'
+import statistics, sys
+runs = {"after": [], "before": []}
+for line in open(sys.argv[1]):
+    v, *numbers = line.split()
+    runs[v].append([float(x) for x in numbers])
+def median(v, i):
+    return statistics.median(r[i] for r in runs[v])
+def each(v, i):
+    return ", ".join(f"{r[i]:.2f}" for r in runs[v])
+n = len(runs["after"])
+for i, what in ((0, "start of a mining task (docker run to the model loaded)"), (1, "whole mining task"),
+                (2, "its /app imports, the rest loaded"), (3, "CPU time of its /app imports")):
+    print(f"[image-test] {what}, median of {n} alternated runs: {median('after', i):.2f} s with /app precompiled, "
+          f"{median('before', i):.2f} s without ({each('after', i)} / {each('before', i)})")
+EOF
 say "PASSED (build ${build_s}s, image $((size / 1024 / 1024)) MiB)"

@@ -86,6 +86,23 @@ def test_weights_download_before_the_code_and_are_verified_after():
     assert instructions[download].startswith("RUN partial=$(find /weights -name '*.part');")
 
 
+def test_app_is_compiled_by_the_interpreter_that_runs_it_after_the_last_code_copy():
+    """The tasks run ``python3`` (start.sh) as a user who cannot write /app: the build compiles
+    every file of /app with that interpreter once the last code is in, hash-checked (valid
+    whatever the mtimes), before the verification step imports it as root."""
+    instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text())
+    compile_app = instructions.index("RUN python3 -m compileall -q -j 0 --invalidation-mode checked-hash /app")
+    last_app_copy = max(i for i, ins in enumerate(instructions) if re.match(r"COPY .* /app/", ins))
+    verify = next(i for i, ins in enumerate(instructions) if "fetch_weights.py --dest /weights --verify-only" in ins)
+    assert last_app_copy < compile_app < verify
+    assert "exec python3 /app/start.py" in (ROOT / "docker" / "start.sh").read_text()
+    # image-test.sh builds an image without this one line to measure the start without it
+    assert (
+        "RUN python3 -m compileall -q -j 0 --invalidation-mode checked-hash /app"
+        in (ROOT / "docker" / "image-test.sh").read_text()
+    )
+
+
 def dockerignore_regex(pattern: str) -> re.Pattern:
     """A .dockerignore pattern as Docker matches it against a context path: ``*`` and ``?``
     within one path component, ``**`` across components; a match on a folder covers its content."""
