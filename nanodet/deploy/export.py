@@ -73,13 +73,28 @@ def onnx_bytes(
             opset_version=OPSET,
             do_constant_folding=True,
         )
-    return with_metadata(buffer.getvalue(), spec.to_metadata() | (extra_metadata or {}))
+    # the model's own prior and class counts (not the spec's: a model that differs from its spec
+    # must be refused by the runtimes' check, not hidden by its declared shapes)
+    priors, classes = graph.priors.shape[0], graph.num_classes
+    sizes = {"boxes": (None, priors, 4), "scores": (None, priors, classes), "cls_logits": (None, priors, classes)}
+    return with_metadata(buffer.getvalue(), spec.to_metadata() | (extra_metadata or {}), output_sizes=sizes)
 
 
-def with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
-    """``model_bytes`` with ``metadata`` in its ``metadata_props`` (needs the ``onnx`` package)."""
+def with_metadata(
+    model_bytes: bytes, metadata: dict[str, str], output_sizes: dict[str, tuple[int | None, ...]] | None = None
+) -> bytes:
+    """``model_bytes`` with ``metadata`` in its ``metadata_props`` (needs the ``onnx`` package).
+    ``output_sizes``: sizes for the outputs' declared shapes (None: a dimension left as it is).
+    The exporter leaves ``scores`` and ``cls_logits`` as ``[batch, symbol, symbol]``, which ONNX
+    Runtime can check against the spec only by running the graph."""
     onnx = require("onnx", "writing ONNX metadata")
     proto = onnx.load_from_string(model_bytes)
+    for output in proto.graph.output if output_sizes else []:
+        dims = output.type.tensor_type.shape.dim
+        if output.name in output_sizes and len(dims) == len(output_sizes[output.name]):
+            for dim, size in zip(dims, output_sizes[output.name]):
+                if size is not None:  # the batch stays as exported
+                    dim.dim_value = size
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()

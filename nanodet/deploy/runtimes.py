@@ -120,13 +120,14 @@ class ExportedRuntime:
 
     def _check_interface(self, input_names: list[str], input_shape, outputs: dict) -> None:
         """The declared input and outputs against the spec (sets ``input_hw``); when the graph
-        leaves an output's size free (ONNX Runtime declares a dynamic export's class count by a
-        symbol), one run of a blank image settles it now rather than on the user's first batch."""
+        leaves an output's size free (the exporter writes the class count as a symbol; exports made
+        here declare it since), one run of a blank image settles it now rather than on the user's
+        first batch."""
         self.input_hw = check_input(self.source, self.spec, input_names, input_shape)
         check_outputs(self.source, self.spec, outputs)
         declared = [normalise(shape) for shape in outputs.values()]
         if any(shape is None or None in shape[1:] for shape in declared):
-            self.run(np.zeros((1, 3, *self.input_hw), dtype=np.float32))
+            run_exported(self._infer, np.zeros((1, 3, *self.input_hw), np.float32), self.fixed_batch, self._checked)
 
     def _checked(self, arrays: dict[str, np.ndarray], batch: int) -> GraphOutputs:
         check_outputs(self.source, self.spec, {k: a.shape for k, a in arrays.items()}, batch)
