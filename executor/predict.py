@@ -240,7 +240,8 @@ class CandidateResults:
         them at once) and replace their scores by the discounted ones; unreadable candidates
         follow, in index order, with the lowest score."""
         read = np.flatnonzero(self.read)
-        order, ranked = diverse_order(self.scores[read], self.embeddings[read])
+        every = len(read) == len(self.read)  # the usual case: no copy of the embeddings
+        order, ranked = diverse_order(self.scores[read], self.embeddings if every else self.embeddings[read])
         self.scores[read[order]] = ranked
         self.order = np.concatenate([read[order], np.flatnonzero(~self.read)])
 
@@ -344,8 +345,9 @@ def write_sheet(
     result: any failure is a warning and the task goes on."""
     out = mapper(env.output.root_dir) / SHEET_NAME
     try:
+        label = algorithm if results.order is None else f"{algorithm}, near-duplicates discounted"
         write_contact_sheet(
-            out, predictor, written, paths, results.scores, results.read, algorithm, hp.conf_thres, results.ranking()
+            out, predictor, written, paths, results.scores, results.read, label, hp.conf_thres, results.ranking()
         )
     except Exception as err:  # noqa: BLE001 - the ranking is written; the sheet is optional
         log.warning("mining contact sheet not written (%s: %s)", type(err).__name__, err)
