@@ -20,10 +20,13 @@ if something hangs, a watchdog prints what was measured so far and exits 3.
             ``Trainer.run_step(batch, epoch=0)`` (aux branch active) runs warm-up steps and
             timed steps, synchronising CUDA after each. fp32 (``precision: 32``) against AMP
             (``precision: 16``: bf16 where supported, else fp16; CUDA only) at batch 32 and 96.
+            The batches arrive as pinned ``uint8`` with their colour factors; ``run_step`` copies
+            them non-blocking and makes the input on the GPU (colour, normalisation).
             ``images_per_s`` counts the wall time including waiting for data;
-            ``compute_images_per_s`` counts ``run_step`` only; ``data_wait_share`` is the time
-            blocked in ``next(loader)`` over the total; ``peak_mem_mib`` is
-            ``torch.cuda.max_memory_allocated`` over the timed steps.
+            ``compute_images_per_s`` counts ``run_step`` only: the rate the input pipeline must
+            feed (``bench/loader.py`` reads it from ``bench/results/gpu.json``, this JSON saved
+            there); ``data_wait_share`` is the time blocked in ``next(loader)`` over the total;
+            ``peak_mem_mib`` is ``torch.cuda.max_memory_allocated`` over the timed steps.
 
 ``infer``   ``nanodet.predictor.Predictor`` (PyTorch backend, BN folded, inference mode) with
             fixed random weights calibrated to give a trained-like number of candidates

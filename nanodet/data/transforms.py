@@ -395,11 +395,12 @@ def colour_and_normalize(
     computes to within 1e-5. ``sizes_hw``: each sample's (h, w) when the batch is padded
     (``multi_scale``): the padding is set to 0 after normalisation, as :func:`stack_batch` pads
     normalised images."""
+    saturating = bool((colour[:, 3] > 0).any())  # read on the batch's (CPU) tensor: no wait for the GPU
     x = images.float().div_(255)
     # one (N, 1, 1, 1) column per factor, broadcast over each sample's channels and pixels
     brightness, contrast, saturation, drawn = colour.to(x.device, torch.float32).view(-1, 4, 1, 1, 1).unbind(1)
     x.add_(brightness).mul_(contrast)
-    if bool((drawn > 0).any()):
+    if saturating:
         peak = x.amax(dim=1, keepdim=True)
         x = torch.where(drawn > 0, peak - torch.sign(peak) * saturation * (peak - x), x)
     scaled_mean = torch.from_numpy(np.asarray(mean, dtype=np.float32) / 255).to(x.device).view(1, -1, 1, 1)
