@@ -197,22 +197,26 @@ def fuzz(
             if progress and result.outcome not in (LOADED, REFUSED):
                 print(f"mutant {index} ({base}, {what}): {result.outcome}: {result.detail}", file=sys.stderr)
     records.sort(key=lambda r: r.index)
-    return records, {name: {"bytes": len(data), "unmutated": controls[name]} for name, data in bases.items()}
+    unmutated = {name: "read" if controls[name] == LOADED else controls[name] for name in bases}
+    return records, {name: {"bytes": len(data), "unmutated": unmutated[name]} for name, data in bases.items()}
 
 
 def summary(records: list[Record], bases: dict, seed: int, seconds: float, limits: dict) -> dict:
     from bench._common import host_info
 
-    counts = Counter(r.result.outcome for r in records)
+    def label(outcome: str) -> str:  # a header is read, not loaded
+        return "read" if outcome == LOADED else outcome
+
+    counts = Counter(label(r.result.outcome) for r in records)
     bad = [r for r in records if r.result.outcome not in (LOADED, REFUSED)]
     walls = sorted(r.result.wall_s for r in records)
     return {
         "benchmark": "fuzz_image_headers",
         "seed": seed,
         "mutants": len(records),
-        "counts": {("read" if o == LOADED else o): counts.get(o, 0) for o in OUTCOMES},
-        "by_base": {name: dict(Counter(r.result.outcome for r in records if r.base == name)) for name in bases},
-        "by_kind": {kind: dict(Counter(r.result.outcome for r in records if r.kind == kind)) for kind in KINDS},
+        "counts": {label(o): counts.get(label(o), 0) for o in OUTCOMES},
+        "by_base": {name: dict(Counter(label(r.result.outcome) for r in records if r.base == name)) for name in bases},
+        "by_kind": {kind: dict(Counter(label(r.result.outcome) for r in records if r.kind == kind)) for kind in KINDS},
         "bases": bases,
         "failures": [
             {"index": r.index, "base": r.base, "what": r.what, "outcome": r.result.outcome, "detail": r.result.detail}
@@ -223,6 +227,8 @@ def summary(records: list[Record], bases: dict, seed: int, seconds: float, limit
         "child_wall_ms": {"median": round(walls[len(walls) // 2] * 1000, 1), "max": round(walls[-1] * 1000, 1)}
         if walls
         else {},
+        "child_cpu_s_max": round(max((r.result.cpu_s for r in records), default=0.0), 2),
+        "child_rss_growth_mib_max": round(max((r.result.rss_growth_mib for r in records), default=0.0), 1),
         "children_over_10_s_wall": sum(r.result.wall_s > 10 for r in records),
         "seconds": round(seconds, 1),
         "host": {**host_info(), "cpu_model": cpu_model()},
