@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 from dataclasses import dataclass
 
 import torch
@@ -118,12 +119,15 @@ def prefetch_batches(batch_size: int) -> int:
 
 
 def init_loader_worker(worker_id: int) -> None:
-    """One thread each for OpenCV and PyTorch in a DataLoader worker: the workers are the
-    parallelism, and each library's own thread pool per worker would oversubscribe the CPUs."""
-    import cv2
+    """One thread for OpenCV in a DataLoader worker that starts afresh (spawn, forkserver): the
+    workers are the parallelism, a thread pool in each would oversubscribe the CPUs. (PyTorch's
+    worker loop already runs on one thread.) A forked worker is left alone: OpenCV runs serially
+    there, and resizing the thread pool it inherited deadlocks when the parent's pool had started.
+    """
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
+        import cv2
 
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+        cv2.setNumThreads(1)
 
 
 def build_loader(cfg: NanoDetConfig, dataset: CocoDetection, ctx: DistContext, train: bool, seed: int) -> DataLoader:
