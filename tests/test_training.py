@@ -85,6 +85,29 @@ def test_resume_after_kill_mid_epoch(data_root, tmp_path):
     assert state.epoch == 2 and state.step == 12
 
 
+def test_resume_from_weights_of_another_model_names_the_file(data_root, tmp_path):
+    """A readable training checkpoint whose weights do not fit the model (a tensor missing, of
+    another shape) is one CheckpointError naming the file, not torch's RuntimeError half-way
+    through the resume (the executor reports it as 300004)."""
+    from nanodet.errors import CheckpointError
+
+    cfg = synthetic_training_config(data_root, epochs=1)
+    trainer = Trainer.from_config(cfg, tmp_path, DistContext())
+    trainer.save_last()
+    path = tmp_path / "model_last.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.startswith("model.head.gfl_cls"))
+    for damage in ("missing", "shape"):
+        damaged = dict(ckpt, state_dict=dict(ckpt["state_dict"]))
+        if damage == "missing":
+            del damaged["state_dict"][key]
+        else:
+            damaged["state_dict"][key] = torch.zeros(7, *ckpt["state_dict"][key].shape[1:])
+        torch.save(damaged, tmp_path / f"{damage}.ckpt")
+        with pytest.raises(CheckpointError, match=rf"{damage}\.ckpt: cannot resume this model from it"):
+            Trainer.from_config(cfg, tmp_path / damage, DistContext()).resume(tmp_path / f"{damage}.ckpt")
+
+
 def test_non_finite_loss_stops_with_clear_error(data_root, tmp_path):
     cfg = synthetic_training_config(data_root, epochs=1)
     trainer = Trainer.from_config(cfg, tmp_path, DistContext())

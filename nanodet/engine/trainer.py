@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import save_pth
 from ..config import NanoDetConfig, save_config
 from ..data.coco_dataset import CocoDetection, TrainBatch
-from ..errors import NonFiniteLossError
+from ..errors import CheckpointError, NonFiniteLossError
+from ..utils.pause_points import pause_point
 from .build import TrainingParts, build_training_parts
 from .checkpointer import (
     load_training_checkpoint,
@@ -186,14 +187,20 @@ class Trainer:
         """Continue from a ``model_last.ckpt``: weights, EMA, optimizer, scaler, counters, RNG."""
         ckpt = load_training_checkpoint(path)
         state = ckpt["state_dict"]
-        self.model.load_state_dict(split_state_dict(state, "model."))
-        if self.ema is not None:
-            ema_state = split_state_dict(state, "avg_model.")
-            self.ema.model.load_state_dict(ema_state or split_state_dict(state, "model."))
-        self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
+        try:  # checked as a checkpoint already; here it must also fit this model and optimizer
+            self.model.load_state_dict(split_state_dict(state, "model."))
+            if self.ema is not None:
+                ema_state = split_state_dict(state, "avg_model.")
+                self.ema.model.load_state_dict(ema_state or split_state_dict(state, "model."))
+            self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
+            if ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            reason = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+            raise CheckpointError(
+                f"{path}: cannot resume this model from it (another config or class count?): {reason[:300]}"
+            ) from None
         match_state_layout(self.optimizer)
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
         self.state.epoch = int(ckpt["epoch"])
         self.state.step = int(ckpt["global_step"])
         self.state.best_metric = float(ckpt.get("best_metric", -1.0))
@@ -284,6 +291,7 @@ class Trainer:
                 losses["data_wait"] = self.data_wait.close_interval()
             for cb in self.callbacks:
                 cb.on_step_end(self, losses)
+            pause_point("train:step")  # where a test holds a training task (inactive otherwise)
         self.data_wait.end_epoch()
 
     def run_step(self, batch: TrainBatch, epoch: int) -> dict[str, float]:
