@@ -47,7 +47,7 @@ def add_copies(in_dir: Path, source: str, count: int, tag: str = "burst") -> lis
 def test_the_template_key_is_false_by_default_and_documented():
     template = yaml.safe_load((ROOT / "docker" / "img-man" / "mining-template.yaml").read_text())
     assert template["mining_diversity"] is False
-    assert "mining_diversity" in (ROOT / "docs" / "platform.md").read_text()
+    assert "mining_diversity" in (ROOT / "docs" / "usage.md").read_text()
 
 
 def test_a_burst_of_copies_reaches_the_top_once_with_the_switch_on(models, tmp_path):
