@@ -22,6 +22,7 @@ def test_prefetch_is_sized_to_the_batch(batch, expected):
     assert prefetch_batches(batch) == expected
 
 
+@pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")  # the CUDA loader built on a CPU-only host
 def test_worker_batches_are_the_training_process_batches(tmp_path):
     from nanodet.data.coco_dataset import build_dataset
 
