@@ -1,5 +1,6 @@
-"""cache_images: none, ram and disk give the samples of no cache; each image is stored once, in one
-file that every DataLoader worker maps; a set over the budget trains uncached with a warning."""
+"""cache_images: none, ram and disk give the samples of no cache decoding at each image's reduction
+(``decode_per_draw=False``); each image is stored once, in one file that every DataLoader worker
+maps; a set over the budget trains uncached with a warning."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def test_cache_stores_each_image_once_and_gives_the_samples_of_no_cache(tmp_path
     cfg = write_set(tmp_path / "set")
     folder = image_cache.SHM_FOLDER if mode == "ram" else disk_folder
     before = set(cache_files(folder))
-    plain = build_dataset(cfg, train=True, seed=3)
+    plain = build_dataset(cfg, train=True, seed=3, decode_per_draw=False)
     assert plain.cache is None
     expected = {(i, e): plain[(i, e)] for e in range(3) for i in range(len(SIZES))}
 
@@ -141,7 +142,7 @@ def test_dataloader_workers_share_one_cache(tmp_path, disk_folder):
 
 def test_workers_see_the_samples_of_no_cache(tmp_path, disk_folder):
     cfg = write_set(tmp_path / "set")
-    plain = build_dataset(cfg, train=True, seed=1)
+    plain = build_dataset(cfg, train=True, seed=1, decode_per_draw=False)
     expected = [collate_detection([plain[(0, e)], plain[(1, e)]]) for e in range(2)]
     cached = build_dataset(cfg, train=True, seed=1, cache_images="disk")
     sampler = EpochSampler(SequentialSampler(cached))

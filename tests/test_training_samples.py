@@ -30,8 +30,10 @@ from nanodet.data.transforms import (
     TrainTransform,
     colour_and_normalize,
     colour_and_normalize_hwc,
+    draw_decode_factor,
     normalize_chw,
     stack_uint8,
+    warp_image,
 )
 
 OFFICIAL = dict(
@@ -135,6 +137,64 @@ def test_no_draw_zooms_past_the_decode(params):
 def test_perspective_decodes_whole():
     transform = TrainTransform((128, 128), **{**OFFICIAL, "perspective": 0.0005})
     assert transform.decode_factor(5000, 4000) == 1
+    for seed in range(20):
+        assert draw_decode_factor(transform.draw(np.random.default_rng(seed), 5000, 4000).matrix) == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [OFFICIAL, {**OFFICIAL, "rotation": 15.0, "shear": 8.0}, {**OFFICIAL, "multi_scale": (0.6, 1.4)}],
+)
+def test_each_draw_decodes_at_the_largest_reduction_it_allows(params):
+    """A draw's factor k is the largest of 8, 4, 2 (else 1) with k times its matrix's largest
+    singular value at most 1; never below the image's factor (the bound over every draw)."""
+    params = dict(params)
+    multi_scale = params.pop("multi_scale", None)
+    transform = TrainTransform((416, 416), multi_scale=multi_scale, **params)
+    for width, height in ((1920, 1080), (4000, 3000), (900, 700)):
+        image_factor = transform.decode_factor(width, height)
+        for seed in range(200):
+            matrix = transform.draw(np.random.default_rng(seed), width, height).matrix
+            zoom = np.linalg.svd(matrix[:2, :2], compute_uv=False)[0]
+            factor = draw_decode_factor(matrix)
+            assert factor == 1 or factor * zoom <= 1.0  # the warp from the decode enlarges nothing
+            assert factor == 8 or 2 * factor * zoom > 1.0 - 1e-12  # and a further reduction would
+            assert factor >= image_factor
+
+
+@pytest.mark.parametrize(
+    "wh,input_size,shares",
+    [
+        ((1920, 1080), 416, {1: 16, 2: 77, 4: 7}),
+        ((1920, 1080), 320, {2: 68, 4: 32}),
+        ((4000, 3000), 416, {4: 62, 8: 38}),
+    ],
+)
+def test_draw_factors_of_the_official_config(wh, input_size, shares):
+    """Where the per-draw reduction pays: at 1920x1080 and input 416 the image's factor is 1 (the
+    largest zoom, 0.647, needs the whole decode) but 84 % of the draws decode at 1/2 or 1/4."""
+    transform = TrainTransform((input_size, input_size), **OFFICIAL)
+    factors = [draw_decode_factor(transform.draw(np.random.default_rng(s), *wh).matrix) for s in range(1000)]
+    assert {k: round(100 * factors.count(k) / len(factors)) for k in sorted(set(factors))} == shares
+
+
+def test_a_reduced_warp_fades_into_the_border_as_the_whole_images_warp():
+    """A flat image warped from its 1/8 decode (edge pixels replicated, then faded) has the whole
+    image's edges: within a grey level everywhere, the border rows and columns included."""
+    whole = np.full((1000, 930, 3), 200, np.uint8)
+    reduced = np.full((-(-1000 // 8), -(-930 // 8), 3), 200, np.uint8)
+    for seed, params in enumerate([OFFICIAL, {**OFFICIAL, "rotation": 20.0}]):
+        transform = TrainTransform((128, 128), **{**params, "scale": (0.3, 0.5)})
+        unfaded = []
+        for draw in range(10):
+            drawn = transform.draw(np.random.default_rng([seed, draw]), 930, 1000)
+            assert draw_decode_factor(drawn.matrix) == 8
+            expected = cv2.warpAffine(whole, drawn.matrix[:2], drawn.dst_wh).astype(int)
+            faded = warp_image(reduced, drawn.matrix, drawn.dst_wh, 8, drawn.src_wh).astype(int)
+            assert np.abs(faded - expected).max() <= 1
+            plain = warp_image(reduced, drawn.matrix, drawn.dst_wh, 8).astype(int)  # black past the reduced cells
+            unfaded.append(np.abs(plain - expected).max())
+        assert np.mean(unfaded) > 40  # without the fade: edge rows and columns tens of grey levels off
 
 
 # --- per transform: boxes equal, pixels within the tolerance -----------------------------------
@@ -156,8 +216,10 @@ SINGLE_TRANSFORMS = {
 }
 
 
+@pytest.mark.parametrize("per_draw", [True, False], ids=["draw's reduction", "image's reduction"])
 @pytest.mark.parametrize("name", list(SINGLE_TRANSFORMS))
-def test_each_transform_gives_the_official_boxes_and_pixel_statistics(tmp_path, name):
+def test_each_transform_gives_the_official_boxes_and_pixel_statistics(tmp_path, name, per_draw):
+    """Decoded at the draw's own reduction (uncached training) or at the image's (the cache's)."""
     transform = TrainTransform((128, 128), **SINGLE_TRANSFORMS[name])
     mean_gaps, std_gaps = [], []
     for width, height, seed in ((300, 260, 1), (540, 500, 2), (1000, 930, 3)):
@@ -169,6 +231,10 @@ def test_each_transform_gives_the_official_boxes_and_pixel_statistics(tmp_path, 
         assert size == (width, height) and factor == transform.decode_factor(width, height)
         for draw in range(12):
             chw, off_boxes, off_labels, off_matrix = transform(whole, boxes, labels, np.random.default_rng(draw))
+            if per_draw:
+                drawn = transform.draw(np.random.default_rng(draw), width, height)
+                reduced, factor, size = read_image_scaled(path, lambda w, h, m=drawn.matrix: draw_decode_factor(m))
+                assert factor >= transform.decode_factor(width, height)
             hwc, fast_boxes, fast_labels, matrix, colour = transform.sample(
                 reduced, boxes, labels, np.random.default_rng(draw), factor, size
             )
@@ -228,19 +294,28 @@ def dataset_config(root: Path, ann: Path, **extra) -> DatasetConfig:
     )
 
 
-def test_whole_chain_through_the_dataset_matches_the_official_samples(tmp_path):
-    """The official config's chain on JPEGs that decode at 1/1, 1/2, 1/4 and 1/8, two epochs:
+@pytest.mark.parametrize("per_draw", [True, False], ids=["draw's reduction", "image's reduction"])
+def test_whole_chain_through_the_dataset_matches_the_official_samples(tmp_path, per_draw):
+    """The official config's chain on JPEGs that decode at 1/1, 1/2, 1/4 and 1/8, four epochs,
+    each image decoded at its draw's reduction (uncached training) or at the image's (the cache's):
     the items' boxes and labels are the official ones, the batch's pixels within the tolerance;
     the GPU path (on the CPU here) and the CPU workers' path give the same batch."""
     sizes = [(300, 240), (560, 480), (1000, 900), (1800, 1750)]
     ann = write_coco(tmp_path, sizes)
     cfg = dataset_config(tmp_path, ann)
-    fast = build_dataset(cfg, train=True, seed=5)
+    fast = build_dataset(cfg, train=True, seed=5, decode_per_draw=per_draw)
     official = build_dataset(cfg, train=True, seed=5, reference=True)
     factors = {fast.transform.decode_factor(*wh) for wh in sizes}
     assert factors == {1, 2, 4, 8}
+    draw_factors = [
+        draw_decode_factor(fast.transform.draw(np.random.default_rng([5, epoch, i]), *wh).matrix)
+        for epoch in range(4)
+        for i, wh in enumerate(sizes)
+    ]
+    image_factors = [fast.transform.decode_factor(*wh) for wh in sizes] * 4
+    assert sum(d > i for d, i in zip(draw_factors, image_factors)) >= 8  # the draws reduce further
     mean_gaps, std_gaps = [], []
-    for epoch in range(2):
+    for epoch in range(4):
         keys = [(i, epoch) for i in range(len(sizes))]
         items = [fast[k] for k in keys]
         expected = [official[k] for k in keys]

@@ -4,9 +4,10 @@ Each sample is augmented with its own random generator, seeded from (seed, epoch
 the augmentation of an image does not depend on which worker process loads it or on
 what ran before, so a resumed run sees exactly the data a straight run would have.
 
-A training sample is made the fast way (:meth:`~nanodet.data.transforms.TrainTransform.sample`):
-the image decoded at the reduced size the augmentation needs (or taken from the
-``cache_images`` cache, :mod:`.image_cache`), warped to ``uint8``; the batch carries each
+A training sample is made the fast way (:meth:`~nanodet.data.transforms.TrainTransform.sample_drawn`):
+the sample is drawn first (on the size in the JPEG's header), the image decoded at the reduced size
+that draw needs (:func:`~nanodet.data.transforms.draw_decode_factor`; with ``cache_images``, taken
+from the cache, :mod:`.image_cache`, at the size every draw allows), warped to ``uint8``; the batch carries each
 sample's colour factors and :meth:`TrainBatch.inputs` makes the network's input from it (in the
 DataLoader workers for a CPU run, on the GPU for a CUDA one). ``reference=True`` makes the
 samples the official way instead (whole decode, colour and normalisation per image): the
@@ -31,10 +32,12 @@ from ..config import DatasetConfig
 from .image_cache import CacheMode, ImageCache, make_image_cache
 from .image_io import ImageReadError, read_image, read_image_scaled
 from .transforms import (
+    Draw,
     EvalTransform,
     TrainTransform,
     colour_and_normalize,
     colour_and_normalize_hwc,
+    draw_decode_factor,
     stack_batch,
     stack_uint8,
 )
@@ -55,6 +58,12 @@ class CocoDetection(Dataset):
 
     Items are indexed by ``(index, epoch)`` pairs (see :class:`EpochSampler`) so that the
     random augmentation of every sample is reproducible.
+
+    Fast training samples decode each JPEG at their own draw's reduction (``decode_per_draw``),
+    or, with ``decode_per_draw=False`` and always with a ``cache_images`` cache, at the image's:
+    the reduction every draw allows, so that one stored decode serves every epoch. The two give
+    the same draws and boxes; their pixels differ by resampling only, where a draw's zoom allows a
+    further reduction (both within the official samples' tolerance, ``tests/test_training_samples.py``).
     """
 
     def __init__(
@@ -66,6 +75,7 @@ class CocoDetection(Dataset):
         cache_images: CacheMode = "none",
         reference: bool = False,
         cache_budget: int | None = None,
+        decode_per_draw: bool = True,
     ) -> None:
         self.coco = load_coco(ann_path)
         self.img_dir = Path(img_dir)
@@ -78,6 +88,7 @@ class CocoDetection(Dataset):
         self.ann_path = Path(ann_path)
         self._warned: set[int] = set()
         self.fast = isinstance(transform, TrainTransform) and not reference
+        self.decode_per_draw = decode_per_draw
         self.cache: ImageCache | None = None
         if cache_images != "none" and not self.fast:
             log.warning("cache_images: %s is for the training set (fast samples): not caching", cache_images)
@@ -97,20 +108,35 @@ class CocoDetection(Dataset):
         factor = self.transform.decode_factor(width, height) if jpeg else 1
         return -(-height // factor), -(-width // factor), factor
 
-    def _factor_of(self, width: int, height: int) -> int:
-        return self.transform.decode_factor(width, height)
+    def _read_for_training(
+        self, index: int, path: Path, seed: list[int]
+    ) -> tuple[np.ndarray, int, tuple[int, int], Draw]:
+        """(image at 1/k, k, original (w, h), this sample's draw).
 
-    def _read_for_training(self, index: int, path: Path) -> tuple[np.ndarray, int, tuple[int, int]]:
-        """(image at 1/k, k, original (w, h)): from the cache, else decoded (and stored)."""
+        Uncached (and ``decode_per_draw``), the draw comes first (on the size in the JPEG's header)
+        and the image is decoded at that draw's own factor (:func:`draw_decode_factor`). With a
+        cache the image is the one decoded at the image's factor (:meth:`TrainTransform.decode_factor`,
+        what every draw allows), from the cache or decoded and stored. The draw is always made on
+        the size the image decoded as, with a generator seeded by ``seed``: the same draw either way."""
         info = self.coco.imgs[self.img_ids[index]]
-        if self.cache is not None:
-            image = self.cache.get(index)
-            if image is not None:
-                return image, self.cache.slot(index).factor, (info["width"], info["height"])
-        image, factor, size = read_image_scaled(path, self._factor_of)
+        draws: dict[tuple[int, int], Draw] = {}
+
+        def draw_on(width: int, height: int) -> Draw:
+            if (width, height) not in draws:
+                draws[width, height] = self.transform.draw(np.random.default_rng(seed), width, height)
+            return draws[width, height]
+
+        if self.cache is None and self.decode_per_draw:
+            image, factor, size = read_image_scaled(path, lambda w, h: draw_decode_factor(draw_on(w, h).matrix))
+            return image, factor, size, draw_on(*size)
+        image = self.cache.get(index) if self.cache is not None else None
+        if image is not None:
+            size = (info["width"], info["height"])
+            return image, self.cache.slot(index).factor, size, draw_on(*size)
+        image, factor, size = read_image_scaled(path, self.transform.decode_factor)
         if self.cache is not None and size == (info.get("width"), info.get("height")):
             self.cache.put(index, image, factor)
-        return image, factor, size
+        return image, factor, size, draw_on(*size)
 
     def __len__(self) -> int:
         return len(self.img_ids)
@@ -136,9 +162,10 @@ class CocoDetection(Dataset):
         img_id = self.img_ids[index]
         info = self.coco.imgs[img_id]
         path = self.img_dir / info["file_name"]
+        seed = [self.seed, epoch, index]
         try:
             if self.fast:
-                image, factor, size = self._read_for_training(index, path)
+                image, factor, size, draw = self._read_for_training(index, path, seed)
             else:
                 image = read_image(path)
                 size = (image.shape[1], image.shape[0])
@@ -153,14 +180,13 @@ class CocoDetection(Dataset):
             )
             return None
         boxes, labels = self.annotations(img_id)
-        rng = np.random.default_rng([self.seed, epoch, index])
         extra = {}
         if self.fast:
-            hwc, boxes, labels, matrix, colour = self.transform.sample(image, boxes, labels, rng, factor, size)
+            hwc, boxes, labels, matrix, colour = self.transform.sample_drawn(image, boxes, labels, draw, factor)
             img = torch.from_numpy(hwc)
             extra = {"colour": torch.from_numpy(colour.as_array()), "normalize": self.transform.normalize}
         else:
-            chw, boxes, labels, matrix = self.transform(image, boxes, labels, rng)
+            chw, boxes, labels, matrix = self.transform(image, boxes, labels, np.random.default_rng(seed))
             img = torch.from_numpy(chw)
         return {
             "img": img,
@@ -299,10 +325,15 @@ def build_transform(cfg: DatasetConfig, train: bool) -> EvalTransform | TrainTra
 
 
 def build_dataset(
-    cfg: DatasetConfig, train: bool, seed: int = 0, cache_images: CacheMode = "none", reference: bool = False
+    cfg: DatasetConfig,
+    train: bool,
+    seed: int = 0,
+    cache_images: CacheMode = "none",
+    reference: bool = False,
+    decode_per_draw: bool = True,
 ) -> CocoDetection:
-    """The dataset of ``cfg``; ``cache_images`` (training set only) and ``reference`` as
-    :class:`CocoDetection` takes them."""
+    """The dataset of ``cfg``; ``cache_images`` (training set only), ``reference`` and
+    ``decode_per_draw`` as :class:`CocoDetection` takes them."""
     return CocoDetection(
         cfg.ann_path,
         cfg.img_path,
@@ -310,4 +341,5 @@ def build_dataset(
         seed=seed,
         cache_images=cache_images,
         reference=reference,
+        decode_per_draw=decode_per_draw,
     )

@@ -6,7 +6,9 @@ in one file in shared memory (``/dev/shm``); ``disk``: the same file in the temp
 (``TMPDIR``). Every process, the training process and each DataLoader worker, maps the same
 file: one copy, whatever the number of workers. An image is stored the first time a worker
 decodes it (during the first epoch) and read from the map afterwards; what is stored is exactly
-what the decode gave, so the samples are the same with or without the cache.
+what the decode gave, so the samples are those of an uncached dataset that decodes at each image's
+reduction (``decode_per_draw=False``); uncached training decodes at each draw's own reduction,
+which differs from them by resampling only (the same draws and boxes).
 
 Budget: the whole set's size is reserved when the cache is made (``posix_fallocate``), so a
 full disk or shared memory can never fail a write later. It must fit in half the available

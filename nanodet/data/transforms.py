@@ -10,14 +10,14 @@ in the official order) and can then be made two ways from the same draw:
 
 * :meth:`TrainTransform.__call__`, the official way: the whole decoded image warped with
   ``cv2.warpPerspective``, colour in float32 per image, normalised, CHW float32 out;
-* :meth:`TrainTransform.sample`, what training uses: the image decoded at 1/k of its size when
-  even the largest zoom the augmentation can draw keeps the input no finer than the decode
-  (:meth:`TrainTransform.decode_factor`), one affine warp from it (``perspective`` 0: every bundled
-  config), HWC ``uint8`` out with its colour factors; the batch gets its colour and normalisation
-  in one pass by :func:`colour_and_normalize` (on the GPU for a CUDA run). The boxes are the
-  official way's; the colour arithmetic is its closed form (saturation in HSV is
-  ``V - f * (V - c)`` per channel ``c``, ``V`` the channel maximum, as OpenCV's float HSV
-  computes it).
+* :meth:`TrainTransform.sample_drawn`, what training uses: the image decoded at 1/k of its size
+  when this draw's zoom keeps the input no finer than the decode (:func:`draw_decode_factor`; a
+  cached image: when every draw's does, :meth:`TrainTransform.decode_factor`), one affine warp from
+  it (``perspective`` 0: every bundled config), HWC ``uint8`` out with its colour factors; the
+  batch gets its colour and normalisation in one pass by :func:`colour_and_normalize` (on the
+  GPU for a CUDA run). The boxes are the official way's; the colour arithmetic is its closed form
+  (saturation in HSV is ``V - f * (V - c)`` per channel ``c``, ``V`` the channel maximum, as
+  OpenCV's float HSV computes it).
 
 Images are BGR ``uint8`` arrays (OpenCV), boxes are ``float32`` (x1, y1, x2, y2).
 """
@@ -237,7 +237,7 @@ class TrainTransform:
         order: output size (``multi_scale``), matrix, colour."""
         dst_wh = self.output_size(rng)
         matrix = self.random_matrix(rng, width, height, dst_wh)
-        return Draw(tuple(dst_wh), matrix, self.draw_colour(rng))
+        return Draw(tuple(dst_wh), matrix, self.draw_colour(rng), (width, height))
 
     def color_augment(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Random brightness, contrast, saturation of a BGR uint8 image; float32 on 0-1."""
@@ -265,7 +265,9 @@ class TrainTransform:
     def decode_factor(self, width: int, height: int) -> int:
         """The largest of 8, 4, 2 (else 1) such that the image decoded at 1/k of its size is still
         no coarser than the network input at the largest zoom any draw can give: warping from that
-        decode never enlarges it, as warping from the whole image never enlarges that."""
+        decode never enlarges it, as warping from the whole image never enlarges that. The factor
+        an image is cached at (one decode serves every draw); an uncached sample decodes at its own
+        draw's :func:`draw_decode_factor`, this or more."""
         zoom = self.max_zoom(width, height)
         return next((k for k in DECODE_FACTORS if k * zoom <= 1.0), 1)
 
@@ -285,8 +287,14 @@ class TrainTransform:
         :meth:`__call__` on the whole image for the same ``rng``. The colour is applied later, to
         the batch (:func:`colour_and_normalize`)."""
         original_wh = original_wh or (img.shape[1], img.shape[0])
-        draw = self.draw(rng, *original_wh)
-        warped = warp_image(img, draw.matrix, draw.dst_wh, factor)
+        return self.sample_drawn(img, boxes, labels, self.draw(rng, *original_wh), factor)
+
+    def sample_drawn(
+        self, img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, draw: Draw, factor: int = 1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Colour]:
+        """:meth:`sample` for a draw already made (:meth:`draw`, on the original size): the dataset
+        draws first, so that the image can be decoded at the draw's own :func:`draw_decode_factor`."""
+        warped = warp_image(img, draw.matrix, draw.dst_wh, factor, draw.src_wh)
         moved = warp_boxes(boxes, draw.matrix, *draw.dst_wh)
         kept_boxes, kept_labels = _keep_visible(moved, np.asarray(labels, dtype=np.int64))
         return warped, kept_boxes, kept_labels, draw.matrix, draw.colour
@@ -316,6 +324,22 @@ DECODE_FACTORS = (8, 4, 2)
 """The reductions libjpeg decodes at by scaling its DCT (OpenCV's ``IMREAD_REDUCED_COLOR_*``)."""
 
 
+def draw_decode_factor(matrix: np.ndarray) -> int:
+    """The largest of 8, 4, 2 (else 1) at which an image can be decoded for this one draw: ``k``
+    times the largest singular value of the matrix's linear part (its most output pixels per
+    original pixel, in any direction) is at most 1, so warping from the decode at ``1/k`` still
+    never enlarges it. 1 for a matrix with perspective (its zoom varies across the image)."""
+    if matrix[2, 0] != 0.0 or matrix[2, 1] != 0.0 or matrix[2, 2] != 1.0:
+        return 1
+    (a, b), (c, d) = matrix[0, :2], matrix[1, :2]
+    # the largest singular value of [[a, b], [c, d]] in closed form (sigma^2 is the largest
+    # eigenvalue of the Gram matrix): no LAPACK call per sample
+    half_sum = 0.5 * (a * a + b * b + c * c + d * d)
+    half_gap = math.hypot(0.5 * (a * a + b * b - c * c - d * d), a * c + b * d)
+    zoom = math.sqrt(half_sum + half_gap)
+    return next((k for k in DECODE_FACTORS if k * zoom <= 1.0), 1)
+
+
 def reduced_to_original(factor: int) -> np.ndarray:
     """The matrix from the pixels of an image decoded at ``1/factor`` to those of the whole
     image: reduced pixel ``i`` covers pixels ``k*i .. k*i+k-1``, its centre is ``k*i + (k-1)/2``."""
@@ -323,14 +347,65 @@ def reduced_to_original(factor: int) -> np.ndarray:
     return np.array([[factor, 0.0, shift], [0.0, factor, shift], [0.0, 0.0, 1.0]])
 
 
-def warp_image(img: np.ndarray, matrix: np.ndarray, dst_wh: tuple[int, int], factor: int = 1) -> np.ndarray:
-    """``img`` (decoded at ``1/factor``) warped by ``matrix`` (from original coordinates):
-    one affine warp when the matrix has no perspective, else a perspective one."""
-    if factor != 1:
-        matrix = matrix @ reduced_to_original(factor)
-    if matrix[2, 0] == 0.0 and matrix[2, 1] == 0.0 and matrix[2, 2] == 1.0:
-        return cv2.warpAffine(img, matrix[:2], dsize=tuple(dst_wh))
-    return cv2.warpPerspective(img, matrix, dsize=tuple(dst_wh))
+def warp_image(
+    img: np.ndarray,
+    matrix: np.ndarray,
+    dst_wh: tuple[int, int],
+    factor: int = 1,
+    src_wh: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """``img`` (decoded at ``1/factor`` of the ``src_wh`` image) warped by ``matrix`` (from
+    original coordinates): one affine warp when the matrix has no perspective, else a perspective
+    one; outside the image, black.
+
+    Where the image ends, the whole image's warp fades to black over one original pixel (bilinear
+    between the edge pixel and the black border). From a reduced decode that fade would span one
+    reduced pixel, ``factor`` original ones, and its last cells can reach up to ``factor - 1``
+    pixels past the image: up to a whole output row or column too dark or too bright at each edge.
+    So, given ``src_wh``, a reduced image is warped with its edge pixels replicated, then faded as
+    the whole image's warp fades (:func:`_fade_outside`)."""
+    from_reduced = matrix @ reduced_to_original(factor) if factor != 1 else matrix
+    if matrix[2, 0] != 0.0 or matrix[2, 1] != 0.0 or matrix[2, 2] != 1.0:
+        return cv2.warpPerspective(img, from_reduced, dsize=tuple(dst_wh))
+    if factor == 1 or src_wh is None:
+        return cv2.warpAffine(img, from_reduced[:2], dsize=tuple(dst_wh))
+    out = cv2.warpAffine(img, from_reduced[:2], dsize=tuple(dst_wh), borderMode=cv2.BORDER_REPLICATE)
+    _fade_outside(out, matrix, src_wh)
+    return out
+
+
+def _coverage(position: np.ndarray, size: int) -> np.ndarray:
+    """How much of an image ``size`` pixels long (pixel centres 0 .. size - 1) a bilinear sample at
+    ``position`` takes, the rest being the black border: 1 inside, falling to 0 over the pixel
+    past each edge."""
+    return np.clip(np.minimum(position + 1.0, size - position), 0.0, 1.0)
+
+
+def _fade_outside(out: np.ndarray, matrix: np.ndarray, src_wh: tuple[int, int]) -> None:
+    """Scale each output pixel of ``out`` (warped by the affine ``matrix`` from a ``src_wh``
+    image) by how much of the image a bilinear sample there takes (:func:`_coverage` along each
+    source axis): the black border and the fade into it, as warping the whole image gives them.
+    A matrix without rotation or shear maps rows to rows and columns to columns: only the output
+    rows and columns at the image's edges change."""
+    width, height = src_wh
+    (a, b, tx), (c, d, ty) = matrix[:2]
+    out_h, out_w = out.shape[:2]
+    if b == 0.0 and c == 0.0:
+        cols = _coverage((np.arange(out_w) - tx) / a, width)
+        rows = _coverage((np.arange(out_h) - ty) / d, height)
+        edge = np.flatnonzero(cols < 1.0)
+        out[:, edge] = np.rint(out[:, edge] * cols[edge, None]).astype(np.uint8)
+        edge = np.flatnonzero(rows < 1.0)
+        out[edge] = np.rint(out[edge] * rows[edge, None, None]).astype(np.uint8)
+        return
+    inverse = np.linalg.inv(matrix[:2, :2])
+    ys, xs = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
+    xs -= tx
+    ys -= ty
+    weight = _coverage(inverse[0, 0] * xs + inverse[0, 1] * ys, width)
+    weight *= _coverage(inverse[1, 0] * xs + inverse[1, 1] * ys, height)
+    fading = weight < 1.0
+    out[fading] = np.rint(out[fading] * weight[fading, None]).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -371,11 +446,12 @@ class Colour:
 @dataclass(frozen=True)
 class Draw:
     """What is random about one training sample: its output (w, h), the matrix from original image
-    coordinates to it, and its colour factors."""
+    coordinates to it, and its colour factors; and the original image's (w, h) it was drawn for."""
 
     dst_wh: tuple[int, int]
     matrix: np.ndarray
     colour: Colour
+    src_wh: tuple[int, int] | None = None
 
 
 def colour_and_normalize(
