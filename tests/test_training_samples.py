@@ -321,6 +321,7 @@ def test_whole_chain_through_the_dataset_matches_the_official_samples(tmp_path, 
         expected = [official[k] for k in keys]
         batch = collate_detection(items)
         assert batch.images.dtype == torch.uint8 and batch.colour.shape == (len(sizes), 4)
+        assert batch.images.is_contiguous(memory_format=torch.channels_last)  # each image copied, not transposed
         on_device = batch.inputs(torch.device("cpu"))  # what the GPU computes, here on the CPU
         in_workers = collate_finished(items).images
         assert torch.equal(on_device, in_workers)
@@ -335,6 +336,28 @@ def test_whole_chain_through_the_dataset_matches_the_official_samples(tmp_path, 
             mean_gaps.append(mean_gap)
             std_gaps.append(std_gap)
     assert np.mean(mean_gaps) <= AVERAGE_MEAN_TOL and np.mean(std_gaps) <= AVERAGE_STD_TOL
+
+
+def _collate_in_shared_memory(items: list) -> tuple[bool, bool, torch.Tensor]:
+    """A DataLoader worker's collate: were both kinds of batch made in shared memory?"""
+    fast, finished_batch = collate_detection(items), collate_finished(items)
+    return fast.images.is_shared(), finished_batch.images.is_shared(), fast.images
+
+
+def test_a_workers_batch_is_made_in_shared_memory(tmp_path):
+    """In a DataLoader worker both batches (uint8 for the GPU, finished for the CPU) are written
+    straight into shared memory, so they reach the trainer without a copy; in the trainer's own
+    process they are plain memory."""
+    ann = write_coco(tmp_path, [(300, 240), (560, 480)])
+    dataset = build_dataset(dataset_config(tmp_path, ann), train=True, seed=1)
+    items = [dataset[(0, 0)], dataset[(1, 0)]]
+    assert not collate_detection(items).images.is_shared() and not collate_finished(items).images.is_shared()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=2, sampler=[(0, 0), (1, 0)], num_workers=1, collate_fn=_collate_in_shared_memory
+    )
+    ((fast_shared, finished_shared, images),) = list(loader)
+    assert fast_shared and finished_shared
+    assert torch.equal(images, collate_detection(items).images)
 
 
 # --- colour and normalisation ---------------------------------------------------------------------

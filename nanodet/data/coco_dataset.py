@@ -35,6 +35,8 @@ from .transforms import (
     Draw,
     EvalTransform,
     TrainTransform,
+    batch_buffer,
+    batch_shape_hwc,
     colour_and_normalize,
     colour_and_normalize_hwc,
     draw_decode_factor,
@@ -262,8 +264,10 @@ def collate_finished(items: list[dict | None]) -> TrainBatch | None:
     if not ok or "colour" not in ok[0]:
         return collate_detection(items)
     colour = np.stack([it["colour"].numpy() for it in ok])
-    nhwc = colour_and_normalize_hwc([it["img"].numpy() for it in ok], colour, *ok[0]["normalize"])
-    return _batch(items, ok, torch.from_numpy(nhwc).permute(0, 3, 1, 2))
+    images = [it["img"].numpy() for it in ok]
+    nhwc = batch_buffer(batch_shape_hwc(images), torch.float32)
+    colour_and_normalize_hwc(images, colour, *ok[0]["normalize"], out=nhwc.numpy())
+    return _batch(items, ok, nhwc.permute(0, 3, 1, 2))
 
 
 def _batch(items: list[dict | None], ok: list[dict], images: torch.Tensor, **extra) -> TrainBatch:

@@ -363,47 +363,74 @@ def warp_image(
     reduced pixel, ``factor`` original ones, and its last cells can reach up to ``factor - 1``
     pixels past the image: up to a whole output row or column too dark or too bright at each edge.
     So, given ``src_wh``, a reduced image is warped with its edge pixels replicated, then faded as
-    the whole image's warp fades (:func:`_fade_outside`)."""
+    the whole image's warp fades (:func:`_fade_outside`); without rotation or shear, only the
+    output rectangle the image reaches is warped (:func:`_warp_upright`)."""
     from_reduced = matrix @ reduced_to_original(factor) if factor != 1 else matrix
     if matrix[2, 0] != 0.0 or matrix[2, 1] != 0.0 or matrix[2, 2] != 1.0:
         return cv2.warpPerspective(img, from_reduced, dsize=tuple(dst_wh))
     if factor == 1 or src_wh is None:
         return cv2.warpAffine(img, from_reduced[:2], dsize=tuple(dst_wh))
+    if matrix[0, 1] == 0.0 and matrix[1, 0] == 0.0:
+        return _warp_upright(img, matrix, from_reduced, dst_wh, src_wh)
     out = cv2.warpAffine(img, from_reduced[:2], dsize=tuple(dst_wh), borderMode=cv2.BORDER_REPLICATE)
     _fade_outside(out, matrix, src_wh)
     return out
 
 
-def _coverage(position: np.ndarray, size: int) -> np.ndarray:
+def _coverage(position: np.ndarray | float, size: int) -> np.ndarray | float:
     """How much of an image ``size`` pixels long (pixel centres 0 .. size - 1) a bilinear sample at
     ``position`` takes, the rest being the black border: 1 inside, falling to 0 over the pixel
     past each edge."""
     return np.clip(np.minimum(position + 1.0, size - position), 0.0, 1.0)
 
 
+def _reach(out_size: int, scale: float, shift: float, size: int) -> tuple[int, int, list[tuple[int, float]]]:
+    """Along one axis mapped by ``out = scale * position + shift``: the output run ``[first, end)``
+    whose samples take some of an image ``size`` pixels long, and its (index, coverage) where the
+    coverage is under 1 (the fade, ``|scale|`` output pixels wide at each end)."""
+    low, high = sorted((shift - scale, shift + scale * size))  # where position is -1 and size
+    first, end = max(0, math.floor(low) + 1), min(out_size, math.ceil(high))
+    fade = abs(scale)
+    edges = [*range(first, min(end, math.floor(low + fade) + 1)), *range(max(first, math.ceil(high - fade)), end)]
+    partial = [(i, float(_coverage((i - shift) / scale, size))) for i in sorted(set(edges))]
+    return first, end, [(i, c) for i, c in partial if c < 1.0]
+
+
+def _warp_upright(
+    img: np.ndarray, matrix: np.ndarray, from_reduced: np.ndarray, dst_wh: tuple[int, int], src_wh: tuple[int, int]
+) -> np.ndarray:
+    """:func:`warp_image` of a reduced image for a matrix without rotation or shear, which maps
+    output columns to image columns and rows to rows: only the output rectangle the image reaches
+    is warped (edges replicated), straight into the black output, and its edge columns and rows
+    faded by their :func:`_coverage`, as the whole image's warp makes them."""
+    out_w, out_h = dst_wh
+    x0, x1, cols = _reach(out_w, matrix[0, 0], matrix[0, 2], src_wh[0])
+    y0, y1, rows = _reach(out_h, matrix[1, 1], matrix[1, 2], src_wh[1])
+    out = np.zeros((out_h, out_w, 3), np.uint8)
+    if x0 >= x1 or y0 >= y1:
+        return out
+    shifted = from_reduced[:2] - [[0.0, 0.0, x0], [0.0, 0.0, y0]]
+    part = out[y0:y1, x0:x1]
+    cv2.warpAffine(img, shifted, dsize=(x1 - x0, y1 - y0), dst=part, borderMode=cv2.BORDER_REPLICATE)
+    for i, weight in cols:
+        part[:, i - x0] = np.rint(part[:, i - x0] * weight).astype(np.uint8)
+    for i, weight in rows:
+        part[i - y0] = np.rint(part[i - y0] * weight).astype(np.uint8)
+    return out
+
+
 def _fade_outside(out: np.ndarray, matrix: np.ndarray, src_wh: tuple[int, int]) -> None:
     """Scale each output pixel of ``out`` (warped by the affine ``matrix`` from a ``src_wh``
-    image) by how much of the image a bilinear sample there takes (:func:`_coverage` along each
-    source axis): the black border and the fade into it, as warping the whole image gives them.
-    A matrix without rotation or shear maps rows to rows and columns to columns: only the output
-    rows and columns at the image's edges change."""
-    width, height = src_wh
+    image, edges replicated) by how much of the image a bilinear sample there takes
+    (:func:`_coverage` along each source axis): the black border and the fade into it, as warping
+    the whole image gives them."""
     (a, b, tx), (c, d, ty) = matrix[:2]
-    out_h, out_w = out.shape[:2]
-    if b == 0.0 and c == 0.0:
-        cols = _coverage((np.arange(out_w) - tx) / a, width)
-        rows = _coverage((np.arange(out_h) - ty) / d, height)
-        edge = np.flatnonzero(cols < 1.0)
-        out[:, edge] = np.rint(out[:, edge] * cols[edge, None]).astype(np.uint8)
-        edge = np.flatnonzero(rows < 1.0)
-        out[edge] = np.rint(out[edge] * rows[edge, None, None]).astype(np.uint8)
-        return
-    inverse = np.linalg.inv(matrix[:2, :2])
-    ys, xs = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
+    inverse = np.linalg.inv(np.array([[a, b], [c, d]]))
+    ys, xs = np.mgrid[0 : out.shape[0], 0 : out.shape[1]].astype(np.float64)
     xs -= tx
     ys -= ty
-    weight = _coverage(inverse[0, 0] * xs + inverse[0, 1] * ys, width)
-    weight *= _coverage(inverse[1, 0] * xs + inverse[1, 1] * ys, height)
+    weight = _coverage(inverse[0, 0] * xs + inverse[0, 1] * ys, src_wh[0])
+    weight *= _coverage(inverse[1, 0] * xs + inverse[1, 1] * ys, src_wh[1])
     fading = weight < 1.0
     out[fading] = np.rint(out[fading] * weight[fading, None]).astype(np.uint8)
 
@@ -489,21 +516,46 @@ def colour_and_normalize(
     return x
 
 
+def batch_buffer(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+    """An uninitialised tensor for a batch; in a DataLoader worker, in shared memory: the batch
+    then reaches the trainer without the copy into shared memory its pickling would make (what
+    PyTorch's own collate does)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(tuple(shape), dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape))
+
+
 def stack_uint8(images: Sequence[Tensor], divisible: int = 32) -> Tensor:
     """HWC uint8 images into one NCHW uint8 batch, padded right/bottom with 0 to the size
-    :func:`stack_batch` pads to."""
+    :func:`stack_batch` pads to. The batch is in the channels-last layout (an NHWC buffer viewed
+    as NCHW): each image is one plain copy, no transposition; the device's colour and
+    normalisation read it as any NCHW tensor."""
     if not images:
         raise ValueError("stack_uint8 needs at least one image")
-    chw = [img.permute(2, 0, 1) for img in images]
-    max_h, max_w = padded_size(chw, divisible)
-    out = torch.zeros((len(chw), chw[0].shape[0], max_h, max_w), dtype=images[0].dtype)
-    for slot, img in zip(out, chw):
-        slot[:, : img.shape[1], : img.shape[2]] = img
-    return out
+    max_h, max_w = padded_size([img.permute(2, 0, 1) for img in images], divisible)
+    out = batch_buffer((len(images), max_h, max_w, images[0].shape[2]), images[0].dtype)
+    for slot, img in zip(out, images):
+        h, w = img.shape[:2]
+        slot[:h, :w] = img
+        slot[h:] = 0
+        slot[:h, w:] = 0
+    return out.permute(0, 3, 1, 2)
+
+
+def batch_shape_hwc(images: Sequence[np.ndarray], divisible: int = 32) -> tuple[int, int, int, int]:
+    """(N, H, W, 3) of the NHWC batch :func:`colour_and_normalize_hwc` makes of HWC ``images``."""
+    height, width = padded_size([img.transpose(2, 0, 1) for img in images], divisible)
+    return len(images), height, width, 3
 
 
 def colour_and_normalize_hwc(
-    images: Sequence[np.ndarray], colour: np.ndarray, mean: Sequence[float], std: Sequence[float], divisible: int = 32
+    images: Sequence[np.ndarray],
+    colour: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    divisible: int = 32,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`colour_and_normalize` on the CPU for HWC ``uint8`` images, bit for bit its values,
     as one NHWC float32 batch padded with 0 to the size :func:`stack_batch` pads to (viewed as NCHW
@@ -512,11 +564,13 @@ def colour_and_normalize_hwc(
     Without saturation a sample's value is a function of each byte and its channel: one
     256-entry table per channel (the official float32 arithmetic on the 256 values) and one
     ``cv2.LUT`` pass. With saturation the colour table gives the float image, and the closed
-    form and the normalisation follow per channel plane, in :func:`colour_and_normalize`'s order."""
+    form and the normalisation follow per channel plane, in :func:`colour_and_normalize`'s order.
+    ``out``: where to write the batch (float32, of :func:`batch_shape_hwc`); a new array by default."""
     if not len(images):
         raise ValueError("colour_and_normalize_hwc needs at least one image")
-    height, width = padded_size([img.transpose(2, 0, 1) for img in images], divisible)
-    out = np.empty((len(images), height, width, 3), dtype=np.float32)
+    height, width = batch_shape_hwc(images, divisible)[1:3]
+    if out is None:
+        out = np.empty((len(images), height, width, 3), dtype=np.float32)
     scaled_mean = np.asarray(mean, dtype=np.float32) / 255
     scaled_std = np.asarray(std, dtype=np.float32) / 255
     levels = np.arange(256, dtype=np.float32) / 255
