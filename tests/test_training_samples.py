@@ -405,7 +405,8 @@ def test_worker_tables_equal_the_batch_path_bit_for_bit():
         rng.integers(0, 256, (int(rng.integers(40, 97)), int(rng.integers(40, 97)), 3), dtype=np.uint8)
         for _ in range(10)
     ]
-    table = np.stack([c.as_array() for c in colours(rng, 10)])
+    drawn = colours(rng, 8) + [Colour(0.1, -0.8, 0.9), Colour(None, 0.0, 1.1)]  # falling and flat tables too
+    table = np.stack([c.as_array() for c in drawn])
     hwc = colour_and_normalize_hwc(images, table, MEAN, STD)
     assert hwc.shape == (10, 96, 96, 3)
     sizes = [img.shape[:2] for img in images]

@@ -563,8 +563,10 @@ def colour_and_normalize_hwc(
 
     Without saturation a sample's value is a function of each byte and its channel: one
     256-entry table per channel (the official float32 arithmetic on the 256 values) and one
-    ``cv2.LUT`` pass. With saturation the colour table gives the float image, and the closed
-    form and the normalisation follow per channel plane, in :func:`colour_and_normalize`'s order.
+    ``cv2.LUT`` pass. With saturation the colour table gives each channel's float plane from its
+    bytes, and, the table rising with the byte (a positive contrast), the channels' maximum and
+    its sign from the largest byte; the closed form and the normalisation follow per channel
+    plane, in :func:`colour_and_normalize`'s order.
     ``out``: where to write the batch (float32, of :func:`batch_shape_hwc`); a new array by default."""
     if not len(images):
         raise ValueError("colour_and_normalize_hwc needs at least one image")
@@ -585,11 +587,18 @@ def colour_and_normalize_hwc(
             table = ((values[:, None] - scaled_mean) / scaled_std).reshape(1, 256, 3)
             cv2.LUT(img, table, dst=target)
         else:
-            planes = cv2.split(cv2.LUT(img, np.repeat(values[:, None], 3, axis=1).reshape(1, 256, 3)))
-            peak = np.maximum(planes[0], planes[1])
-            np.maximum(peak, planes[2], out=peak)
-            factor = np.sign(peak)
-            factor *= saturation
+            table = values.reshape(1, 256)
+            bytes_ = cv2.split(img)
+            planes = [cv2.LUT(plane, table) for plane in bytes_]  # split as bytes: a quarter of the floats
+            if contrast > 0:  # the table rises with the byte: the channels' largest value is the largest byte's
+                top = cv2.max(cv2.max(bytes_[0], bytes_[1]), bytes_[2])
+                peak = cv2.LUT(top, table)
+                factor = cv2.LUT(top, (np.sign(values) * saturation).reshape(1, 256))
+            else:
+                peak = np.maximum(planes[0], planes[1])
+                np.maximum(peak, planes[2], out=peak)
+                factor = np.sign(peak)
+                factor *= saturation
             for c, plane in enumerate(planes):  # peak - factor * (peak - c), then (x - mean) / std
                 np.subtract(peak, plane, out=plane)
                 plane *= factor
