@@ -19,8 +19,13 @@ photo's does) and the same official-format config (``config/nanodet-plus-m_416.y
   factors; colour and normalisation then run on the GPU, not timed here);
 * ours, ``cpu``: what a CPU trainer receives (``collate_finished``: the network's input made in
   the worker);
+* ours, ``gpu_image``: ``gpu`` with each image decoded at the image's reduction (what every draw
+  allows: ``decode_per_draw=False``, as ``cache_images`` stores them) instead of its draw's own;
 * ours, ``before``: the pipeline as it was (``reference=True``: whole decode, perspective warp,
-  colour in float32 per image), this run's baseline of the change.
+  colour in float32 per image), this run's baseline of the change;
+* ``decode``: the decode alone (read, header, decode at each draw's reduction; same images and
+  draws): the floor under any pipeline on this decoder, and so the ceiling of its ratio to the
+  official (``ceiling_at_decode_floor_vs_official``).
 
 ``single``: one process pinned to one CPU with one thread (OpenCV, PyTorch), items then collate,
 batch after batch, the first batch untimed. ``all cores``: a DataLoader with one worker per CPU
@@ -160,8 +165,42 @@ def our_dataset(job: dict):
     cfg = load_config(job["config"])
     dataset_cfg = cfg.data.train.model_copy(update={"img_path": job["img_path"], "ann_path": job["ann_path"]})
     return cfg, build_dataset(
-        dataset_cfg, train=True, seed=0, cache_images=job.get("cache", "none"), reference=job["variant"] == "before"
+        dataset_cfg,
+        train=True,
+        seed=0,
+        cache_images=job.get("cache", "none"),
+        reference=job["variant"] == "before",
+        decode_per_draw=job["variant"] != "gpu_image",
     )
+
+
+def our_decode_floor(job: dict, dataset) -> dict:
+    """The decode alone, as the fast samples decode (each at its draw's reduction): read, header,
+    decode, the same images and draws as the ``single`` jobs; what no pipeline built on this
+    decoder can go under. The first ``batch`` images warm up."""
+    from nanodet.data.image_io import read_image_scaled
+    from nanodet.data.transforms import draw_decode_factor
+
+    def factor_of(index: int):
+        seed = [dataset.seed, 0, index]
+        return lambda w, h: draw_decode_factor(dataset.transform.draw(np.random.default_rng(seed), w, h).matrix)
+
+    count, batch = job["images"] - job["images"] % job["batch"], job["batch"]
+    paths = [dataset.img_dir / dataset.coco.imgs[dataset.img_ids[i]]["file_name"] for i in range(count)]
+    seconds, factors = 0.0, []
+    for i, path in enumerate(paths):
+        begin = time.perf_counter()
+        _, factor, _ = read_image_scaled(path, factor_of(i))
+        if i >= batch:
+            seconds += time.perf_counter() - begin
+            factors.append(factor)
+    timed = count - batch
+    return {
+        "images_per_s": round(timed / seconds, 3),
+        "ms_per_image": round(1e3 * seconds / timed, 2),
+        "timed_images": timed,
+        "factors": {str(k): factors.count(k) for k in sorted(set(factors))},
+    }
 
 
 def our_single(job: dict, dataset) -> dict:
@@ -229,7 +268,12 @@ def run_child(jobs_file: Path) -> None:
             torch.set_num_threads(1)
             cv2.setNumThreads(1)
         cfg, dataset = our_dataset(job)
-        out = our_single(job, dataset) if job["mode"] == "single" else our_loader(job, cfg, dataset)
+        if job["variant"] == "decode":
+            out = our_decode_floor(job, dataset)
+        elif job["mode"] == "single":
+            out = our_single(job, dataset)
+        else:
+            out = our_loader(job, cfg, dataset)
         if dataset.cache is not None:
             dataset.cache.close()
         results.append({**job, **out})
@@ -353,7 +397,7 @@ def main() -> None:
                     if official_ok:
                         result[f"official_{mode}"] = run_jobs(official_cmd, jobs(mode, ["official"]), ref_env)
                 else:
-                    variants = ["gpu", "cpu", "before"] if mode == "single" else ["gpu", "cpu"]
+                    variants = ["gpu", "cpu", "gpu_image", "before", "decode"] if mode == "single" else ["gpu", "cpu"]
                     result[f"ours_{mode}"] = run_jobs(ours_cmd, jobs(mode, variants), env_ours)
                 log(f"  {side} {mode}: {time.perf_counter() - start:.1f}s")
         if not args.no_cache:
@@ -421,10 +465,16 @@ def summarize(rounds: list[dict], sets: dict, inputs: list[int]) -> dict:
                 official = [_rate(_find(r.get(f"official_{mode}"), **key), epoch) for r in rounds]
                 official_rates[mode] = official
                 part: dict = {"official_images_per_s": median(official)}
-                for variant in ("gpu", "cpu", "before"):
+                for variant in ("gpu", "cpu", "gpu_image", "before", "decode"):
                     ours = [_rate(_find(r.get(f"ours_{mode}"), variant=variant, **key), epoch) for r in rounds]
                     if any(v is not None for v in ours):
                         part.update(_compare(ours, official, f"ours_{variant}"))
+                if "ours_decode_images_per_s" in part:  # the decode alone: the most any pipeline on it can reach
+                    part["ceiling_at_decode_floor_vs_official"] = part.pop("ours_decode_vs_official")
+                    part["ceiling_at_decode_floor_vs_official_per_round"] = part.pop(
+                        "ours_decode_vs_official_per_round"
+                    )
+                    part["decode_floor_images_per_s"] = part.pop("ours_decode_images_per_s")
                 row[label] = part
             if size == 416 and any("ours_cache" in r for r in rounds):
                 cache: dict = {}
