@@ -28,9 +28,13 @@ photo's does) and the same official-format config (``config/nanodet-plus-m_416.y
   official (``ceiling_at_decode_floor_vs_official``).
 
 ``single``: one process pinned to one CPU with one thread (OpenCV, PyTorch), items then collate,
-batch after batch, the first batch untimed. ``all cores``: a DataLoader with one worker per CPU
-(ours: ``nanodet.engine.build.build_loader``, persistent workers; official: its ``tools/train.py``
-loader, workers not persistent), two epochs; the second epoch's images/s is reported.
+batch after batch, the first batch untimed; each set and input runs on its own, the two sides back
+to back. Timed by the wall clock (``one_core``) and by the process's CPU time
+(``one_core_cpu_time``: images per CPU-second, what a core of its own would give; on a shared
+machine the wall clock also counts the time other processes held the CPU). ``all cores``: a
+DataLoader with one worker per CPU (ours: ``nanodet.engine.build.build_loader``, persistent
+workers; official: its ``tools/train.py`` loader, workers not persistent), two epochs; the second
+epoch's images/s is reported.
 ``cache``: ours ``gpu`` with ``cache_images`` ``ram`` and ``disk``, at input 416: epoch 1 decodes and
 stores, epoch 2 reads the cache. Rounds alternate which side runs first; each ratio is official /
 ours within a round, and the median over rounds is reported. The GPU rate the loader must feed is
@@ -63,6 +67,7 @@ CONFIGS = {416: REPO / "config" / "nanodet-plus-m_416.yml", 320: REPO / "config"
 UNIQUE_IMAGES = 4  # per size; the rest of the set are copies (same decode cost, less to generate)
 JPEG_QUALITY = 90
 CLASSES = ("a", "b", "c")
+SINGLE_VARIANTS = ["gpu", "cpu", "gpu_image", "before", "decode"]  # ours, on one core
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -187,17 +192,20 @@ def our_decode_floor(job: dict, dataset) -> dict:
 
     count, batch = job["images"] - job["images"] % job["batch"], job["batch"]
     paths = [dataset.img_dir / dataset.coco.imgs[dataset.img_ids[i]]["file_name"] for i in range(count)]
-    seconds, factors = 0.0, []
+    seconds, cpu_seconds, factors = 0.0, 0.0, []
     for i, path in enumerate(paths):
-        begin = time.perf_counter()
+        begin, cpu_begin = time.perf_counter(), time.process_time()
         _, factor, _ = read_image_scaled(path, factor_of(i))
         if i >= batch:
             seconds += time.perf_counter() - begin
+            cpu_seconds += time.process_time() - cpu_begin
             factors.append(factor)
     timed = count - batch
     return {
         "images_per_s": round(timed / seconds, 3),
         "ms_per_image": round(1e3 * seconds / timed, 2),
+        "cpu_images_per_s": round(timed / cpu_seconds, 3),
+        "cpu_ms_per_image": round(1e3 * cpu_seconds / timed, 2),
         "timed_images": timed,
         "factors": {str(k): factors.count(k) for k in sorted(set(factors))},
     }
@@ -211,16 +219,20 @@ def our_single(job: dict, dataset) -> dict:
     starts = list(range(0, count - batch + 1, batch))
     epochs = []
     for epoch in range(job["epochs"]):
-        times = []
+        times, cpu_times = [], []
         for start in starts:
-            begin = time.perf_counter()
+            begin, cpu_begin = time.perf_counter(), time.process_time()
             collate([dataset[(i, epoch)] for i in range(start, start + batch)])
             times.append(time.perf_counter() - begin)
-        timed = times[1:] if epoch == 0 else times  # the first batch of the run warms up
+            cpu_times.append(time.process_time() - cpu_begin)
+        skip = 1 if epoch == 0 else 0  # the first batch of the run warms up
+        timed, cpu_timed = times[skip:], cpu_times[skip:]
         epochs.append(
             {
                 "images_per_s": round(batch * len(timed) / sum(timed), 3),
                 "ms_per_image": round(1e3 * sum(timed) / (batch * len(timed)), 2),
+                "cpu_images_per_s": round(batch * len(cpu_timed) / sum(cpu_timed), 3),
+                "cpu_ms_per_image": round(1e3 * sum(cpu_timed) / (batch * len(cpu_timed)), 2),
                 "timed_images": batch * len(timed),
             }
         )
@@ -386,20 +398,27 @@ def main() -> None:
 
     env_ours = {**os.environ, "OMP_NUM_THREADS": "1"}
     rounds: list[dict] = []
+    pairs = [(name, size) for name in sets for size in inputs]
     for r in range(args.rounds):
         log(f"round {r + 1}/{args.rounds}")
         result: dict = {}
-        order = ("official", "ours") if r % 2 == 0 else ("ours", "official")
         for mode in ("single", "loader"):
-            for side in order:
-                start = time.perf_counter()
-                if side == "official":
-                    if official_ok:
-                        result[f"official_{mode}"] = run_jobs(official_cmd, jobs(mode, ["official"]), ref_env)
-                else:
-                    variants = ["gpu", "cpu", "gpu_image", "before", "decode"] if mode == "single" else ["gpu", "cpu"]
-                    result[f"ours_{mode}"] = run_jobs(ours_cmd, jobs(mode, variants), env_ours)
-                log(f"  {side} {mode}: {time.perf_counter() - start:.1f}s")
+            # one core: each set and input on its own, the two sides back to back (the machine's load
+            # drifts over minutes); all cores: every set and input in one go per side
+            for g, group in enumerate(pairs if mode == "single" else [None]):
+                order = ("official", "ours") if (r + g) % 2 == 0 else ("ours", "official")
+                for side in order:
+                    start = time.perf_counter()
+                    if side == "official" and official_ok:
+                        todo = jobs(mode, ["official"])
+                    elif side == "ours":
+                        todo = jobs(mode, SINGLE_VARIANTS if mode == "single" else ["gpu", "cpu"])
+                    else:
+                        continue
+                    todo = [j for j in todo if group is None or (j["set"], j["input"]) == group]
+                    cmd, env = (official_cmd, ref_env) if side == "official" else (ours_cmd, env_ours)
+                    result.setdefault(f"{side}_{mode}", []).extend(run_jobs(cmd, todo, env))
+                    log(f"  {side} {mode} {group or 'all'}: {time.perf_counter() - start:.1f}s")
         if not args.no_cache:
             start = time.perf_counter()
             cache_jobs = jobs("single", ["gpu"], "ram", True) + jobs("single", ["gpu"], "disk", True)
@@ -433,13 +452,14 @@ def _find(results: list[dict] | None, **keys) -> dict | None:
     return None
 
 
-def _rate(item: dict | None, epoch: int | None = None) -> float | None:
-    """images/s of a job: of the run (one-core jobs) or of one of its epochs."""
+def _rate(item: dict | None, epoch: int | None = None, field: str = "images_per_s") -> float | None:
+    """images/s of a job (``field``: by the wall clock, or ``cpu_images_per_s`` by the process's CPU
+    time): of the run (one-core jobs) or of one of its epochs."""
     if item is None or "error" in item:
         return None
     if epoch is None:
-        return item.get("images_per_s")
-    return item["epochs"][epoch]["images_per_s"] if "epochs" in item else None
+        return item.get(field)
+    return item["epochs"][epoch][field] if "epochs" in item else None
 
 
 def _compare(ours: list[float | None], official: list[float | None], label: str) -> dict:
@@ -461,12 +481,16 @@ def summarize(rounds: list[dict], sets: dict, inputs: list[int]) -> dict:
             key = {"set": name, "input": size}
             row: dict = {}
             official_rates = {}
-            for label, mode, epoch in (("one_core", "single", None), ("all_cores", "loader", 1)):
-                official = [_rate(_find(r.get(f"official_{mode}"), **key), epoch) for r in rounds]
-                official_rates[mode] = official
+            for label, mode, epoch, field in (
+                ("one_core", "single", None, "images_per_s"),
+                ("one_core_cpu_time", "single", None, "cpu_images_per_s"),
+                ("all_cores", "loader", 1, "images_per_s"),
+            ):
+                official = [_rate(_find(r.get(f"official_{mode}"), **key), epoch, field) for r in rounds]
+                official_rates.setdefault(mode, official)
                 part: dict = {"official_images_per_s": median(official)}
-                for variant in ("gpu", "cpu", "gpu_image", "before", "decode"):
-                    ours = [_rate(_find(r.get(f"ours_{mode}"), variant=variant, **key), epoch) for r in rounds]
+                for variant in SINGLE_VARIANTS:
+                    ours = [_rate(_find(r.get(f"ours_{mode}"), variant=variant, **key), epoch, field) for r in rounds]
                     if any(v is not None for v in ours):
                         part.update(_compare(ours, official, f"ours_{variant}"))
                 if "ours_decode_images_per_s" in part:  # the decode alone: the most any pipeline on it can reach

@@ -10,9 +10,10 @@ from the file given, prints one JSON list of results (the last stdout line):
 
 A job: ``{"config", "img_path", "ann_path", "batch", "images", "mode", "workers", "epochs", "cpu"}``.
 ``mode`` ``single``: this process alone (pinned to CPU ``cpu`` when given, one thread), items
-then collate then stack, batch after batch; ``loader``: the official ``tools/train.py``
-DataLoader (``shuffle``, ``naive_collate``, ``drop_last``, ``workers`` workers, not
-persistent) with the stack in this process, for ``epochs`` epochs.
+then collate then stack, batch after batch, timed by the wall clock and by the process's CPU
+time; ``loader``: the official ``tools/train.py`` DataLoader (``shuffle``, ``naive_collate``,
+``drop_last``, ``workers`` workers, not persistent) with the stack in this process, for
+``epochs`` epochs.
 """
 
 import json
@@ -39,16 +40,19 @@ def official_dataset(job):
 def run_single(job, dataset):
     batch, count = job["batch"], job["images"]
     starts = list(range(0, count - batch + 1, batch))
-    times = []
+    times, cpu_times = [], []
     for start in starts:
-        begin = time.perf_counter()
+        begin, cpu_begin = time.perf_counter(), time.process_time()
         meta = naive_collate([dataset[i] for i in range(start, start + batch)])
         stack_batch_img(meta["img"], divisible=32)
         times.append(time.perf_counter() - begin)
-    timed = times[1:]  # the first batch warms up (page cache, lazy imports)
+        cpu_times.append(time.process_time() - cpu_begin)
+    timed, cpu_timed = times[1:], cpu_times[1:]  # the first batch warms up (page cache, lazy imports)
     return {
         "images_per_s": round(batch * len(timed) / sum(timed), 3),
         "ms_per_image": round(1e3 * sum(timed) / (batch * len(timed)), 2),
+        "cpu_images_per_s": round(batch * len(cpu_timed) / sum(cpu_timed), 3),
+        "cpu_ms_per_image": round(1e3 * sum(cpu_timed) / (batch * len(cpu_timed)), 2),
         "timed_images": batch * len(timed),
     }
 
