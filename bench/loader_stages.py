@@ -4,14 +4,17 @@
                                             [--set-images 96,48] [--batch 16] [--repeats 3] [--out FILE]
 
 The same photo-like JPEGs and official-format configs as ``bench/loader.py`` (its ``make_set``),
-``collate_detection`` batches (what a CUDA trainer receives), one process pinned to one CPU with one
-thread. Two passes over ``--images`` images per repeat, each an epoch the set has not had yet
-(fresh draws; files in the page cache after the first, untimed, epoch):
+one process pinned to one CPU with one thread. Two passes over ``--images`` images per repeat,
+each an epoch the set has not had yet (fresh draws; files in the page cache after the first,
+untimed, epoch):
 
-* ``plain``: no profiler, ms per image (the number to compare);
-* ``profiled``: under ``cProfile``, the time of each stage (cumulative time of the functions that
+* ``plain``: no profiler, ``collate_detection`` (a CUDA trainer's batches), ms per image (the
+  number to compare);
+* ``profiled``: under ``cProfile``, ``collate_finished`` (a CPU trainer's: the colour and
+  normalisation made in the worker), the time of each stage (cumulative time of the functions that
   make it, named in ``STAGES``); ``other`` is the rest of the profiled total (Python around them,
-  the profiler's own cost included).
+  the profiler's own cost included). Without its ``colour (CPU trainer)`` stage it is the CUDA
+  trainer's work.
 
 The repeat with the lowest plain time is reported (the machine may be shared). Prints ONE JSON object.
 """
@@ -43,7 +46,8 @@ STAGES = {
     "draw": [("transforms.py", "draw")],
     "warp": [("transforms.py", "warp_image")],
     "boxes": [("coco_dataset.py", "annotations"), ("preprocess.py", "warp_boxes"), ("transforms.py", "_keep_visible")],
-    "collate": [("coco_dataset.py", "collate_detection")],
+    "collate": [("coco_dataset.py", "collate_finished")],
+    "colour (CPU trainer)": [("transforms.py", "colour_and_normalize_hwc")],
 }
 
 
@@ -59,12 +63,13 @@ def stage_times(stats: pstats.Stats) -> dict[str, float]:
         for stage, functions in STAGES.items():
             if any(filename.endswith(suffix) and name == fn for suffix, fn in functions):
                 out[stage] += cumulative
+    out["collate"] -= out["colour (CPU trainer)"]  # collate_finished calls it
     return out
 
 
 def measure(set_facts: dict, size: int, count: int, batch: int, repeats: int) -> dict:
     from nanodet.config import load_config
-    from nanodet.data.coco_dataset import build_dataset, collate_detection
+    from nanodet.data.coco_dataset import build_dataset, collate_detection, collate_finished
 
     cfg = load_config(CONFIGS[size])
     dataset_cfg = cfg.data.train.model_copy(
@@ -81,7 +86,7 @@ def measure(set_facts: dict, size: int, count: int, batch: int, repeats: int) ->
         profiler = cProfile.Profile()
         begin = time.perf_counter()
         profiler.enable()
-        run_epoch(dataset, collate_detection, 2 + 2 * r, count, batch)
+        run_epoch(dataset, collate_finished, 2 + 2 * r, count, batch)
         profiler.disable()
         profiled = time.perf_counter() - begin
         stages = stage_times(pstats.Stats(profiler))
@@ -89,6 +94,7 @@ def measure(set_facts: dict, size: int, count: int, batch: int, repeats: int) ->
         row = {
             "plain_ms_per_image": round(1e3 * plain / count, 2),
             "profiled_ms_per_image": round(1e3 * profiled / count, 2),
+            "profiled_without_colour_ms_per_image": round(1e3 * (profiled - stages["colour (CPU trainer)"]) / count, 2),
             "stages_ms_per_image": {k: round(1e3 * v / count, 3) for k, v in stages.items()},
         }
         log(f"  repeat {r + 1}: {row}")

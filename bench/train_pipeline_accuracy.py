@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=48, help="validation images")
     parser.add_argument("--input", type=int, default=128, help="square input size")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES), help="which runs (default both)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "nanodet-bench-pipeline-accuracy"
@@ -112,7 +113,7 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="nanodet-pipeline-accuracy-") as tmp:
         for seed in args.seeds:
-            for side in SIDES if seed % 2 == 0 else SIDES[::-1]:
+            for side in [s for s in (SIDES if seed % 2 == 0 else SIDES[::-1]) if s in args.sides]:
                 spec = {
                     "side": side,
                     "seed": seed,
