@@ -8,9 +8,11 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -68,12 +70,13 @@ def cache_files(folder: Path) -> list[Path]:
 
 
 @pytest.fixture
-def disk_folder(tmp_path, monkeypatch) -> Path:
-    """The disk cache's folder (the temporary folder) pointed at a folder of this test."""
-    folder = tmp_path / "tmpdir"
-    folder.mkdir()
+def disk_folder(monkeypatch) -> Iterator[Path]:
+    """The disk cache's folder (the temporary folder) pointed at a folder of this test. A short
+    one beside pytest's: DataLoader workers put their sockets under it (``check_worker_sockets``)."""
+    folder = Path(tempfile.mkdtemp(prefix="nd-cache-"))
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def assert_same_item(a: dict, b: dict) -> None:

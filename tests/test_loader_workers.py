@@ -5,13 +5,18 @@ deadlocked)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from nanodet.config import ConfigError
 from nanodet.data.coco_dataset import collate_detection, collate_finished
-from nanodet.engine.build import build_loader, prefetch_batches
+from nanodet.engine.build import SOCKET_PATH_MAX, WORKER_SOCKET_SUFFIX, build_loader, prefetch_batches
 from nanodet.engine.distributed import DistContext
 
 from .conftest import synthetic_training_config
@@ -47,3 +52,28 @@ def test_worker_batches_are_the_training_process_batches(tmp_path):
     cuda_style.sampler.set_epoch(0)
     first = next(iter(cuda_style))
     assert first.images.dtype == torch.uint8 and first.colour.shape == (4, 4)
+
+
+def test_a_temporary_folder_too_long_for_the_workers_sockets_is_refused_before_they_start(tmp_path, monkeypatch):
+    """Under such a folder a worker's batch was dropped (its socket could not be bound) and the
+    training process waited for it forever."""
+    from nanodet.data.coco_dataset import build_dataset
+
+    cfg = synthetic_training_config(tmp_path, train_images=2, val_images=1, input_size=(64, 64), batch_size=2)
+    dataset = build_dataset(cfg.data.train, train=True, seed=0)
+    base = Path(tempfile.mkdtemp(prefix="nd-"))  # short, beside pytest's folders
+    fits = base / ("d" * (SOCKET_PATH_MAX - WORKER_SOCKET_SUFFIX - len(str(base)) - 1))
+    too_long = Path(str(fits) + "x")
+    for folder in (fits, too_long):
+        folder.mkdir()
+    cpu = DistContext(device=torch.device("cpu"))
+    monkeypatch.setattr(tempfile, "tempdir", str(too_long))
+    with pytest.raises(ConfigError, match="TMPDIR"):
+        build_loader(cfg.merged({"device": {"workers_per_gpu": 2}}), dataset, cpu, train=True, seed=0)
+    serial = build_loader(cfg.merged({"device": {"workers_per_gpu": 0}}), dataset, cpu, train=True, seed=0)
+    assert serial.num_workers == 0
+    monkeypatch.setattr(tempfile, "tempdir", str(fits))
+    loader = build_loader(cfg.merged({"device": {"workers_per_gpu": 1}}), dataset, cpu, train=True, seed=0)
+    loader.sampler.set_epoch(0)
+    assert len(next(iter(loader)).img_ids) == 2  # a folder of exactly the limit works
+    shutil.rmtree(base)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import AUX_PREFIXES, load_weights
-from ..config import NanoDetConfig
+from ..config import ConfigError, NanoDetConfig
 from ..data.coco_dataset import CocoDetection, EpochSampler, build_dataset, collate_detection, collate_finished
 from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
@@ -130,6 +131,33 @@ def init_loader_worker(worker_id: int) -> None:
         cv2.setNumThreads(1)
 
 
+SOCKET_PATH_MAX = 107
+"""Bytes a UNIX socket's path may have on Linux (``sun_path`` is 108, with its terminating zero)."""
+
+WORKER_SOCKET_SUFFIX = len("/pymp-12345678/listener-12345678")
+"""What Python's multiprocessing adds to the temporary folder for the socket a worker process
+hands each batch's shared memory over (``resource_sharer``: a ``pymp-`` folder, a ``listener-`` socket)."""
+
+
+def check_worker_sockets(workers: int) -> None:
+    """Refuse DataLoader workers where the temporary folder's path is too long for their sockets.
+
+    A worker passes each batch's shared memory to the training process through a UNIX socket
+    under the temporary folder (``TMPDIR``). Where its path does not fit, the worker's queue
+    thread drops the batch with a traceback and the training process waits for it forever: a
+    hang, not an error. Raised here, before any worker starts."""
+    if workers <= 0:
+        return
+    folder = tempfile.gettempdir()
+    if len(folder.encode()) + WORKER_SOCKET_SUFFIX > SOCKET_PATH_MAX:
+        limit = SOCKET_PATH_MAX - WORKER_SOCKET_SUFFIX
+        raise ConfigError(
+            f"the temporary folder {folder!r} is {len(folder.encode())} bytes long: data-loading workers pass "
+            f"batches through UNIX sockets under it, whose paths cannot exceed {SOCKET_PATH_MAX} bytes. "
+            f"Point TMPDIR at a folder of at most {limit} bytes, or set workers_per_gpu to 0"
+        )
+
+
 def build_loader(cfg: NanoDetConfig, dataset: CocoDetection, ctx: DistContext, train: bool, seed: int) -> DataLoader:
     """This rank's shard in batches; the sampler passes the epoch on to the augmentation seed.
 
@@ -141,6 +169,7 @@ def build_loader(cfg: NanoDetConfig, dataset: CocoDetection, ctx: DistContext, t
         DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=train, seed=seed)
     )
     workers = dev.workers_per_gpu
+    check_worker_sockets(workers)
     cuda = ctx.device.type == "cuda"
     return DataLoader(
         dataset,

@@ -14,7 +14,7 @@ from ..data.coco_dataset import build_dataset, collate_detection
 from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
 from ..utils.cpus import limit_threads, loader_workers, local_processes
-from .build import init_loader_worker
+from .build import check_worker_sockets, init_loader_worker
 from .distributed import DistContext, cleanup_distributed, init_distributed
 from .evaluate import predict_loader
 from .pictures import EvalPictures
@@ -74,6 +74,7 @@ def evaluate(cfg: NanoDetConfig, weights: str | Path, device: str = "auto", batc
     load_weights(model, weights, log, strict=True)
     model.to(dev)
     dataset = build_dataset(cfg.data.val, train=False)
+    check_worker_sockets(cfg.device.workers_per_gpu)
     loader = DataLoader(
         dataset,
         batch_size=batch_size or cfg.device.batchsize_per_gpu,
