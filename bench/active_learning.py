@@ -16,7 +16,7 @@ shared by every algorithm, for ``--round0-epochs``: it stands in for the platfor
 and from random init the mining-round budget leaves a model that finds nothing, AP_50 0.01 after 8
 epochs of 100 images); then for each algorithm, ``--rounds`` times: score the unlabelled rest
 with the last model (the inference pre-processing, ``Predictor.forward_levels`` and
-``nanodet.mining.uncertainty_scores``; ``random``: a seeded draw), label the top 10 % of the pool,
+``nanodet.mining.uncertainty.uncertainty_scores``; ``random``: a seeded draw), label the top 10 % of the pool,
 and fine-tune for the same number of epochs from the last round's ``nanodet_model_best.pth`` (the
 whole EMA model, aux branch included), as the platform does. Each round's model is evaluated once,
 at its end, on the whole test set (AP_50, the platform's mAP, and COCO mAP).
@@ -30,7 +30,7 @@ on stdout (progress on stderr) and writes it with two plots to ``--out``: ``acti
 picks, GT boxes drawn). ``--quick`` runs a small version (2 seeds) and writes ``*_quick.*`` files.
 
 **Diversity** (issue 32; ``--diversity``): the arms random, aldd, ``aldd_diversity`` and
-``entropy_diversity`` (the scorer's ranking re-ordered by ``nanodet.mining_diversity``, as the
+``entropy_diversity`` (the scorer's ranking re-ordered by ``nanodet.mining.diversity``, as the
 mining task does with ``mining_diversity: true``) on two pools: the plain one above and a bursty
 one (``--bursty-scenes``, 200: scenes drawn like the plain pool's originals, with another seed,
 each as 6-10 consecutive jittered frames: shifted up to 6 px, re-brightened, re-noised, like
@@ -252,11 +252,11 @@ def mining_scores(
     proto: Protocol, data: dict, weights: str, image_ids: list[int], algorithm: str
 ) -> tuple[list[float], np.ndarray]:
     """Uncertainty of each image under ``weights``, with inference pre-processing and batching, and
-    the diversity embeddings of the same forward (``nanodet.mining_diversity``), as the task does."""
+    the diversity embeddings of the same forward (``nanodet.mining.diversity``), as the task does."""
     from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
-    from nanodet.mining import uncertainty_scores
-    from nanodet.mining_diversity import image_embeddings
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
+    from nanodet.mining.diversity import image_embeddings
+    from nanodet.mining.uncertainty import uncertainty_scores
 
     cfg = round_config(proto, data, data["pool"]["ann_path"], Path(data["root"]), None, proto.epochs)
     predictor = Predictor(cfg, weights)
@@ -315,7 +315,7 @@ def mine_round(
     proto: Protocol, data: dict, weights: str, labelled: list[int], algorithm: str, seed: int, round_index: int
 ) -> dict:
     """Score the unlabelled pool and choose the next ``proto.step`` images."""
-    from nanodet.mining_diversity import diverse_order
+    from nanodet.mining.diversity import diverse_order
 
     start = time.perf_counter()
     candidates = sorted(set(range(1, data["size"] + 1)) - set(labelled))

@@ -50,9 +50,9 @@ def prepare(root: Path, sizes: list[int], input_size: int, bad: int, batch: int,
 
     from bench._common import random_detector
     from executor.workspace import write_env
-    from nanodet.checkpoint import save_pth
     from nanodet.config import load_config, save_config
     from nanodet.data.synthetic import synthetic_image
+    from nanodet.weights.checkpoint import save_pth
 
     models = root / "models"
     models.mkdir(parents=True)

@@ -11,7 +11,7 @@ for ``--epochs`` epochs on a small training set, in two ways from the same file:
   ``aux_head.gfl_cls``), whose shapes change with the class count, are skipped whole, so the
   box-distribution rows they also hold restart from random init with the class rows;
 - ``partial_keep`` (now): the box-distribution rows and the rows of the classes matched by name
-  are carried over (``nanodet.class_transfer``); only the new class starts at its initial rows.
+  are carried over (``nanodet.weights.class_transfer``); only the new class starts at its initial rows.
 
 Everything else (data, seeds, schedule) is identical. Prints one JSON object: AP50 and mAP of
 the EMA model after each epoch, per seed and variant, and the mean ± std over seeds.
@@ -66,8 +66,8 @@ def schedule(epochs: int, lr: float, load_model: str | None = None) -> dict:
 def without_class_convs(source: Path, out: Path) -> Path:
     """The source weights less the class-conv tensors: what a loader that skips tensors of
     another shape ends up with (they stay at the model's initial values)."""
-    from nanodet.checkpoint import read_checkpoint, save_pth
-    from nanodet.class_transfer import CLASS_CONV
+    from nanodet.weights.checkpoint import read_checkpoint, save_pth
+    from nanodet.weights.class_transfer import CLASS_CONV
 
     state = read_checkpoint(source)["state_dict"]
     save_pth({k: v for k, v in state.items() if not CLASS_CONV.match(k)}, out)

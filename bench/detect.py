@@ -52,10 +52,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import REPO, host_info, log, random_detector  # noqa: E402
-from nanodet.checkpoint import save_pth  # noqa: E402
 from nanodet.config import load_config  # noqa: E402
 from nanodet.data.synthetic import synthetic_image  # noqa: E402
 from nanodet.deploy.export import export_onnx  # noqa: E402
+from nanodet.weights.checkpoint import save_pth  # noqa: E402
 
 VARIANTS = ("auto", "auto_cached", "one_stream", "torch", "onnxruntime", "openvino", "onnx", "reduced")
 
@@ -123,11 +123,11 @@ def breakdown(
 
     from nanodet.data.image_io import read_image
     from nanodet.data.preprocess import pad_batch
-    from nanodet.detect import detection_record
-    from nanodet.predictor import Predictor
+    from nanodet.inference.detect import detection_record
+    from nanodet.inference.predictor import Predictor
 
-    code = "import time; t = time.perf_counter(); import nanodet.cli, nanodet.detect, nanodet.predictor, onnxruntime, "
-    code += "openvino; print(time.perf_counter() - t)"
+    code = "import time; t = time.perf_counter(); import nanodet.cli, nanodet.inference.detect, "
+    code += "nanodet.inference.predictor, onnxruntime, openvino; print(time.perf_counter() - t)"
     imports = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout)
     torch.set_num_threads(threads)
     os.environ["NANODET_CACHE_DIR"] = str(cache)

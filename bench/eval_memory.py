@@ -54,8 +54,8 @@ from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from nanodet.config import METRIC_NAMES, ap_key, recall_key  # noqa: E402
-from nanodet.detections import Detections  # noqa: E402
 from nanodet.evaluation.coco import CocoEvaluator  # noqa: E402
+from nanodet.inference.detections import Detections  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 NUM_CLASSES = 3

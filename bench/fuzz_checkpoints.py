@@ -51,7 +51,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.fuzz_children import OUTCOMES, ChildResult, Limits, cpu_model, run_children  # noqa: E402
-from nanodet.checkpoint import extract_state_dict, file_class_names, load_weights, read_checkpoint, save_pth  # noqa: E402
 from nanodet.config import NanoDetConfig, load_config  # noqa: E402
 from nanodet.engine.build import build_optimizer  # noqa: E402
 from nanodet.engine.checkpointer import (  # noqa: E402
@@ -62,6 +61,7 @@ from nanodet.engine.checkpointer import (  # noqa: E402
 )
 from nanodet.errors import CheckpointError  # noqa: E402
 from nanodet.model import build_model  # noqa: E402
+from nanodet.weights.checkpoint import extract_state_dict, file_class_names, load_weights, read_checkpoint, save_pth  # noqa: E402
 from tests import crafted_pickles as cp  # noqa: E402
 from tests.old_checkpoints import save_lightning_checkpoint  # noqa: E402
 

@@ -28,7 +28,7 @@ if something hangs, a watchdog prints what was measured so far and exits 3.
             there); ``data_wait_share`` is the time blocked in ``next(loader)`` over the total;
             ``peak_mem_mib`` is ``torch.cuda.max_memory_allocated`` over the timed steps.
 
-``infer``   ``nanodet.predictor.Predictor`` (PyTorch backend, BN folded, inference mode) with
+``infer``   ``nanodet.inference.predictor.Predictor`` (PyTorch backend, BN folded, inference mode) with
             fixed random weights calibrated to give a trained-like number of candidates
             (``bench._common.random_detector``; the detections per image are reported, since
             post-processing time depends on them). Forward only at batch 1/16/64 fp32 on a
@@ -38,7 +38,7 @@ if something hangs, a watchdog prints what was measured so far and exits 3.
             workers → ``predict_batch``, DataLoader start-up included), pin_memory off then on,
             alternated twice, best pass kept. Baseline: the same on CPU (32 images, 4 workers).
 
-``mining``  ALDD scores (``nanodet.mining.aldd_scores`` on ``Predictor.forward_levels``) over the
+``mining``  ALDD scores (``nanodet.mining.uncertainty.aldd_scores`` on ``Predictor.forward_levels``) over the
             same folder, pin_memory off and on, plus the executor's one-pass mining + infer
             (``predict_batch_with_levels``). Baseline: the same on CPU with a few images.
 
@@ -519,7 +519,7 @@ def detector_weights(run: Run) -> Path:
     path = run.tmp / "random_detector.pth"
     if not path.is_file():
         from bench._common import random_detector
-        from nanodet.checkpoint import save_pth
+        from nanodet.weights.checkpoint import save_pth
 
         save_pth(random_detector(inference_config()), path)
     return path
@@ -530,7 +530,7 @@ def predictor_on(run: Run, device: torch.device):
     PyTorch model, and it is what ``auto`` picks on CUDA)."""
     key = ("predictor", str(device))
     if key not in run.cache:
-        from nanodet.predictor import Predictor
+        from nanodet.inference.predictor import Predictor
 
         run.cache[key] = Predictor(inference_config(), detector_weights(run), device=device, backend="torch")
     return run.cache[key]
@@ -567,7 +567,7 @@ def forward_speeds(predictor, batches: tuple[int, ...], warmup: int, calls: int)
 
 def consume(predictor, batch, mode: str) -> tuple[int, list[float]]:
     """One batch of the folder: (detections above CONF_THRES, ALDD scores) as ``mode`` asks."""
-    from nanodet.mining import aldd_scores
+    from nanodet.mining.uncertainty import aldd_scores
 
     hw = (batch.images.shape[2], batch.images.shape[3])
     nc = len(predictor.class_names)
@@ -676,7 +676,10 @@ def part_infer(run: Run) -> dict:
 def part_mining(run: Run) -> dict:
     predictor = predictor_on(run, run.device)
     plan = run.plan
-    out = {"algorithm": "aldd (nanodet.mining.aldd_scores on Predictor.forward_levels)", "device": str(run.device)}
+    out = {
+        "algorithm": "aldd (nanodet.mining.uncertainty.aldd_scores on Predictor.forward_levels)",
+        "device": str(run.device),
+    }
     out["folder_mine"] = guarded(run, "folder mining", partial(pin_comparison, run, predictor, "mine"))
     paths = folder_images(run, plan.folder_images)
     one_pass = partial(folder_pass, predictor, paths, plan.folder_batch, plan.workers, run.cuda, "mine+detect")

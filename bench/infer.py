@@ -97,7 +97,7 @@ def build_predictor(variant: str, size: int, weights: Path, device: str, example
     Every path is a real Predictor, so ``predict`` / ``predict_batch`` use it unchanged.
     Returns (predictor, forward(batch) → raw head output, seconds spent building).
     """
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
 
     base, _, _ = parse_variant(variant)
     start = time.perf_counter()
@@ -470,7 +470,7 @@ def worker_profile(spec: WorkerSpec) -> dict:
 
 def _postprocess(pred, raw: torch.Tensor, hw: tuple[int, int], mats: list, images: list) -> list:
     """The predictor's full post-processing (decode, NMS, boxes back to the images)."""
-    from nanodet.postprocess import postprocess
+    from nanodet.inference.postprocess import postprocess
 
     return postprocess(
         raw,
@@ -491,8 +491,8 @@ def _profile_image(pred, fwd, sync, path: Path) -> tuple:
     warp matrix, NMS candidates)."""
     from nanodet.data.image_io import read_image
     from nanodet.data.transforms import stack_batch
+    from nanodet.inference.postprocess import decode
     from nanodet.ops.nms import multiclass_nms
-    from nanodet.postprocess import decode
 
     t0 = time.perf_counter()
     image = read_image(path)
@@ -671,11 +671,11 @@ def make_plan(args: argparse.Namespace, t_start: float) -> Plan:
 
 def make_assets(tmp: Path, sizes: list[int], n_images: int) -> dict:
     """Weights file, timing inputs per size, and the image folder."""
-    from nanodet.checkpoint import save_pth
     from nanodet.config import load_config
     from nanodet.data.image_io import read_image
     from nanodet.data.synthetic import make_synthetic_coco
     from nanodet.data.transforms import preprocess
+    from nanodet.weights.checkpoint import save_pth
 
     cfg = load_config(REPO / CONFIGS[320])
     t = time.perf_counter()

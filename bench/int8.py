@@ -37,13 +37,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import REPO, host_info, log, random_detector  # noqa: E402
-from nanodet.checkpoint import save_pth  # noqa: E402
 from nanodet.config import load_config  # noqa: E402
 from nanodet.data.image_io import list_images, read_image  # noqa: E402
 from nanodet.deploy.export import export_onnx  # noqa: E402
-from nanodet.detections import Detections  # noqa: E402
 from nanodet.evaluation.confusion import pairwise_iou  # noqa: E402
-from nanodet.predictor import Predictor  # noqa: E402
+from nanodet.inference.detections import Detections  # noqa: E402
+from nanodet.inference.predictor import Predictor  # noqa: E402
+from nanodet.weights.checkpoint import save_pth  # noqa: E402
 
 
 def quantize(fp32: Path, out: Path, calibration: list[np.ndarray], fmt: str) -> Path:

@@ -63,9 +63,9 @@ def prepare_task(root: Path, candidates: int, input_size: int, batch: int) -> Pa
 
     from bench._common import random_detector
     from executor.workspace import write_env
-    from nanodet.checkpoint import save_pth
     from nanodet.config import load_config, save_config
     from nanodet.data.synthetic import synthetic_image
+    from nanodet.weights.checkpoint import save_pth
 
     in_dir = root / "in"
     models = in_dir / "models"
@@ -184,9 +184,9 @@ def embedding_share(in_dir: Path, batch: int, repeats: int = 20) -> dict:
 
     from nanodet.config import load_config
     from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
-    from nanodet.mining import uncertainty_scores
-    from nanodet.mining_diversity import image_embeddings
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
+    from nanodet.mining.diversity import image_embeddings
+    from nanodet.mining.uncertainty import uncertainty_scores
 
     torch.set_num_threads(1)
     models = in_dir / "models"
@@ -225,7 +225,7 @@ def memory_case(count: int, diversity: bool) -> dict:
 
     from bench._common import peak_rss_mib
     from executor.predict import CandidateResults
-    from nanodet.mining_diversity import EMBED_DIMS, MAX_GROUPS
+    from nanodet.mining.diversity import EMBED_DIMS, MAX_GROUPS
 
     before = peak_rss_mib()
     written = [f"/in/assets/{k % 256:02x}/camera-frame-{k:07d}.jpg" for k in range(count)]
@@ -291,8 +291,8 @@ def measure_separation(weights: Path, thresholds: tuple[float, ...] = (0.8, 0.85
     from bench._common import PoolRecipe, make_pool
     from bench.active_learning import Protocol, round_config
     from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
-    from nanodet.mining_diversity import SIMILAR, _centre, _unit, image_embeddings
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
+    from nanodet.mining.diversity import SIMILAR, _centre, _unit, image_embeddings
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="mining-separation-") as tmp:

@@ -23,9 +23,9 @@ RATE = re.compile(r"rank (\d+): (\d+) images in ([\d.]+) s \(([\d.]+) images/s\)
 
 def trained_models(root: Path, input_size: int) -> Path:
     """A models folder as training leaves it (random weights: speed does not depend on them)."""
-    from nanodet.checkpoint import save_pth
     from nanodet.config import load_config, save_config
     from nanodet.model import build_model
+    from nanodet.weights.checkpoint import save_pth
 
     cfg = load_config(ROOT / "config" / "nanodet-plus-m_320.yml").with_classes(["circle", "square", "triangle"])
     size = [input_size, input_size]

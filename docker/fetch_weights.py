@@ -9,7 +9,7 @@ must be present and pass its checks. Without ``--verify-only`` a missing or fail
 downloaded (temp file, checks, ``os.replace``) and checked the same way. Checks:
 
 - ``imagenet-backbone``: the sha256 starts with the hex in torchvision's file name, and the
-  state dict fits the ShuffleNetV2 of that width (``nanodet.model.pretrained.fit_backbone``);
+  state dict fits the ShuffleNetV2 of that width (``nanodet.weights.imagenet.fit_backbone``);
 - ``coco-checkpoint``: read weights-only (the Lightning names of the official release files
   become inert stand-ins; a pickle that would run code is refused), and every tensor of the full
   training model of its config (aux branch included) is present with its shape.
@@ -67,7 +67,7 @@ def entry_problems(entry: Entry) -> list[str]:
     """What makes an entry unusable: the download checks, plus the model it must fit."""
     problems = download_problems(entry)
     if entry.kind == "imagenet-backbone":
-        from nanodet.model.pretrained import IMAGENET_BACKBONES
+        from nanodet.weights.imagenet import IMAGENET_BACKBONES
 
         if entry.model_size not in IMAGENET_BACKBONES:
             problems.append(f"model_size {entry.model_size!r} is not one of {sorted(IMAGENET_BACKBONES)}")
@@ -87,10 +87,10 @@ def without_path(message: str, path: Path) -> str:
 
 def check_backbone(entry: Entry, path: Path) -> str:
     """The file fits the ShuffleNetV2 of the entry's width; returns a one-line description."""
-    from nanodet.checkpoint import CheckpointError
     from nanodet.config import BackboneConfig
     from nanodet.model.backbone import ShuffleNetV2
-    from nanodet.model.pretrained import fit_backbone
+    from nanodet.weights.checkpoint import CheckpointError
+    from nanodet.weights.imagenet import fit_backbone
 
     try:
         report = fit_backbone(ShuffleNetV2(BackboneConfig(model_size=entry.model_size, pretrain=False)), path)
@@ -104,9 +104,9 @@ def check_coco_checkpoint(entry: Entry, path: Path) -> str:
     shape (an official Plus checkpoint holds them all, aux branch included): a strict load."""
     import logging
 
-    from nanodet.checkpoint import CheckpointError, load_weights
     from nanodet.config import load_config
     from nanodet.model import build_model
+    from nanodet.weights.checkpoint import CheckpointError, load_weights
 
     model = build_model(load_config(config_path(entry)).model.arch)
     try:
@@ -128,9 +128,9 @@ def verify_unlisted(path: Path) -> str:
     it (not strict: the head may differ; the backbone and neck must fit)."""
     import logging
 
-    from nanodet.checkpoint import CheckpointError, load_weights
     from nanodet.config import load_config
     from nanodet.model import build_model
+    from nanodet.weights.checkpoint import CheckpointError, load_weights
 
     config = training_config_for(path)
     if config is None:

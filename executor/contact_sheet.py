@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nanodet.charts import contact_sheet, letterbox
 from nanodet.data.image_io import ImageReadError, read_image_reduced
-from nanodet.predictor import Predictor
+from nanodet.inference.predictor import Predictor
+from nanodet.pictures.charts import contact_sheet, letterbox
+from nanodet.pictures.draw import draw_boxes
 from nanodet.utils.io import atomic_write
-from nanodet.visualize import draw_boxes
 
 log = logging.getLogger("executor.contact_sheet")
 

@@ -6,10 +6,10 @@ import shutil
 
 import torch
 
-from nanodet.checkpoint import CheckpointError
 from nanodet.config import ConfigError as ModelConfigError
 from nanodet.data.image_io import ImageReadError
 from nanodet.engine.trainer import NonFiniteLossError
+from nanodet.weights.checkpoint import CheckpointError
 
 from .errors import ExecutorError, ReturnCode
 

@@ -5,9 +5,9 @@ when both run (each batch's single forward gives its uncertainty scores and its 
   above ``conf_thres`` with class name and score (``boxes`` key from protocol 1.0.0 on,
   ``annotations`` before).
 - mining → ``/out/result.tsv``: every candidate with its ``mining_algorithm`` score (ALDD,
-  detection entropy, or random as a baseline; ``nanodet/mining.py``), highest first. With
+  detection entropy, or random as a baseline; ``nanodet/mining/uncertainty.py``), highest first. With
   ``mining_diversity`` (ALDD and entropy), near-duplicates of a higher-ranked candidate have
-  their score discounted (``nanodet/mining_diversity.py``; embeddings from the same forward),
+  their score discounted (``nanodet/mining/diversity.py``; embeddings from the same forward),
   once, on rank 0, over every process's candidates: the file lists the discounted scores.
 
 An image that is missing or cannot be read gets an empty box list (infer) or the lowest
@@ -32,11 +32,11 @@ from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, load_config
 from nanodet.data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
 from nanodet.deploy.runtimes import RuntimeUnavailable
-from nanodet.detections import Detections
 from nanodet.engine.distributed import DistContext, cleanup_distributed, init_distributed
-from nanodet.mining import uncertainty_scores
-from nanodet.mining_diversity import EMBED_DIMS, diverse_order, image_embeddings
-from nanodet.predictor import Predictor
+from nanodet.inference.detections import Detections
+from nanodet.inference.predictor import Predictor
+from nanodet.mining.diversity import EMBED_DIMS, diverse_order, image_embeddings
+from nanodet.mining.uncertainty import uncertainty_scores
 from nanodet.utils.io import atomic_write, atomic_write_text
 from nanodet.utils.pause_points import pause_point
 from nanodet.utils.pipeline import overlapped
@@ -236,7 +236,7 @@ class CandidateResults:
             self.boxes.update(boxes)
 
     def diversify(self) -> None:
-        """Rank the decoded candidates with :func:`nanodet.mining_diversity.diverse_order` (all of
+        """Rank the decoded candidates with :func:`nanodet.mining.diversity.diverse_order` (all of
         them at once) and replace their scores by the discounted ones; unreadable candidates
         follow, in index order, with the lowest score."""
         read = np.flatnonzero(self.read)

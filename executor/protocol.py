@@ -205,13 +205,13 @@ class PredictConfig(PlatformKeys):
     batch_size_per_gpu: int = Field(16, gt=0)
     workers_per_gpu: int = Field(4, ge=0)
     pin_memory: LooseBool = False
-    mining_algorithm: Annotated[MiningAlgorithm, _any_case(MiningAlgorithm)] = "aldd"  # nanodet/mining.py
+    mining_algorithm: Annotated[MiningAlgorithm, _any_case(MiningAlgorithm)] = "aldd"  # nanodet/mining/uncertainty.py
     model_params_path: Annotated[list[str], BeforeValidator(_str_list)] = Field(default_factory=list)
     config_file: str = ""
     cpu_processes: int = Field(1, ge=1, le=64)  # CPU only (gpu_count 0): processes to shard the images over
     backend: Annotated[Backend, _any_case(Backend)] = "auto"  # nanodet/deploy/runtimes.py
     mining_contact_sheet: LooseBool = True  # /out/mining-contact-sheet.png (executor/contact_sheet.py)
-    mining_diversity: LooseBool = False  # near-duplicates discounted in the ranking (nanodet/mining_diversity.py)
+    mining_diversity: LooseBool = False  # near-duplicates discounted in the ranking (nanodet/mining/diversity.py)
 
 
 def _describe(err: ValidationError, source: str) -> str:

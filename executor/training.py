@@ -28,15 +28,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nanodet.checkpoint import save_pth
 from nanodet.config import ConfigError as ModelConfigError
 from nanodet.config import NanoDetConfig, ap_key, load_config, recall_key, save_config
 from nanodet.deploy.export import write_onnx
-from nanodet.engine.pictures import EvalPictures
 from nanodet.engine.trainer import Callback, EvalResult, Trainer
 from nanodet.evaluation.counts import count_matches
 from nanodet.model.detector import NanoDet
+from nanodet.pictures.evaluation import EvalPictures
 from nanodet.utils.io import atomic_copy, atomic_write, atomic_write_text
+from nanodet.weights.checkpoint import save_pth
 
 from .dataset import annotation_format_of, convert_split
 from .devices import select_devices, share_cpus
@@ -300,7 +300,7 @@ class MonitorProgress(Callback):
 STAGE_WEIGHTS = "nanodet_model.pth"
 STAGE_METRICS = "metrics.json"
 STAGE_ONNX = "nanodet_model.onnx"  # the inference graph (box decode included), dynamic batch
-# the best stage's pictures of its evaluation (nanodet.engine.pictures), one PNG per chart
+# the best stage's pictures of its evaluation (nanodet.pictures.evaluation), one PNG per chart
 STAGE_PICTURES = ("confusion_matrix", "pr_curve", "per_class_AP", "val_images")
 
 

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanodet.model.pretrained import find_imagenet_weights, missing_imagenet_message
+from nanodet.weights.imagenet import find_imagenet_weights, missing_imagenet_message
 
 from .errors import ModelError
 from .paths import PathMapper

@@ -14,7 +14,7 @@ from .errors import CheckpointError, ExportError, NonFiniteLossError
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .info import model_info
+    from .model.info import model_info
 
     cfg = load_config(args.config)
     if args.num_classes is not None:
@@ -24,7 +24,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from .detect import run_detect
+    from .inference.detect import run_detect
 
     return run_detect(args)
 

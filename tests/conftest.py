@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanodet.checkpoint import save_pth
 from nanodet.config import load_config
 from nanodet.model import build_model
+from nanodet.weights.checkpoint import save_pth
 
 # Each xdist worker gets one core: two OpenMP pools fighting over two cores are many times
 # slower than one thread each (spin-waiting threads get preempted).

@@ -225,8 +225,8 @@ def infer_result(out_dir: Path) -> dict:
 def trained_models(root: Path) -> Path:
     """A /out/models as training leaves it, in ``root``: weights + the saved model config (3
     classes, 128 px input)."""
-    from nanodet.checkpoint import save_pth
     from nanodet.config import load_config, save_config
+    from nanodet.weights.checkpoint import save_pth
 
     from .conftest import CONFIG_DIR, randomized_model
 

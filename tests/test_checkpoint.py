@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanodet.checkpoint import CheckpointError, load_weights, save_pth
 from nanodet.config import load_config
 from nanodet.model import build_model
+from nanodet.weights.checkpoint import CheckpointError, load_weights, save_pth
 
 from .conftest import CONFIG_DIR, randomized_model
 
@@ -218,7 +218,7 @@ def test_wrong_architecture_is_an_error(tmp_path: Path, cfg):
 
 
 def test_coco_class_names_are_the_official_configs():
-    from nanodet.class_transfer import COCO_CLASS_NAMES
+    from nanodet.weights.class_transfer import COCO_CLASS_NAMES
 
     for path in CONFIG_DIR.glob("nanodet-plus-*.yml"):
         assert list(load_config(path).class_names) == COCO_CLASS_NAMES, path

@@ -15,9 +15,9 @@ import torch
 
 from bench.fuzz_checkpoints import fuzz, load_like_our_code, model_config
 from bench.fuzz_children import LOADED, REFUSED, SIGNAL, run_in_child
-from nanodet.checkpoint import CheckpointError, read_checkpoint
 from nanodet.engine.checkpointer import check_resumable, load_training_checkpoint, save_training_checkpoint
 from nanodet.model import build_model
+from nanodet.weights.checkpoint import CheckpointError, read_checkpoint
 
 from . import crafted_pickles as cp
 

@@ -11,8 +11,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from nanodet.detections import Detections
 from nanodet.evaluation import METRIC_NAMES, CocoEvaluator
+from nanodet.inference.detections import Detections
 
 CLASS_NAMES = ("cat", "dog", "bird")
 

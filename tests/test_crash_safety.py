@@ -364,7 +364,7 @@ def test_checkpoint_save_interrupted_by_a_signal(tmp_path):
 NON_ATOMIC_WRITES_ALLOWED = {
     "nanodet/utils/io.py": "the atomic writers themselves",
     "nanodet/data/synthetic.py": "generates test/demo datasets",
-    "nanodet/detect.py": "the detect CLI streams JSON lines and videos to the user's files",
+    "nanodet/inference/detect.py": "the detect CLI streams JSON lines and videos to the user's files",
     "executor/workspace.py": "generates /in workspaces for the demo and the tests",
     "executor/training.py": "plan.json in the task's temp folder, read by torchrun workers",
 }

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from nanodet.checkpoint import save_pth
 from nanodet.data.image_io import read_image
 from nanodet.data.transforms import stack_batch
 from nanodet.deploy.export import export_openvino, inference_model, onnx_bytes, with_metadata
@@ -26,9 +25,10 @@ from nanodet.deploy.runtimes import RuntimeUnavailable, choose_backend, default_
 from nanodet.deploy.spec import ModelSpec
 from nanodet.errors import ExportError
 from nanodet.evaluation.confusion import pairwise_iou
-from nanodet.mining import aldd_scores, entropy_scores
-from nanodet.predictor import Predictor
+from nanodet.inference.predictor import Predictor
+from nanodet.mining.uncertainty import aldd_scores, entropy_scores
 from nanodet.utils.pipeline import overlapped
+from nanodet.weights.checkpoint import save_pth
 
 from .conftest import CONFIG_DIR, ROOT, randomized_model
 from .test_predictor import assert_same_detections
@@ -403,7 +403,7 @@ def test_streams_run_batches_at_once_with_the_same_detections(weights, batch):
 def test_openvino_runs_one_stream_and_says_so(weights, caplog):
     """OpenVINO with two threads on two requests of one compiled model hung in a benchmark run:
     it runs one batch at a time, and a requested stream count is reported as ignored."""
-    with caplog.at_level("WARNING", logger="nanodet.predictor"):
+    with caplog.at_level("WARNING", logger="nanodet.inference.predictor"):
         predictor = Predictor(CONFIG, weights, backend="openvino", threads=2, streams=2)
     assert predictor.streams == 1
     assert "backend openvino runs one batch at a time: streams=2 ignored" in caplog.text

@@ -13,11 +13,11 @@ import torch
 import yaml
 
 from executor.workspace import make_predict_workspace, make_training_workspace
-from nanodet.checkpoint import read_checkpoint, save_pth
 from nanodet.config import BackboneConfig, ap_key, load_config, recall_key
 from nanodet.model import build_model
 from nanodet.model.backbone import ShuffleNetV2
-from nanodet.model.pretrained import IMAGENET_BACKBONES
+from nanodet.weights.checkpoint import read_checkpoint, save_pth
+from nanodet.weights.imagenet import IMAGENET_BACKBONES
 
 from .conftest import CONFIG_DIR, randomized_model
 from .executor_helpers import assert_failure, assert_success, check_training_outputs, run_start
@@ -119,8 +119,8 @@ def test_mining_ranks_the_candidates_with_round_1s_model(loop):
     """The scores are those of round 1's best model: recomputed here, in this process, from that
     stage's weights (batched as the task batches), they match the task's result.tsv."""
     from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
-    from nanodet.mining import uncertainty_scores
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
+    from nanodet.mining.uncertainty import uncertainty_scores
 
     root = loop["root"]
     lines = (root / "mine" / "out" / "result.tsv").read_text().splitlines()

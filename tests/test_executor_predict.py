@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from executor.workspace import make_predict_workspace
-from nanodet.checkpoint import save_pth
 from nanodet.config import load_config, save_config
+from nanodet.weights.checkpoint import save_pth
 
 from .conftest import randomized_model
 from .executor_helpers import (
@@ -169,7 +169,7 @@ def test_mining_algorithm_is_any_case_and_one_the_library_has():
 
     from executor.errors import ConfigError
     from executor.protocol import MiningAlgorithm, PredictConfig, parse_task_config
-    from nanodet.mining import MINING_ALGORITHMS
+    from nanodet.mining.uncertainty import MINING_ALGORITHMS
 
     assert get_args(MiningAlgorithm) == MINING_ALGORITHMS
     assert parse_task_config(PredictConfig, {"mining_algorithm": " Entropy "}).mining_algorithm == "entropy"
@@ -214,8 +214,8 @@ def test_an_unknown_or_unusable_backend_is_a_config_error(models, tmp_path):
 
 
 def test_mining_scores_batch_invariant(models):
-    from nanodet.mining import aldd_scores
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
+    from nanodet.mining.uncertainty import aldd_scores
 
     p = Predictor(load_config(models / "train_cfg.yml"), models / "nanodet_model_best.pth")
     x = torch.randn(5, 3, 128, 128)
@@ -227,7 +227,7 @@ def test_mining_scores_batch_invariant(models):
 
 def test_aldd_on_a_known_map():
     """Uniform probabilities have no disagreement; a checkerboard has a lot."""
-    from nanodet.mining import aldd_scores
+    from nanodet.mining.uncertainty import aldd_scores
 
     flat = [torch.zeros(1, 3, 40, 40)]
     board = torch.zeros(1, 3, 40, 40)

@@ -66,7 +66,7 @@ def test_every_stage_carries_an_onnx_model_that_detects_like_its_weights(trained
     import torch
 
     from nanodet.config import load_config
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
 
     out_dir, _ = trained
     result = check_training_outputs(out_dir)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import nanodet.deploy.export as export_module
-from nanodet.checkpoint import save_pth
 from nanodet.deploy.export import inference_model, write_onnx
 from nanodet.deploy.export_cache import KEY, STAGE_GRAPH, key_of
-from nanodet.predictor import Predictor
+from nanodet.inference.predictor import Predictor
+from nanodet.weights.checkpoint import save_pth
 
 from .conftest import randomized_model
 

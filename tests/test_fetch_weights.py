@@ -296,7 +296,7 @@ def _docker_module(name: str):
 
 
 def test_default_manifest_covers_the_bundled_plus_configs():
-    from nanodet.model.pretrained import IMAGENET_BACKBONES
+    from nanodet.weights.imagenet import IMAGENET_BACKBONES
 
     fetch_weights, download_weights = _docker_module("fetch_weights"), _docker_module("download_weights")
     entries = download_weights.read_manifest(ROOT / "docker" / "weights.json")

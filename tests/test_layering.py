@@ -1,5 +1,6 @@
 """The library's layering, read from the source: ``nanodet/`` never imports ``executor/``, the
-config layer imports no evaluation, and no module of ``nanodet/`` imports itself back through
+config layer imports no evaluation, the model and the data pipeline import no layer built on
+them (``LAYERS``), and no module of ``nanodet/`` imports itself back through
 others, whether the imports are at the top or inside a function."""
 
 from __future__ import annotations
@@ -60,3 +61,19 @@ def test_no_module_imports_itself_back():
                 if target not in seen:
                     seen.add(target)
                     stack.append((target, (*chain, target)))
+
+
+LAYERS = {
+    # the architecture knows nothing of how weights are read, what runs it, or what it is used for
+    "nanodet.model": ("weights", "inference", "mining", "pictures", "engine", "data", "deploy"),
+    # the data pipeline feeds a trainer without knowing it
+    "nanodet.data": ("engine", "inference", "mining", "pictures", "weights", "deploy"),
+}
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    for name, path in _modules().items():
+        for layer, above in LAYERS.items():
+            if name == layer or name.startswith(layer + "."):
+                wrong = {m for m in _imports(path) for a in above if m.startswith(f"nanodet.{a}")}
+                assert not wrong, f"{name} imports {sorted(wrong)}"

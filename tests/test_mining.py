@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nanodet.mining import aldd_scores, entropy_scores, uncertainty_scores
+from nanodet.mining.uncertainty import aldd_scores, entropy_scores, uncertainty_scores
 
 
 def logit(p: float) -> float:

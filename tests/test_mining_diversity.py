@@ -1,4 +1,4 @@
-"""The diversity ranking of mining (nanodet/mining_diversity.py): near-duplicates discounted, not
+"""The diversity ranking of mining (nanodet/mining/diversity.py): near-duplicates discounted, not
 dropped; the same ranking whatever the block size; bounded memory."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanodet.mining_diversity import EMBED_DIMS, diverse_order, diverse_scores, image_embeddings
+from nanodet.mining.diversity import EMBED_DIMS, diverse_order, diverse_scores, image_embeddings
 
 
 def scene_levels(seed: int, classes: int = 3, shift: int = 0, noise: float = 0.0) -> list[torch.Tensor]:

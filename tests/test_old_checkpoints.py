@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanodet.checkpoint import CheckpointError, load_weights, read_checkpoint
-from nanodet.checkpoint_globals import meant_class
 from nanodet.config import load_config
 from nanodet.model import build_model
+from nanodet.weights.checkpoint import CheckpointError, load_weights, read_checkpoint
+from nanodet.weights.stand_ins import meant_class
 
 from .conftest import CONFIG_DIR, randomized_model
 from .old_checkpoints import fake_modules, save_lightning_checkpoint

@@ -59,7 +59,7 @@ def test_detect_with_a_cached_export_does_not_import_onnx(tmp_path):
     code = (
         "import sys, io; from nanodet.deploy.onnx_metadata import read_onnx_metadata; "
         f"print(read_onnx_metadata(io.BytesIO({model_bytes({'k': 'v'})!r}))); "
-        "import nanodet.predictor, nanodet.detect, nanodet.cli; print('onnx' in sys.modules)"
+        "import nanodet.inference.predictor, nanodet.inference.detect, nanodet.cli; print('onnx' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["{'k':", "'v'}", "False"]

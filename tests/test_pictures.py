@@ -15,12 +15,12 @@ from pycocotools.coco import COCO
 from executor.contact_sheet import pick
 from executor.result import ResultWriter
 from executor.training import STAGE_PICTURES, StageRecorder, TrainingPlan
-from nanodet.charts import bar_chart, confusion_matrix_chart, contact_sheet, pr_curves_chart
-from nanodet.detections import Detections
-from nanodet.engine.pictures import pr_curve_counts, spread_ids
 from nanodet.evaluation.coco import CocoEvaluator, PrecisionCurves
 from nanodet.evaluation.confusion import confusion_matrix, image_confusion
-from nanodet.visualize import draw_boxes, label_box, text_style
+from nanodet.inference.detections import Detections
+from nanodet.pictures.charts import bar_chart, confusion_matrix_chart, contact_sheet, pr_curves_chart
+from nanodet.pictures.draw import draw_boxes, label_box, text_style
+from nanodet.pictures.evaluation import pr_curve_counts, spread_ids
 
 
 def dets(rows: list[tuple[float, float, float, float, float, int]]) -> Detections:

@@ -14,7 +14,7 @@ import pytest
 
 from executor.dataset import MISSING_WARNINGS
 from executor.workspace import make_predict_workspace, write_env
-from nanodet.detections import Detections
+from nanodet.inference.detections import Detections
 
 from .executor_helpers import assert_success, candidates_of, infer_result, run_start, trained_models
 

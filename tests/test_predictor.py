@@ -6,7 +6,7 @@ import torch
 
 from nanodet.data.image_io import read_image
 from nanodet.data.synthetic import synthetic_image
-from nanodet.predictor import Predictor
+from nanodet.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_fused_model_gives_same_detections(plus_cfg, plus_weights, images):
 def test_decoded_box_lands_where_the_distribution_points(plus_cfg):
     """A hand-made head output decodes to a known box in original-image pixels."""
     from nanodet.data.transforms import resize_matrix
-    from nanodet.postprocess import postprocess
+    from nanodet.inference.postprocess import postprocess
 
     head_classes, reg_max = 80, 7
     priors = torch.tensor([[64.0, 96.0, 16.0, 16.0]])
@@ -89,7 +89,7 @@ def test_auto_backend_falls_back_to_torch_when_the_onnx_path_fails(
 ):
     """auto: an export or session failure costs speed, not the task; a named backend still fails."""
     import nanodet.deploy.export as export_module
-    import nanodet.predictor as module
+    import nanodet.inference.predictor as module
 
     def broken(*args, **kwargs):
         raise RuntimeError(f"{failing} broke\nsecond line")

@@ -227,8 +227,8 @@ def run_on_machine(tmp_path: Path, quota: str | None, affinity: str, *argv: str)
 @pytest.fixture(scope="module")
 def tiny_training(tmp_path_factory) -> tuple[Path, Path]:
     """A config of the synthetic shapes (3 data-loading workers asked for) and weights for it."""
-    from nanodet.checkpoint import save_pth
     from nanodet.config import save_config
+    from nanodet.weights.checkpoint import save_pth
 
     from .conftest import randomized_model, synthetic_training_config
 
@@ -272,7 +272,7 @@ def test_a_predictor_used_as_a_library_keeps_within_the_quota(machine):
     pre-processing) and, on the torch backend, PyTorch take 2 threads; ONNX Runtime 2 in all."""
     import cv2
 
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
 
     config = small_config()
     machine("200000")
@@ -288,7 +288,7 @@ def test_a_predictor_used_as_a_library_keeps_within_the_quota(machine):
 def test_a_predictor_keeps_the_thread_counts_the_user_chose(machine, monkeypatch):
     import cv2
 
-    from nanodet.predictor import Predictor
+    from nanodet.inference.predictor import Predictor
 
     config = small_config()
     machine("200000")

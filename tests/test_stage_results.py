@@ -16,11 +16,11 @@ import yaml
 from executor.result import ResultWriter
 from executor.training import StageRecorder, TrainingPlan
 from executor.workspace import make_training_workspace
-from nanodet.checkpoint import read_checkpoint
 from nanodet.config import load_config, save_config
 from nanodet.engine.distributed import DistContext
 from nanodet.engine.trainer import Callback, Trainer
-from nanodet.predictor import Predictor
+from nanodet.inference.predictor import Predictor
+from nanodet.weights.checkpoint import read_checkpoint
 
 from .conftest import ROOT, synthetic_training_config
 from .executor_helpers import NO_WEIGHTS

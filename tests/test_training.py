@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanodet.checkpoint import read_checkpoint
 from nanodet.config import save_config
 from nanodet.data.coco_dataset import load_coco
 from nanodet.engine.distributed import DistContext
 from nanodet.engine.run import train
 from nanodet.engine.trainer import NonFiniteLossError, Trainer
-from nanodet.predictor import Predictor
+from nanodet.inference.predictor import Predictor
+from nanodet.weights.checkpoint import read_checkpoint
 
 from .conftest import ROOT, synthetic_training_config
 
@@ -189,8 +189,8 @@ def test_eval_cli_plumbing_equals_per_image_prediction(data_root, tmp_path):
     and small ones are compared relatively."""
     from pycocotools.cocoeval import COCOeval
 
-    from nanodet.checkpoint import save_pth
     from nanodet.data.image_io import read_image
+    from nanodet.weights.checkpoint import save_pth
 
     from .conftest import randomized_model
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_weights
 from ..config import NanoDetConfig
 from ..model import build_model
 from ..model.detector import NanoDet
 from ..model.fuse import fuse_model
 from ..utils.io import atomic_write
+from ..weights.checkpoint import load_weights
 from .exported import read_metadata, require
 from .graph import InferenceGraph
 from .interface import OUTPUT_NAMES

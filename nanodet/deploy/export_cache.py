@@ -37,7 +37,14 @@ log = logging.getLogger(__name__)
 
 KEY = "nanodet_export_key"
 STAGE_GRAPH = "nanodet_model.onnx"  # what a training stage writes beside its weights
-_CODE = ("model", "deploy/graph.py", "deploy/export.py", "deploy/interface.py", "deploy/spec.py", "postprocess.py")
+_CODE = (
+    "model",
+    "deploy/graph.py",
+    "deploy/export.py",
+    "deploy/interface.py",
+    "deploy/spec.py",
+    "inference/postprocess.py",
+)
 
 
 def file_digest(path: str | Path) -> str:

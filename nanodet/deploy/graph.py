@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..inference.postprocess import split_head_output
 from ..model.box_ops import distributions_to_boxes
 from ..model.detector import NanoDet
 from ..model.head import level_sizes
-from ..postprocess import split_head_output
 
 
 class InferenceGraph(nn.Module):

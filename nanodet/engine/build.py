@@ -16,14 +16,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..checkpoint import AUX_PREFIXES, load_weights
 from ..config import ConfigError, NanoDetConfig
 from ..data.coco_dataset import CocoDetection, EpochSampler, build_dataset, collate_detection, collate_finished
 from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
 from ..model.criterion import NanoDetPlusLoss
-from ..model.detector import NanoDet
-from ..model.pretrained import load_imagenet_backbone
+from ..model.detector import AUX_PREFIXES, NanoDet
+from ..weights.checkpoint import load_weights
+from ..weights.imagenet import load_imagenet_backbone
 from .distributed import DistContext
 from .ema import ModelEMA
 

@@ -22,9 +22,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from ..checkpoint import read_checkpoint
 from ..errors import CheckpointError
 from ..utils.io import atomic_torch_save
+from ..weights.checkpoint import read_checkpoint
 
 
 def rng_states() -> dict[str, Any]:
@@ -94,7 +94,7 @@ SCALER_KEYS = {"scale", "growth_factor", "backoff_factor", "growth_interval", "_
 def plain_number(value: Any) -> Any:
     """A one-value tensor or a numpy number as the Python number it holds; anything else as it
     is (for the counters' validation to refuse). Checkpoint values reach here only after
-    :func:`~nanodet.checkpoint.read_checkpoint` refused forged numpy values."""
+    :func:`~nanodet.weights.checkpoint.read_checkpoint` refused forged numpy values."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
         return value.item()
     if isinstance(value, (np.integer, np.floating, np.bool_)):

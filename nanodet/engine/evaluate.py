@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ..data.coco_dataset import TrainBatch
-from ..detections import Detections
-from ..postprocess import postprocess
+from ..inference.detections import Detections
+from ..inference.postprocess import postprocess
 from .distributed import DistContext
 
 

@@ -8,16 +8,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..checkpoint import load_weights
 from ..config import NanoDetConfig
 from ..data.coco_dataset import build_dataset, collate_detection
 from ..evaluation.coco import CocoEvaluator
 from ..model import build_model
+from ..pictures.evaluation import EvalPictures
 from ..utils.cpus import limit_threads, loader_workers, local_processes
+from ..weights.checkpoint import load_weights
 from .build import check_worker_sockets, init_loader_worker
 from .distributed import DistContext, cleanup_distributed, init_distributed
 from .evaluate import predict_loader
-from .pictures import EvalPictures
 from .tensorboard import TensorBoardLogger
 from .trainer import Callback, LogLines, ProgressBar, Trainer, TrainState
 

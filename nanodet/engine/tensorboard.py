@@ -4,7 +4,7 @@ next batch (:mod:`~nanodet.engine.data_wait`); per evaluation the COCO metrics,
 per-class AP, a precision/recall curve per class (``val_PR_AP_50/<class>`` at IoU 0.5), the
 confusion matrix and per-class AP chart (``val_charts/...``), and a fixed handful of
 validation images with the predictions and the ground truth side by side
-(``val_images/<image>``); the pictures come from :class:`~nanodet.engine.pictures.EvalPictures`."""
+(``val_images/<image>``); the pictures come from :class:`~nanodet.pictures.evaluation.EvalPictures`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..config import ap_key
-from .pictures import EvalPictures, pr_curve_counts
+from ..pictures.evaluation import EvalPictures, pr_curve_counts
 from .trainer import Callback, EvalResult, Trainer
 
 

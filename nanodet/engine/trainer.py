@@ -21,11 +21,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import save_pth
 from ..config import NanoDetConfig, save_config
 from ..data.coco_dataset import CocoDetection, TrainBatch
 from ..errors import CheckpointError, NonFiniteLossError
 from ..utils.pause_points import pause_point
+from ..weights.checkpoint import save_pth
 from .build import TrainingParts, build_training_parts
 from .checkpointer import (
     load_training_checkpoint,

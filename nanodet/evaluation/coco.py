@@ -27,7 +27,7 @@ Detection = tuple[Sequence[float], float, int]
 
 @runtime_checkable
 class BoxDetections(Protocol):
-    """The detections of one image as arrays (what :class:`nanodet.postprocess.Detections` is)."""
+    """The detections of one image as arrays (what :class:`nanodet.inference.postprocess.Detections` is)."""
 
     boxes: np.ndarray  # [K, 4] x1, y1, x2, y2
     scores: np.ndarray  # [K]
@@ -113,7 +113,7 @@ class CocoEvaluator:
 
         Args:
             detections: For each image id, its detections (see :data:`ImageDetections`):
-                arrays such as :class:`nanodet.postprocess.Detections` (the compact form:
+                arrays such as :class:`nanodet.inference.postprocess.Detections` (the compact form:
                 no per-detection Python objects besides the one set pycocotools needs), a
                 ``[K, 6]`` array, or ``(box_xyxy, score, label)`` tuples. Images of the
                 ground truth that are absent count as images without detections.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..detections import Detections
+from ..inference.detections import Detections
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -14,11 +14,13 @@ import copy
 import torch
 from torch import nn
 
-from ..checkpoint import AUX_PREFIXES
 from ..config import ArchConfig
 from .backbone import ShuffleNetV2
 from .head import DetectionHead, SimpleConvHead, build_head
 from .neck import build_neck
+
+AUX_PREFIXES = ("aux_fpn.", "aux_head.")
+"""Names of the training-only parameters: the auxiliary neck and head (absent after ``drop_aux``)."""
 
 
 class NanoDet(nn.Module):

@@ -20,8 +20,8 @@ import torch
 import yaml
 
 from executor.workspace import CLASSES, make_predict_workspace, make_training_workspace
-from nanodet.checkpoint import save_pth
 from nanodet.config import load_config, save_config
+from nanodet.weights.checkpoint import save_pth
 
 from ..conftest import CONFIG_DIR, randomized_model
 

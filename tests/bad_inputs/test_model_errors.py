@@ -60,9 +60,9 @@ def _forged_numpy_value(path: Path, sentinel: Path | None = None) -> None:
 
 def _wider_plus_weights(path: Path) -> None:
     """NanoDet-Plus-m 1.5x weights, for the 1.0x model of the workspace's config."""
-    from nanodet.checkpoint import save_pth
     from nanodet.config import load_config
     from nanodet.model import build_model
+    from nanodet.weights.checkpoint import save_pth
 
     from ..conftest import CONFIG_DIR
 
@@ -144,7 +144,7 @@ def test_a_refused_checkpoint_is_300004_whatever_names_it_quotes(tmp_path):
     """The refusal quotes the global the file names: a file naming 'out of memory' is still a
     refused model (300004), not an out-of-memory failure (300103) of its choosing."""
     from executor.failures import classify
-    from nanodet.checkpoint import CheckpointError, read_checkpoint
+    from nanodet.weights.checkpoint import CheckpointError, read_checkpoint
 
     path = tmp_path / "named.pth"
     path.write_bytes(torch_zip(checkpoint_pickle(glob("CUDA out of memory", "x"))))

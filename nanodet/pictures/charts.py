@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from .visualize import FONT, class_color
+from .draw import FONT, class_color
 
 WHITE = (255, 255, 255)
 INK = (40, 40, 40)

@@ -1,6 +1,6 @@
 """What a loaded checkpoint may hold, checked before any of its values is used.
 
-The weights-only unpickler and the constructors of :mod:`nanodet.checkpoint_globals` already
+The weights-only unpickler and the constructors of :mod:`nanodet.weights.stand_ins` already
 refuse what they can while a file is read. This is the second look, at the finished object:
 every container is walked (cycles and any depth: the walk keeps its own stack) and a numpy
 value of an object, void, structured or sub-array dtype, or a tensor other than a plain dense
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint_globals import PLAIN_SCALAR_TYPES, InertObject, PickledArray, PickledDtype, dtype_problem
+from .stand_ins import PLAIN_SCALAR_TYPES, InertObject, PickledArray, PickledDtype, dtype_problem
 
 _LEAVES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.dtype, torch.device, torch.layout)
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)

@@ -18,16 +18,16 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from .config import ConfigError
-from .data.image_io import VIDEO_EXTENSIONS, list_images
-from .data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
-from .deploy.exported import is_exported
+from ..config import ConfigError
+from ..data.image_io import VIDEO_EXTENSIONS, list_images
+from ..data.inference_dataset import ImageFileDataset, InferenceBatch, inference_batches
+from ..deploy.exported import is_exported
+from ..pictures.draw import draw_detections
+from ..utils.cpus import allowed_cpus
+from ..utils.devices import default_device
+from ..utils.pipeline import overlapped
 from .detections import Detections
 from .predictor import Predictor
-from .utils.cpus import allowed_cpus
-from .utils.devices import default_device
-from .utils.pipeline import overlapped
-from .visualize import draw_detections
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, LoadReport, extract_state_dict, load_state_dict_into, read_checkpoint
+from .checkpoint import CheckpointError, LoadReport, extract_state_dict, load_state_dict_into, read_checkpoint
 
 log = logging.getLogger(__name__)
 

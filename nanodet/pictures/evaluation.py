@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..charts import bar_chart, confusion_matrix_chart, grid, pr_curves_chart, side_by_side
 from ..data.image_io import ImageReadError, read_image
 from ..evaluation.coco import PR_CURVE_IOU, PrecisionCurves
 from ..evaluation.confusion import confusion_matrix
-from ..visualize import draw_boxes, fit_within
+from .charts import bar_chart, confusion_matrix_chart, grid, pr_curves_chart, side_by_side
+from .draw import draw_boxes, fit_within
 
 if TYPE_CHECKING:
-    from .trainer import EvalResult, Trainer
+    from ..engine.trainer import EvalResult, Trainer
 
 
 @dataclass

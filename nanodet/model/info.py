@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import NanoDetConfig
-from .model import build_model, inference_parameter_count
+from ..config import NanoDetConfig
+from . import build_model, inference_parameter_count
 
 
 def model_info(cfg: NanoDetConfig) -> dict:

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import NanoDetConfig, load_config
-from .data.preprocess import pad_batch, preprocess
-from .deploy.export_cache import KEY, export_key, file_digest, find_exports, store_export
-from .deploy.exported import is_exported, read_spec
-from .deploy.runtimes import (
+from ..config import NanoDetConfig, load_config
+from ..data.preprocess import pad_batch, preprocess
+from ..deploy.export_cache import KEY, export_key, file_digest, find_exports, store_export
+from ..deploy.exported import is_exported, read_spec
+from ..deploy.runtimes import (
     GraphOutputs,
     OnnxRuntime,
     OpenVinoRuntime,
@@ -39,15 +39,15 @@ from .deploy.runtimes import (
     default_streams,
     open_runtime,
 )
-from .deploy.spec import ModelSpec
+from ..deploy.spec import ModelSpec
+from ..utils.cpus import inference_threads, limit_threads
 from .detections import Detections, detections_per_image
-from .utils.cpus import inference_threads, limit_threads
 
 if TYPE_CHECKING:
     import torch
 
-    from .deploy.torch_runtime import TorchRuntime
-    from .model.detector import NanoDet
+    from ..deploy.torch_runtime import TorchRuntime
+    from ..model.detector import NanoDet
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ class Predictor:
                     )
                     self.backend = "torch"
             if self.backend == "torch":
-                from .deploy.export import inference_model
-                from .deploy.torch_runtime import TorchRuntime
+                from ..deploy.export import inference_model
+                from ..deploy.torch_runtime import TorchRuntime
 
                 model = model or inference_model(self.cfg, weights, optimize)
                 if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/infer.py); CUDA unmeasured
@@ -155,7 +155,7 @@ class Predictor:
             except Exception as err:  # noqa: BLE001 - its key says this model, its graph does not: damaged
                 reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
                 log.warning("not using the ONNX export %s (%s)", found, reason)
-        from .deploy.export import inference_model, onnx_bytes  # PyTorch: only when exporting
+        from ..deploy.export import inference_model, onnx_bytes  # PyTorch: only when exporting
 
         model = inference_model(self.cfg, weights, optimize)
         data = onnx_bytes(model, self.spec, extra_metadata={KEY: key} if key else None)
@@ -232,7 +232,7 @@ class Predictor:
         """The class logits of every prior as per-level tensors (imports PyTorch: mining runs on it)."""
         import torch
 
-        from .deploy.graph import class_level_maps
+        from ..deploy.graph import class_level_maps
 
         logits = torch.as_tensor(outputs.cls_logits)
         return class_level_maps(logits, (batch.shape[2], batch.shape[3]), self.spec.strides)

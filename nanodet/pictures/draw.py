@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .detections import Detections
+from ..inference.detections import Detections
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data.preprocess import warp_boxes
-from .ops.opencv_nms import multiclass_nms
+from ..data.preprocess import warp_boxes
+from ..ops.opencv_nms import multiclass_nms
 
 
 @dataclass

@@ -6,9 +6,9 @@
 
 Files are read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
 The few Lightning/yacs/argparse/numpy names that old official checkpoints carry beside their
-weights are read into inert stand-ins (``checkpoint_globals``); every other name is refused.
+weights are read into inert stand-ins (``stand_ins``); every other name is refused.
 numpy values are built only of plain numeric and bool dtypes, and the loaded object is walked
-(``checkpoint_values``) before any value is used: an object, void or structured dtype, or a
+(``values``) before any value is used: an object, void or structured dtype, or a
 tensor other than a dense CPU one, anywhere in it, refuses the file.
 Fine-tuning onto another class set keeps what transfers (``class_transfer``): the box rows of
 the class convs and the rows of every class the file and the model share by name; other tensors
@@ -26,15 +26,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint_globals import allowed_globals
-from .checkpoint_values import refused_value
+from ..errors import CheckpointError
+from ..model.detector import AUX_PREFIXES
+from ..utils.io import atomic_torch_save
 from .class_transfer import COCO_CLASS_NAMES, ClassTransfer, transfer_class_rows
-from .errors import CheckpointError
-from .utils.io import atomic_torch_save
+from .stand_ins import allowed_globals
+from .values import refused_value
 
 log = logging.getLogger(__name__)
 
-AUX_PREFIXES = ("aux_fpn.", "aux_head.")
 HEAD_PREFIXES = ("head.", *AUX_PREFIXES)
 # Fine-tuning needs this share of the backbone and neck tensors to fit, else the file is refused.
 MIN_BODY_FIT = 0.9
@@ -106,7 +106,7 @@ def _load_failure(err: Exception) -> str:
         ]
         detail = next(iter(unpickler), next((line for line in lines if not line.startswith(advice)), ""))
         detail = detail.split(". Please use")[0]  # torch's advice on allow-listing the global
-        if detail.startswith("refused: "):  # a numpy value checkpoint_globals would not build
+        if detail.startswith("refused: "):  # a numpy value stand_ins would not build
             return f"{detail[:300]}; {ONLY_PLAIN}"
         if "GLOBAL" in detail:  # a pickle naming a function or class: loading it could run code
             return f"refused: loading it would import code ({detail[:200]}); {ONLY_PLAIN}"
@@ -150,7 +150,7 @@ def load_state_dict_into(
 ) -> LoadReport:
     """Copy every tensor whose name and shape fit; report the rest (nothing raises). With
     ``carry_classes``, a model with a ``head`` of ``num_classes`` first has the file's class
-    convs carried over to its classes (:func:`~nanodet.class_transfer.transfer_class_rows`)."""
+    convs carried over to its classes (:func:`~nanodet.weights.class_transfer.transfer_class_rows`)."""
     own = model.state_dict()
     has_aux = any(k.startswith(AUX_PREFIXES) for k in own)
     report = LoadReport(source_format=fmt)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..model.box_ops import distributions_to_boxes
+from ..ops.nms import multiclass_nms
 from .detections import Detections, in_original_pixels
 from .detections import detections_per_image as cpu_detections
-from .model.box_ops import distributions_to_boxes
-from .ops.nms import multiclass_nms
 
 
 def decode(

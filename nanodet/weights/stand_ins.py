@@ -54,7 +54,7 @@ class InertMapping:
 def _stand_in(qualified_name: str, base: type) -> type:
     """A distinct inert class per name (its type tells later code which class the file meant)."""
     module, _, name = qualified_name.rpartition(".")
-    return type(name, (base,), {"__module__": f"nanodet.checkpoint_globals[{module}]"})
+    return type(name, (base,), {"__module__": f"nanodet.weights.stand_ins[{module}]"})
 
 
 # Lightning of 2021 (`pytorch_lightning`) and its successor package (`lightning.pytorch`).
