@@ -2,19 +2,18 @@
 
     .venv/bin/python bench/class_transfer.py [--quick] [--seeds 0 1 2] [--epochs 4] [--threads N]
 
-A source model is trained once on three shape classes (circle, square, triangle; the library's
-own trainer from random init, as ``bench/learn.py``). It is then fine-tuned onto a new class
-list holding two of those classes and a new one (square, circle, cross; note the new order),
-for ``--epochs`` epochs on a small training set, in two ways from the same file:
+A source model is trained once from random init on three shape classes (circle, square, triangle),
+then fine-tuned for ``--epochs`` onto two of them and a new one (square, circle, cross: a new order),
+from the same file in two ways, everything else (data, seeds, schedule) identical:
 
-- ``whole_tensor_skip`` (the behaviour before): the class convs (``head.gfl_cls.*``,
+- ``whole_tensor_skip`` (the baseline: the behaviour before): the class convs (``head.gfl_cls.*``,
   ``aux_head.gfl_cls``), whose shapes change with the class count, are skipped whole, so the
-  box-distribution rows they also hold restart from random init with the class rows;
-- ``partial_keep`` (now): the box-distribution rows and the rows of the classes matched by name
-  are carried over (``nanodet.weights.class_transfer``); only the new class starts at its initial rows.
+  box-distribution rows they also hold restart from random init;
+- ``partial_keep`` (now, ``nanodet.weights.class_transfer``): the box-distribution rows and the rows of
+  the classes matched by name are carried over; only the new class starts from its initial rows.
 
-Everything else (data, seeds, schedule) is identical. Prints one JSON object: AP50 and mAP of
-the EMA model after each epoch, per seed and variant, and the mean ± std over seeds.
+Prints one JSON object: AP50 and mAP of the EMA model after each epoch, per seed and variant, and the
+mean +- std over seeds.
 """
 
 from __future__ import annotations
@@ -74,32 +73,21 @@ def without_class_convs(source: Path, out: Path) -> Path:
     return out
 
 
-def history():
+def train(cfg, work: Path, seed: int) -> list[dict]:
+    """The library's training run; AP50, mAP and per-class AP of the EMA model at each evaluation."""
+    from nanodet.engine.run import train as run_training
     from nanodet.engine.trainer import Callback
 
+    rows: list[dict] = []
+
     class History(Callback):
-        def __init__(self) -> None:
-            self.rows: list[dict] = []
-
         def on_eval_end(self, trainer, result, is_best) -> None:
-            self.rows.append(
-                {
-                    "epoch": result.epoch,
-                    "AP_50": round(result.metrics["AP_50"], 4),
-                    "mAP": round(result.metrics["mAP"], 4),
-                    "per_class_AP": {k: round(v, 4) for k, v in result.per_class_AP.items()},
-                }
-            )
+            metrics = {k: round(result.metrics[k], 4) for k in ("AP_50", "mAP")}
+            per_class = {k: round(v, 4) for k, v in result.per_class_AP.items()}
+            rows.append({"epoch": result.epoch, **metrics, "per_class_AP": per_class})
 
-    return History()
-
-
-def train(cfg, work: Path, seed: int) -> list[dict]:
-    from nanodet.engine.run import train as run_training
-
-    record = history()
-    run_training(cfg, work_dir=work, seed=seed, callbacks=[record], device="cpu", progress=False)
-    return record.rows
+    run_training(cfg, work_dir=work, seed=seed, callbacks=[History()], device="cpu", progress=False)
+    return rows
 
 
 def mean_std(values: list[float]) -> dict:
@@ -141,18 +129,11 @@ def main() -> None:
         target_train = dataset(root, "target-train", TARGET_CLASSES, n_train, size, 200)
         target_val = dataset(root, "target-val", TARGET_CLASSES, n_val, size, 201)
 
+        def config(train_set: dict, val_set: dict, work: Path, plan: dict, classes: list[str]):
+            return synthetic_config(CONFIG, train_set, val_set, [size, size], args.batch, 0, work, plan, classes)
+
         t0 = time.perf_counter()
-        cfg = synthetic_config(
-            CONFIG,
-            source_train,
-            source_val,
-            [size, size],
-            args.batch,
-            0,
-            root / "source",
-            schedule(source_epochs, args.lr),
-            SOURCE_CLASSES,
-        )
+        cfg = config(source_train, source_val, root / "source", schedule(source_epochs, args.lr), SOURCE_CLASSES)
         source_rows = train(cfg, root / "source", seed=0)
         source = root / "source" / "nanodet_model_best.pth"  # records its class names
         log(f"source model: AP50 {source_rows[-1]['AP_50']:.3f} after {source_epochs} epochs")
@@ -163,18 +144,8 @@ def main() -> None:
         for seed in args.seeds:
             for variant in VARIANTS:
                 work = root / f"{variant}-{seed}"
-                cfg = synthetic_config(
-                    CONFIG,
-                    target_train,
-                    target_val,
-                    [size, size],
-                    args.batch,
-                    0,
-                    work,
-                    schedule(fine_epochs, args.lr / 3, str(files[variant])),
-                    TARGET_CLASSES,
-                )
-                rows = train(cfg, work, seed=seed)
+                plan = schedule(fine_epochs, args.lr / 3, str(files[variant]))
+                rows = train(config(target_train, target_val, work, plan, TARGET_CLASSES), work, seed=seed)
                 runs[variant].append(rows)
                 log(f"seed {seed} {variant}: AP50 per epoch {[r['AP_50'] for r in rows]}")
 

@@ -1,25 +1,15 @@
-"""The training task's dataset conversion at platform scale: image sizes from file headers
-(in a thread pool) against a full decode of every image (the executor before, serially).
+"""The training task's dataset conversion at platform scale: image sizes from file headers against a
+full decode of every image, one by one (what the executor did before: the baseline).
 
     .venv/bin/python bench/dataset_conversion.py [--n 2000] [--rows 100000] [--threads 16]
 
-Generates ``--n`` JPEGs of 1920x1080 (photo-like: smooth gradients, shapes and sensor noise,
-~250 kB each; 40 distinct pictures, each file a different one of them) with ark annotations
-(3-8 boxes), and a platform index of those files. Then, each in a fresh subprocess (peak RSS
-is the child's own ``VmHWM``):
-
-* ``full_decode_serial``: the conversion with every image decoded to learn its size, one by
-  one (what the executor did before: the baseline);
-* ``header``: sizes from headers, as the executor reads them (it probes the first rows and
-  takes a thread pool only when reading waits on the storage: here it does not);
-* ``header_pool``: sizes from headers, forced through a pool of ``--threads`` threads (what
-  slow storage gets; on cached files it shows the pool's cost);
-* ``header_100k`` (``--rows``, 0 to skip): an index of ``--rows`` rows over hard links to the
-  same files (distinct paths, no extra data), converted as the executor does: the 100k-image
-  claim measured, not extrapolated.
-
-Files are in the page cache for every mode (written just before, read once by a warm-up), so
-the numbers are CPU cost. Prints ONE JSON object on stdout (``--out`` also writes it).
+Generates ``--n`` photo-like 1920x1080 JPEGs (40 distinct pictures; ``mean_file_kib`` in the JSON) with
+ark annotations (3-8 boxes) and a platform index of them. Then, each in a fresh subprocess (peak RSS is
+the child's own): ``full_decode_serial`` (the baseline); ``header`` (sizes from headers, as the executor
+reads them: it takes a thread pool only when reading waits on the storage); ``header_pool`` (forced
+through ``--threads`` threads: what slow storage gets); ``header_100k`` (``--rows`` rows over hard links
+to the same files, converted as the executor does; 0 skips it). The files are in the page cache for
+every mode, so the numbers are CPU cost. Prints ONE JSON object on stdout (``--out`` also writes it).
 """
 
 from __future__ import annotations

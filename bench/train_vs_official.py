@@ -2,27 +2,16 @@
 
     .venv/bin/python bench/train_vs_official.py [--rounds 3] [--runs 8] [--threads 2] [--ref-dir DIR]
 
-The step: forward with the aux branch, loss (label assignment included), backward, grad clip
-(35), AdamW step and EMA update, batch 8 at 320x320, 3 classes, from random init.
-
-* ours: the library's ``Trainer.run_step(batch, epoch=0)`` on parts built by ``nanodet.engine.build``
-  from config/nanodet-plus-m_320.yml (epoch 0 < ``detach_epoch``: the aux branch back-propagates);
-* official: ``<ref-dir>/run.sh <ref-dir>/train_step_ref.py`` (RangiLyu/nanodet's own TrainingTask
-  model, optimizer builder and EMA; see ``time_train_step`` in ``<ref-dir>/measure.py``).
-
-Both run in a fresh process per round, with 3 warm-up steps then ``--runs`` timed ones, on the same
-kind of batch: N(0, 1) noise images (already normalised) with 1-6 boxes each, 12-60 % of the side,
-random classes, 4 batches cycled (seeds 100-103, drawn as the official harness draws them). Rounds
-interleave the two (ours then official, then official then ours, ...) so that the drift of a shared
-machine hits both; ``speedup`` is the median over rounds of official / ours within the round, and
-``speedup_best_of_all_steps`` compares the fastest step of each side. Ours is compared with the
-official step *with* its EMA update (the official harness times EMA apart and adds it).
-
-Our breakdown times the parts of ``run_step`` (medians over the timed steps; ``rest``, the step's
-median less the parts', is small and may come out slightly negative).
-
-``--ref-dir`` (default: ``$NANODET_REF``, else ``../shared/ref`` beside the repository) holds
-``run.sh``; without it only ours is timed and the JSON says why. Prints ONE JSON object on stdout.
+The step: forward with the aux branch, loss (label assignment included), backward, grad clip (35), AdamW
+and EMA, batch 8 at 320x320, 3 classes, random init. Ours: the library's ``Trainer.run_step(batch,
+epoch=0)`` on parts built by ``nanodet.engine.build``; the official (the baseline): ``<ref-dir>/run.sh
+<ref-dir>/train_step_ref.py`` (RangiLyu/nanodet's TrainingTask model, optimizer and EMA; it times EMA
+apart and adds it). Each side runs in a fresh process per round: 3 warm-up steps, then ``--runs`` timed
+ones, on the same batches (N(0, 1) images with 1-6 boxes of 12-60 % of the side, seeds 100-103, drawn as
+the official harness draws them). Rounds alternate which side goes first; ``speedup`` is the median over
+rounds of official / ours. Our breakdown times the parts of ``run_step`` (medians; ``rest`` is the step
+less the parts). ``--ref-dir`` defaults to ``$NANODET_REF``, else ``../shared/ref``; without its
+``run.sh`` only ours is timed. Prints ONE JSON object on stdout.
 """
 
 from __future__ import annotations

@@ -1,25 +1,16 @@
 """A whole training run, ours against the official trainer, side by side on the same data.
 
-    .venv/bin/python bench/train_whole_run.py [--epochs 30] [--train 128] [--val 32] [--runs 1]
-                                              [--threads 2] [--ref-dir ../shared/ref] [--out FILE]
+    .venv/bin/python bench/train_whole_run.py [--epochs 30] [--train 128] [--val 32] [--val-intervals 10]
+                                              [--runs 1] [--threads 2] [--ref-dir ../shared/ref] [--out FILE]
 
-What a user waits for: process start to the last evaluation, with data loading, augmentation,
-evaluation every ``--val-intervals`` epochs and checkpoint writing included. Both train
-NanoDet-Plus-m-320 from random weights (no ImageNet download: ``backbone.pretrain: false`` on
-both sides) on the same generated 3-class COCO set (shapes on textured backgrounds, 320×320),
-with the same schedule: batch 16, AdamW lr 0.001, warmup a tenth of the steps, cosine over the
-epochs, ``detach_epoch`` at a third, EMA 0.9998, grad clip 35, 2 loader workers, ``--threads``
-threads (``OMP_NUM_THREADS`` and ``torch.set_num_threads``).
-
-* ours: ``python -m nanodet train CONFIG`` (the library's trainer: what the official
-  ``tools/train.py`` does; the executor's training task adds a model stage with its ONNX
-  attachment per evaluation);
-* official: ``<ref-dir>/run.sh tools/train.py CONFIG`` in the official checkout (PyTorch
-  Lightning 1.9, CPU accelerator).
-
-Runs alternate (ours, official, official, ours, ...) so the machine's drift hits both. Each
-side's mAP is its best COCO mAP over the run's evaluations (its ``save_key``), as each trainer
-reports it. Prints ONE JSON object on stdout.
+What a user waits for: process start to the last evaluation (data loading, augmentation, evaluation every
+``--val-intervals`` epochs and checkpoints included). Both sides train NanoDet-Plus-m-320 from random weights
+(``backbone.pretrain: false``) on the same generated 3-class COCO set (320x320) with the same schedule:
+batch 16, AdamW lr 0.001, warmup a tenth of the steps, cosine, ``detach_epoch`` at a third, EMA, grad clip
+35, 2 loader workers, ``--threads`` threads. Ours: ``python -m nanodet train CONFIG``; the official (the
+baseline): ``<ref-dir>/run.sh tools/train.py CONFIG`` in the official checkout (Lightning 1.9, CPU). Runs
+alternate (ours, official, official, ours, ...) so the machine's drift hits both. Each side's mAP is its
+best COCO mAP over the run's evaluations, as each trainer reports it. Prints ONE JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -41,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bench._common import host_info, log, print_report  # noqa: E402
 
+CONFIG = "nanodet-plus-m_320.yml"
 CLASSES = ["circle", "square", "triangle"]
 SIZE = 320
 BATCH = 16
@@ -105,16 +97,8 @@ def run(cmd: list[str], cwd: Path, threads: int) -> tuple[float, str]:
 
 
 def ours(config: Path, work: Path, threads: int) -> dict:
-    cmd = [
-        sys.executable,
-        "-c",
-        f"import torch; torch.set_num_threads({threads}); from nanodet.cli import main; raise SystemExit(main())",
-        "train",
-        str(config),
-        "--no-progress",
-        "--work-dir",
-        str(work),
-    ]
+    code = f"import torch; torch.set_num_threads({threads}); from nanodet.cli import main; raise SystemExit(main())"
+    cmd = [sys.executable, "-c", code, "train", str(config), "--no-progress", "--work-dir", str(work)]
     seconds, text = run(cmd, REPO, threads)
     maps = [float(m) for m in re.findall(r"eval: mAP ([0-9.]+)", text)]
     return {"seconds": round(seconds, 1), "evaluations": maps, "best_mAP": max(maps) if maps else None}
@@ -165,16 +149,13 @@ def main() -> None:
                     continue
                 work = tmp / f"{side}-{i}"
                 work.mkdir()
+                config = work / "config.yml"
                 if side == "ours":
-                    config = work / "config.yml"
-                    config.write_text(
-                        yaml.safe_dump(our_config(REPO / "config" / "nanodet-plus-m_320.yml", data, plan, work))
-                    )
+                    config.write_text(yaml.safe_dump(our_config(REPO / "config" / CONFIG, data, plan, work)))
                     result = ours(config, work / "out", args.threads)
                 else:
-                    config = work / "config.yml"
-                    base = args.ref_code / "config" / "nanodet-plus-m_320.yml"
-                    config.write_text(yaml.safe_dump(official_config(base, data, plan, work / "out")))
+                    cfg = official_config(args.ref_code / "config" / CONFIG, data, plan, work / "out")
+                    config.write_text(yaml.safe_dump(cfg))
                     result = official(args.ref_dir, args.ref_code, config, work / "out", args.threads)
                 log(f"{side} run {i}: {result}")
                 runs[side].append(result)
