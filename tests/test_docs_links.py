@@ -1,5 +1,6 @@
-"""The docs hold together: every relative link and picture in README.md and docs/*.md names a
-file of the repository, and every #anchor a heading of the page it points to."""
+"""The docs hold together: every relative link and picture in README.md, docs/*.md and the benchmark
+history names a file of the repository, and every #anchor a heading of the page it points to; every
+benchmark script and result file the README and docs/ name exists."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from .conftest import ROOT
 
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [*DOCS, ROOT / "bench" / "results" / "HISTORY.md"]
 
 
 def _body(page: Path) -> str:
@@ -41,3 +43,25 @@ def test_every_relative_link_resolves():
                 broken.append(f"{page.relative_to(ROOT)}: {target}: no heading #{anchor}")
     assert checked > 20, checked
     assert not broken, "\n".join(broken)
+
+
+def _expand(path: str) -> list[str]:
+    """``detect_run{1,2,3}.json`` -> the three names it stands for."""
+    m = re.search(r"\{([^}]*)\}", path)
+    if not m:
+        return [path]
+    return [p for part in m.group(1).split(",") for p in _expand(path[: m.start()] + part + path[m.end() :])]
+
+
+def test_every_benchmark_and_result_named_exists():
+    """A command or JSON that the README or docs/ name (``bench/x.py``, ``bench/results/x.json``) is in
+    the repository: a renamed or retired script, or a result moved to the history, breaks this."""
+    missing, checked = [], 0
+    for page in DOCS:
+        for name in re.findall(r"\bbench/[\w./{},-]+\.(?:py|sh|json|png)\b", page.read_text()):
+            for path in _expand(name):
+                checked += 1
+                if not (ROOT / path).exists():
+                    missing.append(f"{page.relative_to(ROOT)}: {path}")
+    assert checked > 20, checked
+    assert not missing, "\n".join(missing)
