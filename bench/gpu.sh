@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
-# The CUDA measurements of this project (bench/gpu.py): ONE JSON object on stdout, progress on stderr.
-#   bench/gpu.sh                     # every part, on the visible GPUs (< 8 min on one H100)
-#   bench/gpu.sh --quick             # a smoke run
-#   bench/gpu.sh --device cpu --quick --parts train,infer,mining
-# Exit 2 (with {"error": "CUDA not available", ...}) when --device cuda (the default) has no GPU.
+# The CUDA measurements (bench/gpu.py): ONE JSON object on stdout, progress on stderr.
+#   bench/gpu.sh --out bench/results/gpu.json   # a CUDA machine: training fp32 vs AMP, infer pin_memory off vs on
+#   bench/gpu.sh --device cpu --quick           # the same code on the CPU (tests/test_bench_gpu.py)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if [[ -x .venv/bin/python ]]; then
-    PY=.venv/bin/python
-else
-    PY=python3
-fi
+PY=.venv/bin/python
+[[ -x $PY ]] || PY=python3
 exec "$PY" bench/gpu.py "$@"
