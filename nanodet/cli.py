@@ -58,8 +58,8 @@ def _export(args: argparse.Namespace) -> int:
     if args.int8:
         raise ExportError(
             "int8 export is not offered: on the CPUs measured (AVX2 without VNNI) int8 graphs ran "
-            "0.86-0.90x as fast as fp32 in ONNX Runtime and OpenVINO (docs/benchmarks.md); "
-            "bench/int8.py measures speed and AP50 on this CPU"
+            "0.86-0.90x as fast as fp32 in ONNX Runtime and OpenVINO; the measurement and how to repeat it "
+            "are in bench/results/HISTORY.md"
         )
     output = Path(args.output)
     onnx_path = output if args.format == "onnx" else output.with_suffix(".onnx")
