@@ -16,13 +16,11 @@ Trainings run in ``--workers`` spawned processes with one thread each. Writes ``
 ``active_learning_picks.png`` (first seed, last round: ALDD's picks beside random's) to ``--out``;
 ``--quick`` runs a small version into ``*_quick.*``.
 
-``aldd_diverse`` (add it to ``--algorithms``): ALDD skipping an image whose blurred 8x8 thumbnail is within
-cosine 0.85 of a labelled or already picked one. ``--diversity`` (issue 32): random, aldd, ``aldd_diversity``
-and ``entropy_diversity`` (the scorer's ranking re-ordered by ``nanodet.mining.diversity``, as the mining
-task's ``mining_diversity: true``) on the plain pool and a bursty one (``--bursty-scenes`` scenes, each 6-10
-jittered frames, like video), with the same labelling counts; adds the distinct scenes picked and labelled,
-and ``diversity_verdict``; writes ``active_learning_diversity.json`` (``pools``: one report per pool) and
-its plots.
+``--diversity`` (issue 32): random, aldd, ``aldd_diversity`` and ``entropy_diversity`` (the scorer's ranking
+re-ordered by ``nanodet.mining.diversity``, as the mining task's ``mining_diversity: true``) on the plain pool
+and a bursty one (``--bursty-scenes`` scenes, each 6-10 jittered frames, like video), with the same labelling
+counts; adds the distinct scenes picked and labelled, and ``diversity_verdict``; writes
+``active_learning_diversity.json`` (``pools``: one report per pool) and its plots.
 """
 
 from __future__ import annotations
@@ -47,11 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import PoolRecipe, host_info, log, make_pool, synthetic_config  # noqa: E402
 
 CONFIG = "nanodet-plus-m_320.yml"
-ALGORITHMS = ("aldd", "entropy", "random", "aldd_diverse", "aldd_diversity", "entropy_diversity")
+ALGORITHMS = ("aldd", "entropy", "random", "aldd_diversity", "entropy_diversity")
 DEFAULT_ALGORITHMS = "aldd,entropy,random"
 DIVERSITY_ALGORITHMS = "random,aldd,aldd_diversity,entropy_diversity"  # the arms of issue 32
 POOLS = ("plain", "bursty")
-DUP_SIMILARITY = 0.85  # thumbnails at least this alike are near-duplicates (aldd_diverse)
 KINDS = ("empty", "dup_copy", "redundant", "rare", "small", "low_contrast")
 MINING_BATCH = 32
 BURSTY_SEED_OFFSET = 104729
@@ -220,34 +217,6 @@ def mining_scores(
     return scores, np.concatenate(embeddings)
 
 
-def thumbnail(path: str) -> np.ndarray:
-    """Blurred 8x8 grey thumbnail, zero mean, unit norm (robust to small shifts)."""
-    import cv2
-
-    grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE).astype(np.float32)
-    small = cv2.resize(cv2.GaussianBlur(grey, (0, 0), 3), (8, 8), interpolation=cv2.INTER_AREA).ravel()
-    small -= small.mean()
-    return small / (np.linalg.norm(small) + 1e-6)
-
-
-def diverse_top(data: dict, ranked: list[int], labelled: list[int], count: int) -> tuple[list[int], int]:
-    """``aldd_diverse``: the ranking less near-duplicates of labelled or picked images (refilled from
-    the skipped if short); the picks and how many were skipped."""
-    chosen: list[int] = []
-    skipped: list[int] = []
-    seen = np.stack([thumbnail(image_path(data, i)) for i in labelled])
-    for image_id in ranked:
-        if len(chosen) == count:
-            break
-        desc = thumbnail(image_path(data, image_id))
-        if float((seen @ desc).max()) >= DUP_SIMILARITY:
-            skipped.append(image_id)
-            continue
-        chosen.append(image_id)
-        seen = np.vstack([seen, desc])
-    return chosen + skipped[: count - len(chosen)], len(skipped)
-
-
 def mine_round(
     proto: Protocol, data: dict, weights: str, labelled: list[int], algorithm: str, seed: int, round_index: int
 ) -> dict:
@@ -259,12 +228,10 @@ def mine_round(
     scorer = "entropy" if algorithm.startswith("entropy") else "aldd"  # random: ALDD scores kept for the record
     scores, embeddings = mining_scores(proto, data, weights, candidates, scorer)
     ranked = [candidates[k] for k in sorted(range(len(candidates)), key=lambda k: (-scores[k], candidates[k]))]
-    skipped, diversity_s = 0, None
+    diversity_s = None
     if algorithm == "random":
         rng = np.random.default_rng([seed, round_index, 77])
         picks = sorted(int(i) for i in rng.choice(candidates, size=proto.step, replace=False))
-    elif algorithm == "aldd_diverse":
-        picks, skipped = diverse_top(data, ranked, labelled, proto.step)
     elif algorithm.endswith("_diversity"):
         ranking_start = time.perf_counter()
         order, _ = diverse_order(np.array(scores), embeddings)
@@ -277,7 +244,6 @@ def mine_round(
         "picks": picks,
         "pick_scores": [round(by_id[i], 6) for i in picks],
         "score_name": scorer,
-        "skipped_as_near_duplicate": skipped,
         "diversity_s": diversity_s,
         "mine_s": round(time.perf_counter() - start, 1),
     }
@@ -416,11 +382,7 @@ def algorithm_picks(proto: Protocol, algorithm: str, chains: dict, meta: dict[in
         per_seed = {}
         for s in proto.seeds:
             step = chains[(s, algorithm)][r - 1]
-            picks.setdefault(s, {})[r] = {
-                "ids": step["picks"],
-                step["score_name"] + "_scores": step["pick_scores"],
-                "skipped_as_near_duplicate": step["skipped_as_near_duplicate"],
-            }
+            picks.setdefault(s, {})[r] = {"ids": step["picks"], step["score_name"] + "_scores": step["pick_scores"]}
             per_seed[s] = composition(step["picks"], step["labelled_before"], meta, partners)
         mean = {k: round(statistics.fmean(c[k] for c in per_seed.values()), 2) for k in per_seed[proto.seeds[0]]}
         comp.append({"round": r, "picked": proto.step, "mean": mean, "per_seed": per_seed})
