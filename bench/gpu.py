@@ -26,6 +26,7 @@ default) finds no GPU.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -68,7 +69,10 @@ def header(device: str) -> dict:
     """Versions, GPUs and CPUs (``gpus`` is read by ``bench/loader.py``)."""
     cuda = torch.cuda.is_available()
     props = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())] if cuda else []
-    nccl = torch.cuda.nccl.version() if cuda and hasattr(torch.cuda, "nccl") else None
+    try:
+        nccl = torch.cuda.nccl.version() if cuda else None  # a tuple; an int in old releases
+    except Exception:  # noqa: BLE001 - a build without NCCL
+        nccl = None
     return host_info() | {
         "device_asked": device,
         "cuda": torch.version.cuda,
@@ -92,6 +96,7 @@ def guarded(what: str, fn) -> dict:
         log(f"[gpu.py] {what} failed: {type(err).__name__}: {err}")
         tail = "".join(traceback.format_exception(err)[-3:])[-2000:]
         result = {"error": f"{type(err).__name__}: {err}"[:2000], "traceback_tail": tail}
+    gc.collect()  # the trainer's loader workers go now, not during the next measurement
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result | {"elapsed_s": round(time.perf_counter() - start, 1)}
