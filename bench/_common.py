@@ -1,243 +1,71 @@
-"""What the benchmarks share: fixed random weights, memory and CPU-noise probes, CPU thread
-set-up and host facts for the JSON reports, and synthetic datasets (the shapes sets and the
-active-learning pool) with configs pointed at them.
+"""What the benchmarks share: host facts and JSON reports, threads and the machine's load, peak
+memory, forked children under limits, the official NanoDet's environment, start.py runs, generated
+pictures and datasets, fixed random weights that score like trained ones, the active-learning pool.
 
-Nothing here is part of the library; the benchmarks import it as ``bench._common`` (run
-them from anywhere: they put the repository root on ``sys.path``) or as ``_common`` (run as
-a script from ``bench/``).
+torch, numpy, OpenCV and nanodet are imported where used: a parent that stays small keeps its
+children's peak RSS (``wait4``) honest, since a child starts at its parent's size at the fork.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import math
 import os
 import platform
+import re
 import resource
+import select
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import cv2
-import numpy as np
-import torch
-from torch import nn
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from nanodet.config import NanoDetConfig  # noqa: E402
-from nanodet.data.synthetic import synthetic_image  # noqa: E402
-from nanodet.data.transforms import preprocess  # noqa: E402
-from nanodet.model import build_model  # noqa: E402
-
+RESULTS = REPO / "bench" / "results"
+CONFIG_DIR = REPO / "config"
+CLASSES = ("circle", "square", "triangle")
 SCORE_THR_LOGIT = math.log(0.05 / 0.95)  # sigmoid(x) > 0.05  <=>  x > -2.944
+# The official NanoDet beside ours (../shared/ref/README.md): run.sh runs a script in its environment
+REF_HARNESS = Path(os.environ.get("NANODET_REF", REPO.parent / "shared" / "ref"))
+REF_CODE = Path(os.environ.get("REF_DIR", "/tmp/nanodet-ref"))
+LOOP_LOG = re.compile(r"rank 0: (\d+) images in ([\d.]+) s")  # a predict task's batch loop
 
 
 def log(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-def print_report(report: dict, out: Path | None = None) -> None:
-    """A benchmark's JSON report on stdout, and in ``out`` too when given."""
-    text = json.dumps(report, indent=2)
+def print_report(report: dict, out: Path | None = None, indent: int | None = 2) -> None:
+    """A benchmark's JSON report on stdout, and in ``out`` too (written atomically) when given."""
+    text = json.dumps(report, indent=indent)
     print(text)
     if out:
+        out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(out)
 
 
-# --- weights ---------------------------------------------------------------------------
+# --- host, threads, load -----------------------------------------------------------------------
 
 
-def calibration_batch(cfg: NanoDetConfig, count: int = 8, seed: int = 1234) -> torch.Tensor:
-    """Pre-processed real-looking images (the synthetic shapes) at the config's input size."""
-    mean, std = cfg.data.val.pipeline.normalize
-    inputs = []
-    for i in range(count):
-        rng = np.random.default_rng([seed, i])
-        size = (int(rng.integers(480, 1281)), int(rng.integers(360, 961)))
-        image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
-        chw, _ = preprocess(image, tuple(cfg.data.val.input_size), cfg.data.val.keep_ratio, mean, std)
-        inputs.append(torch.from_numpy(chw))
-    return torch.stack(inputs)
-
-
-@torch.no_grad()
-def random_detector(cfg: NanoDetConfig, seed: int = 0, candidate_rate: float = 0.002) -> nn.Module:
-    """An inference model (no aux branch) with fixed random weights that behave like trained ones.
-
-    * every conv gets He-normal weights, so signals neither vanish nor explode (with the
-      library's init, std 0.01 in places, the stride-32 features are ~1e-4 and all class
-      scores are nearly equal, so comparing detections would compare near-ties; speed is
-      the same: no denormals were measured);
-    * BatchNorm affine parameters are random and the running statistics are the real
-      statistics of the activations on real-looking images (cumulative average over a
-      calibration batch), so folding BN into the convs is exercised with non-trivial
-      mean/var;
-    * the class bias of ``head.gfl_cls`` is set so that about ``candidate_rate`` of all
-      (prior, class) pairs score above the 0.05 NMS threshold on those images: a few
-      hundred candidates per image, tens of detections after NMS, as with a trained model.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    model = build_model(cfg.model.arch, with_aux=False)
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            fan_in = module.weight[0].numel()
-            module.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
-            if module.bias is not None:
-                module.bias.normal_(0.0, 0.1, generator=gen)
-        elif isinstance(module, nn.BatchNorm2d):
-            module.weight.uniform_(0.5, 1.5, generator=gen)
-            module.bias.normal_(0.0, 0.2, generator=gen)
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration passes
-    calib = calibration_batch(cfg)
-    model.train()
-    for chunk in calib.split(4):
-        model(chunk)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = 0.1
-    model.eval()
-
-    num_classes = model.head.num_classes
-    for conv in model.head.gfl_cls:
-        conv.bias[:num_classes] = 0.0
-    logits = model(calib)[..., :num_classes].flatten()
-    quantile = torch.quantile(
-        logits[torch.randperm(len(logits), generator=gen)[:2_000_000]].float(), 1.0 - candidate_rate
-    )
-    class_bias = SCORE_THR_LOGIT - float(quantile)
-    for conv in model.head.gfl_cls:
-        conv.bias[:num_classes] = class_bias
-    model.class_bias = class_bias  # for the report
-    return model
-
-
-# --- memory ----------------------------------------------------------------------------
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, in MiB.
-
-    Linux's ``VmHWM`` (the high-water mark of this process's own address space) when
-    available: ``getrusage(RUSAGE_SELF).ru_maxrss`` of a child started by a big parent
-    reports at least the *parent's* RSS at fork time (the kernel keeps the pre-exec peak),
-    so a fresh subprocess of a 600 MiB parent would never report less than 600 MiB.
-    """
+def cpu_model() -> str:
     try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def current_rss_mib() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     except OSError:
-        return float("nan")
-
-
-# --- CPU noise -------------------------------------------------------------------------
-
-
-def _system_busy_ticks() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    total = sum(fields[:8])
-    return total - idle, total
-
-
-def _own_cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-class CpuNoise:
-    """How much CPU other processes used while a benchmark ran (our own children excluded
-    once they have been waited for), as a fraction of all cores: 0 = quiet machine."""
-
-    def __init__(self) -> None:
-        self.start = _system_busy_ticks()
-        self.own_start = _own_cpu_seconds()
-        self.wall_start = time.perf_counter()
-
-    def foreign_share(self) -> float | None:
-        end = _system_busy_ticks()
-        if self.start is None or end is None:
-            return None
-        hz = os.sysconf("SC_CLK_TCK")
-        busy = (end[0] - self.start[0]) / hz
-        total = (end[1] - self.start[1]) / hz
-        foreign = busy - (_own_cpu_seconds() - self.own_start)
-        return round(max(0.0, foreign) / total, 3) if total > 0 else None
-
-
-# --- timing ----------------------------------------------------------------------------
-
-
-def summarize(times: Sequence[float], items: int) -> dict:
-    """Throughput summary of per-call wall times: best-of-N and median, items/s."""
-    ts = sorted(times)
-    median = ts[len(ts) // 2] if len(ts) % 2 else 0.5 * (ts[len(ts) // 2 - 1] + ts[len(ts) // 2])
-    return {
-        "images_per_s": round(items / ts[0], 2),  # best of N: the machine's own speed
-        "images_per_s_median": round(items / median, 2),
-        "ms_per_call_best": round(1000 * ts[0], 3),
-        "ms_per_call_median": round(1000 * median, 3),
-        "calls": len(ts),
-        "noise_median_over_best": round(median / ts[0], 3),
-    }
-
-
-def sync(device: torch.device) -> Callable[[], None]:
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
-def busy_share(seconds: float = 2.0) -> float | None:
-    """Share of all cores busy over the next ``seconds`` (call it while we run nothing)."""
-    a = _system_busy_ticks()
-    time.sleep(seconds)
-    b = _system_busy_ticks()
-    if a is None or b is None or b[1] == a[1]:
-        return None
-    return (b[0] - a[0]) / (b[1] - a[1])
-
-
-def wait_for_quiet(max_wait_s: float, threshold: float = 0.25, window_s: float = 2.0) -> dict:
-    """Wait (at most ``max_wait_s``) for a window in which other processes use less than
-    ``threshold`` of the CPUs. Returns how long it waited and the last share seen."""
-    start = time.perf_counter()
-    share = None
-    while True:
-        share = busy_share(window_s)
-        if share is None or share < threshold or time.perf_counter() - start >= max_wait_s:
-            break
-    return {"waited_s": round(time.perf_counter() - start, 1), "busy_share": None if share is None else round(share, 3)}
-
-
-# --- synthetic datasets, threads, host facts ------------------------------------------
-
-CONFIG_DIR = REPO / "config"
-CLASSES = ("circle", "square", "triangle")
+        pass
+    return platform.processor() or "unknown"
 
 
 def available_cores() -> int:
@@ -247,40 +75,84 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_cores(seconds: float = 1.0) -> float | None:
-    """Cores the machine's processes kept busy over ``seconds`` (from /proc/stat), or None."""
+def host_info() -> dict:
+    import torch
 
-    def sample() -> tuple[int, int] | None:
-        try:
-            values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = values[3] + (values[4] if len(values) > 4 else 0)
-        return sum(values[:8]) - idle, os.sysconf("SC_CLK_TCK")
+    return {
+        "cores_available": available_cores(),
+        "cpu_model": cpu_model(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
 
-    first = sample()
-    start = time.perf_counter()
-    time.sleep(seconds)
-    second = sample()
-    if first is None or second is None:
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
         return None
-    return (second[0] - first[0]) / second[1] / (time.perf_counter() - start)
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_share(seconds: float = 2.0) -> float | None:
+    """Share of all CPUs busy over the next ``seconds`` (call it while we run nothing)."""
+    a = _cpu_ticks()
+    time.sleep(seconds)
+    b = _cpu_ticks()
+    if a is None or b is None or b[1] == a[1]:
+        return None
+    return (b[0] - a[0]) / (b[1] - a[1])
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.25, window_s: float = 2.0) -> dict:
+    """Wait (at most ``max_wait_s``) for a window in which less than ``threshold`` of the CPUs is busy."""
+    start = time.perf_counter()
+    while True:
+        share = busy_share(window_s)
+        if share is None or share < threshold or time.perf_counter() - start >= max_wait_s:
+            break
+    return {"waited_s": round(time.perf_counter() - start, 1), "busy_share": None if share is None else round(share, 3)}
+
+
+class CpuNoise:
+    """The share of all CPUs that other processes used while a benchmark ran (0: a quiet machine);
+    our own children count as ours once waited for."""
+
+    def __init__(self) -> None:
+        self.start, self.own_start = _cpu_ticks(), self._own()
+
+    @staticmethod
+    def _own() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def foreign_share(self) -> float | None:
+        end = _cpu_ticks()
+        if self.start is None or end is None:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        busy, total = (end[0] - self.start[0]) / hz, (end[1] - self.start[1]) / hz
+        foreign = busy - (self._own() - self.own_start)
+        return round(max(0.0, foreign) / total, 3) if total > 0 else None
 
 
 def default_threads() -> tuple[int, str]:
-    """(threads, why): ``OMP_NUM_THREADS`` if set, else the cores other processes leave idle.
-
-    On a small machine shared with other jobs, intra-op threads that outnumber the idle
-    cores get pre-empted while the others spin-wait at every barrier: measured here on 2
-    cores with ~1 core taken by others, 2 threads ran a training step 3-4x slower than 1.
-    """
+    """(threads, why): ``OMP_NUM_THREADS`` if set, else the cores other processes leave idle (on a
+    shared machine, threads beyond the idle cores spin-wait at every barrier: 2 threads ran a
+    training step 3-4x slower than 1 on 2 cores with one taken)."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
-    cores = available_cores()
-    busy = busy_cores()
-    if busy is None:
+    cores, share = available_cores(), busy_share(1.0)
+    if share is None:
         return cores, "all cores"
+    busy = share * (os.cpu_count() or cores)
     return max(1, min(cores, round(cores - busy))), f"idle cores ({busy:.2f} of {cores} busy before start)"
 
 
@@ -293,30 +165,290 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def host_info() -> dict:
-    import torch
+# --- memory ------------------------------------------------------------------------------------
 
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            return next((int(line.split()[1]) for line in fh if line.startswith(field + ":")), None)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process (``VmHWM``; ``ru_maxrss`` would include the parent's at the fork)."""
+    kib = _status_kib("VmHWM")
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if kib is None else kib) / 1024
+
+
+def rss_mib() -> float:
+    kib = _status_kib("VmRSS")
+    return float("nan") if kib is None else kib / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Set ``VmHWM`` to the current RSS (``/proc/self/clear_refs``); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# --- one forked child per input, under limits (the fuzzers) -------------------------------------
+
+LOADED, REFUSED, UNDOCUMENTED = "loaded", "refused", "undocumented"  # what a child can come to
+MEMORY, SIGNAL, TIMEOUT = "memory", "signal", "timeout"
+OUTCOMES = (LOADED, REFUSED, UNDOCUMENTED, SIGNAL, TIMEOUT, MEMORY)
+_MEMORY_SIGNS = ("can't allocate memory", "MemoryError", "out of memory", "std::bad_alloc")
+GIB = 1 << 30
+
+
+@dataclass
+class ChildResult:
+    outcome: str  # one of OUTCOMES
+    detail: str = ""  # exception type and message, or the signal
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    rss_growth_mib: float = 0.0  # the child's peak RSS beyond its size at the fork
+
+
+@dataclass
+class Limits:
+    """``cpu_s`` CPU seconds (the time limit: SIGXCPU), ``wall_s`` (a backstop for a child that
+    sleeps), ``address_space`` bytes (RLIMIT_AS)."""
+
+    wall_s: float = 60.0
+    cpu_s: int = 10
+    address_space: int = 2 * GIB
+
+
+def _child(fn: Callable[[], None], documented: tuple, out: int, limits: Limits) -> None:
+    """The forked side: limits, no output, run, one JSON line on the pipe. Never returns."""
+    try:
+        faulthandler.disable()  # pytest's, inherited: a crash is the parent's to report
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_AS, (limits.address_space, limits.address_space))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
+        rss_start = _status_kib("VmRSS")
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        try:
+            fn()
+            report = {"outcome": LOADED}
+        except documented as err:
+            text = str(err)
+            outcome = MEMORY if any(sign in text for sign in _MEMORY_SIGNS) else REFUSED
+            report = {"outcome": outcome, "detail": f"{type(err).__name__}: {text[:400]}"}
+        except MemoryError as err:
+            report = {"outcome": MEMORY, "detail": f"MemoryError: {str(err)[:400]}"}
+        except BaseException as err:  # noqa: BLE001 - sorting every exception is the point
+            module, name = type(err).__module__, type(err).__qualname__  # IndexError, struct.error
+            name = name if module == "builtins" else f"{module}.{name}"
+            report = {"outcome": UNDOCUMENTED, "detail": f"{name}: {str(err)[:400]}"}
+        report["rss_growth_mib"] = max(0, _status_kib("VmHWM") - rss_start) / 1024
+        os.write(out, (json.dumps(report) + "\n").encode())
+    finally:
+        os._exit(0)
+
+
+def _reap(pid: int, fd: int, start: float, data: bytes, limits: Limits, timed_out: bool) -> ChildResult:
+    os.close(fd)
+    _, status, usage = os.wait4(pid, 0)
+    wall, cpu = time.monotonic() - start, usage.ru_utime + usage.ru_stime
+    if timed_out:
+        return ChildResult(TIMEOUT, f"still running after {limits.wall_s:.0f} s (wall clock)", wall, cpu)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU:
+            return ChildResult(TIMEOUT, f"more than {limits.cpu_s} s of CPU (SIGXCPU)", wall, cpu)
+        return ChildResult(SIGNAL, f"killed by {signal.Signals(sig).name}", wall, cpu)
+    try:
+        report = json.loads(data.decode())
+    except ValueError:
+        return ChildResult(SIGNAL, f"exited with {os.waitstatus_to_exitcode(status)} without a report", wall, cpu)
+    growth = report.get("rss_growth_mib", 0.0)
+    outcome = MEMORY if growth * 2**20 > limits.address_space else report["outcome"]
+    return ChildResult(outcome, report.get("detail", ""), wall, cpu, growth)
+
+
+def run_children(
+    work: Iterable[tuple[Any, Callable[[], None]]], documented: tuple, limits: Limits, jobs: int = 1
+) -> Iterator[tuple[Any, ChildResult]]:
+    """Run each ``(key, fn)`` in its own forked child (after the parent's imports: a millisecond
+    to start), ``jobs`` at a time; yield ``(key, result)`` as each ends. ``work`` is consumed
+    lazily, one item as a child may start (so it can write the file that child reads)."""
+    pending, running, more = iter(work), {}, True  # running: fd -> [key, pid, start, data]
+    while running or more:
+        while more and len(running) < jobs:
+            item = next(pending, None)
+            if item is None:
+                more = False
+                break
+            read_end, write_end = os.pipe()
+            start = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_end)
+                _child(item[1], documented, write_end, limits)
+            os.close(write_end)
+            running[read_end] = [item[0], pid, start, b""]
+        if not running:
+            break
+        wait = max(0.0, min(c[2] + limits.wall_s for c in running.values()) - time.monotonic())
+        for fd in select.select(list(running), [], [], wait)[0]:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                running[fd][3] += chunk
+            else:
+                key, pid, start, data = running.pop(fd)
+                yield key, _reap(pid, fd, start, data, limits, timed_out=False)
+        now = time.monotonic()
+        for fd in [fd for fd, c in running.items() if now - c[2] >= limits.wall_s]:
+            key, pid, start, data = running.pop(fd)
+            os.kill(pid, signal.SIGKILL)
+            yield key, _reap(pid, fd, start, data, limits, timed_out=True)
+
+
+def run_in_child(
+    fn: Callable[[], None], documented: tuple, wall_s: float = 60.0, cpu_s: int = 10, address_space: int = 2 * GIB
+) -> ChildResult:
+    """Run ``fn`` in a forked child under the limits and say what came of it."""
+    ((_, result),) = run_children([(None, fn)], documented, Limits(wall_s, cpu_s, address_space))
+    return result
+
+
+# --- processes: the official side, start.py ------------------------------------------------------
+
+
+def official_command(script: Path | str, *args: str) -> list[str] | None:
+    """``script`` run by the official NanoDet's environment (``REF_HARNESS/run.sh``), or None without it."""
+    run = REF_HARNESS / "run.sh"
+    return ["bash", str(run), str(script), *map(str, args)] if run.is_file() else None
+
+
+def run_start_py(in_dir: Path, out_dir: Path, env: dict | None = None, repo: Path = REPO) -> dict:
+    """``start.py --in --out`` of ``repo`` in a process of its own: wall seconds, the peak RSS of its
+    largest process (``wait4``), the log, and the batch loop's seconds from it. Exits on a failure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f"{out_dir.name}.log", "w+") as logged:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, str(repo / "start.py"), "--in", str(in_dir), "--out", str(out_dir)],
+            stdout=logged,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        logged.seek(0)
+        text = logged.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{repo}/start.py failed on {in_dir}:\n{text[-3000:]}")
+    loop = LOOP_LOG.search(text)
     return {
-        "cores_available": available_cores(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda_available": torch.cuda.is_available(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": round(wall, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "batch_loop_s": float(loop.group(2)) if loop else None,
+        "log": text,
     }
 
 
+# --- generated pictures and datasets ------------------------------------------------------------
+
+
+def photo_like(rng, width: int, height: int):
+    """A photo-like BGR image (its JPEG decodes at a photo's cost): a smooth light gradient,
+    mostly-luminance texture at five scales, 8-15 textured objects with hard edges, noise (sigma 3)."""
+    import cv2
+    import numpy as np
+
+    img = np.empty((height, width, 3), np.float32)
+    ys = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    top, bottom = rng.uniform(60, 200, 3).astype(np.float32), rng.uniform(40, 170, 3).astype(np.float32)
+    img[:] = top * (1 - ys) + bottom * ys
+    for cells, amplitude in ((6, 25.0), (24, 14.0), (96, 9.0), (384, 7.0), (1200, 6.0)):
+        rows = max(2, cells * height // max(width, height))
+        grid = rng.normal(0, amplitude, (rows, cells, 3)).astype(np.float32)
+        grid[..., 1:] = 0.6 * grid[..., :1] + 0.4 * grid[..., 1:]
+        img += cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
+    for _ in range(int(rng.integers(8, 16))):
+        ax, ay = int(rng.uniform(0.03, 0.2) * width), int(rng.uniform(0.03, 0.2) * height)
+        x0, y0 = int(rng.integers(0, width - 2 * ax)), int(rng.integers(0, height - 2 * ay))
+        mask = np.full((2 * ay, 2 * ax), 255, np.uint8)
+        if rng.random() < 0.5:
+            mask[:] = 0
+            cv2.ellipse(mask, (ax, ay), (ax, ay), 0.0, 0, 360, 255, -1)
+        cells = rng.normal(0, 22, (int(rng.integers(4, 40)), int(rng.integers(4, 40)), 3)).astype(np.float32)
+        texture = cv2.resize(cells, (2 * ax, 2 * ay), interpolation=cv2.INTER_CUBIC)
+        texture += rng.uniform(20, 235, 3).astype(np.float32)
+        region = img[y0 : y0 + 2 * ay, x0 : x0 + 2 * ax]
+        region[mask > 0] = texture[mask > 0]
+    img += rng.normal(0, 3.0, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def shapes_jpegs(folder: Path, count: int, seed: int, min_wh: Sequence[int], max_wh: Sequence[int]) -> list:
+    """``count`` JPEGs (quality 90) of generated shapes, sizes drawn in ``min_wh..max_wh``; their sizes."""
+    import cv2
+    import numpy as np
+
+    from nanodet.data.synthetic import synthetic_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, i])
+        size = (int(rng.integers(min_wh[0], max_wh[0] + 1)), int(rng.integers(min_wh[1], max_wh[1] + 1)))
+        image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        sizes.append(size)
+    return sizes
+
+
+def small_candidates(in_dir: Path, count: int, seed: int) -> list[str]:
+    """``count`` 96x72 JPEGs of shapes under ``in_dir/assets`` (256 folders); their ``/in/...`` paths."""
+    import cv2
+    import numpy as np
+
+    from nanodet.data.synthetic import synthetic_image
+
+    rows = []
+    for k in range(count):
+        rng = np.random.default_rng([seed, k])
+        image, _, _ = synthetic_image(rng, size=(96, 72), class_names=CLASSES, max_objects=3, min_size=16, max_size=48)
+        name = f"assets/{k % 256:02x}/cand-{k:06d}.jpg"
+        (in_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (in_dir / name).write_bytes(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+        rows.append(f"/in/{name}")
+    return rows
+
+
+def models_folder(models: Path, input_size: int, candidate_rate: float | None = 0.01) -> Path:
+    """``models/`` as a training leaves it (3 shape classes, square input): ``random_detector``
+    weights (``candidate_rate``), or the library's initial weights with None."""
+    from nanodet.config import load_config, save_config
+    from nanodet.model import build_model
+    from nanodet.weights.checkpoint import save_pth
+
+    size = [input_size, input_size]
+    cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml").with_classes(list(CLASSES))
+    cfg = cfg.merged({"data": {"train": {"input_size": size}, "val": {"input_size": size}}})
+    models.mkdir(parents=True, exist_ok=True)
+    model = build_model(cfg.model.arch) if candidate_rate is None else random_detector(cfg, 0, candidate_rate)
+    save_pth(model, models / "nanodet_model_best.pth", inference_only=True)
+    save_config(cfg, models / "train_cfg.yml")
+    return models
+
+
 def make_dataset(
-    root: Path,
-    name: str,
-    num_images: int,
-    image_size,
-    seed: int,
-    min_size: int,
-    max_size: int,
-    max_objects: int = 4,
+    root: Path, name: str, num_images: int, image_size, seed: int, min_size: int, max_size: int, max_objects: int = 4
 ) -> dict[str, str]:
-    """Generate (once: reused if ``root/name`` holds the same recipe) a COCO shapes set."""
+    """A COCO shapes set under ``root/name``, generated once (reused while its recipe is the same)."""
     from nanodet.data.synthetic import make_synthetic_coco
 
     out = Path(root) / name
@@ -329,19 +461,11 @@ def make_dataset(
         "max_objects": max_objects,
         "classes": list(CLASSES),
     }
-    stamp = out / "recipe.json"
-    ann = out / "annotations.json"
+    stamp, ann = out / "recipe.json", out / "annotations.json"
     if not (ann.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == recipe):
         start = time.perf_counter()
         make_synthetic_coco(
-            out,
-            num_images,
-            image_size=image_size,
-            class_names=CLASSES,
-            seed=seed,
-            max_objects=max_objects,
-            min_size=min_size,
-            max_size=max_size,
+            out, num_images, image_size, CLASSES, seed, max_objects=max_objects, min_size=min_size, max_size=max_size
         )
         stamp.write_text(json.dumps(recipe))
         log(f"generated {num_images} {name} images in {time.perf_counter() - start:.1f}s -> {out}")
@@ -359,12 +483,8 @@ def synthetic_config(
     overrides: dict | None = None,
     class_names: Sequence[str] = CLASSES,
 ):
-    """``config/<config_name>`` for the shape classes (default the 3 of :data:`CLASSES`),
-    reading the generated datasets.
-
-    The official train pipeline (augmentations) is kept; only paths, input size, batch and
-    workers change, plus ``overrides`` (nested dicts, official key names).
-    """
+    """``config/<config_name>`` (its train pipeline and augmentations) for ``class_names``, reading
+    the generated sets; paths, input size, batch and workers set, then ``overrides`` (official keys)."""
     from nanodet.config import _deep_merge, load_config
 
     cfg = load_config(CONFIG_DIR / config_name).with_classes(list(class_names))
@@ -378,20 +498,82 @@ def synthetic_config(
     return cfg.merged(_deep_merge(base, overrides or {}))
 
 
-# --- an active-learning pool: imbalanced, small/faint objects, empty images, near-duplicates ---------
+# --- fixed random weights that score like trained ones -------------------------------------------
+
+
+def calibration_batch(cfg, count: int = 8, seed: int = 1234):
+    """Pre-processed shapes pictures at the config's input size."""
+    import numpy as np
+    import torch
+
+    from nanodet.data.synthetic import synthetic_image
+    from nanodet.data.transforms import preprocess
+
+    mean, std = cfg.data.val.pipeline.normalize
+    inputs = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, i])
+        size = (int(rng.integers(480, 1281)), int(rng.integers(360, 961)))
+        image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
+        chw, _ = preprocess(image, tuple(cfg.data.val.input_size), cfg.data.val.keep_ratio, mean, std)
+        inputs.append(torch.from_numpy(chw))
+    return torch.stack(inputs)
+
+
+def random_detector(cfg, seed: int = 0, candidate_rate: float = 0.002):
+    """An inference model (no aux branch) with fixed random weights that behave like trained ones:
+    He-normal convs (the library's init leaves near-equal class scores: comparisons of near-ties);
+    random BatchNorm affines with the real running statistics of a calibration batch (so BN folding
+    sees non-trivial mean/var); a class bias such that ``candidate_rate`` of the (prior, class)
+    pairs score above 0.05 on those pictures: a few hundred candidates per image, as trained."""
+    import torch
+    from torch import nn
+
+    from nanodet.model import build_model
+
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(cfg.model.arch, with_aux=False)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.normal_(0.0, math.sqrt(2.0 / module.weight[0].numel()), generator=gen)
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.1, generator=gen)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5, generator=gen)
+                module.bias.normal_(0.0, 0.2, generator=gen)
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average over the calibration passes
+        calib = calibration_batch(cfg)
+        model.train()
+        for chunk in calib.split(4):
+            model(chunk)
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
+        model.eval()
+        num_classes = model.head.num_classes
+        for conv in model.head.gfl_cls:
+            conv.bias[:num_classes] = 0.0
+        logits = model(calib)[..., :num_classes].flatten()
+        sample = logits[torch.randperm(len(logits), generator=gen)[:2_000_000]].float()
+        class_bias = SCORE_THR_LOGIT - float(torch.quantile(sample, 1.0 - candidate_rate))
+        for conv in model.head.gfl_cls:
+            conv.bias[:num_classes] = class_bias
+    model.class_bias = class_bias  # for the report
+    return model
+
+
+# --- the active-learning pool: imbalanced, small/faint objects, empty images, near-duplicates ---
 
 
 @dataclass(frozen=True)
 class PoolRecipe:
-    """How ``bench/active_learning.py`` draws its pool and test set (square images of ``image_size``).
-
-    Each original image is empty (background only) with probability ``empty_share``; otherwise it
-    holds 1..``max_objects`` objects whose classes follow ``class_freq`` (the last class is the
-    rare one), all small (``small_size``) in a ``small_share`` of them, all faint (a colour only a
-    little off the background under them) in a ``low_contrast_share`` of them. A ``dup_share`` of
-    the pool are near-duplicates: copies of other pool images shifted by up to ``max_shift``
-    pixels, re-brightened and re-noised, with their boxes moved alike.
-    """
+    """How ``bench/active_learning.py`` draws its pool and test set (square images of ``image_size``):
+    an image is empty with probability ``empty_share``, else holds 1..``max_objects`` objects of
+    classes drawn by ``class_freq`` (the last is the rare one), all small in a ``small_share`` of
+    them, all faint in a ``low_contrast_share``; a ``dup_share`` of the pool are near-duplicates
+    (shifted by up to ``max_shift`` px, re-brightened, re-noised, boxes moved alike)."""
 
     classes: tuple[str, ...] = ("circle", "square", "triangle", "cross", "diamond")
     class_freq: tuple[float, ...] = (0.45, 0.30, 0.15, 0.07, 0.03)
@@ -415,8 +597,10 @@ class PoolRecipe:
         }
 
 
-def _faint_colour(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _faint_colour(rng, image, mask):
     """A colour 18-32 grey levels brighter or darker than the background under ``mask``."""
+    import numpy as np
+
     under = image[mask].reshape(-1, 3).mean(axis=0)
     offset = rng.choice([-1.0, 1.0]) * rng.uniform(18, 32) + rng.normal(0, 4, size=3)
     if under.mean() + offset.mean() < 8 or under.mean() + offset.mean() > 247:
@@ -424,17 +608,16 @@ def _faint_colour(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray)
     return np.clip(under + offset, 0, 255).astype(np.uint8)
 
 
-def _draw_pool_objects(
-    rng: np.random.Generator, image: np.ndarray, recipe: PoolRecipe, small: bool, faint: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw 1..max_objects shapes on ``image`` (in place); boxes tight to the visible pixels, labels."""
+def _draw_pool_objects(rng, image, recipe: PoolRecipe, small: bool, faint: bool):
+    """Draw 1..max_objects shapes on ``image`` in place: (boxes tight to the visible pixels, labels)."""
+    import numpy as np
+
     from nanodet.data.synthetic import SHAPES, _object_colour, _place, _visible_box
 
     height, width = image.shape[:2]
     low, high = recipe.small_size if small else recipe.object_size
     owner = np.full((height, width), -1, dtype=np.int32)
-    placed: list[np.ndarray] = []
-    labels: list[int] = []
+    placed, labels = [], []
     for _ in range(rng.integers(1, recipe.max_objects + 1)):
         label = int(rng.choice(len(recipe.classes), p=np.asarray(recipe.class_freq) / sum(recipe.class_freq)))
         kind = SHAPES[recipe.classes[label]]
@@ -454,8 +637,10 @@ def _draw_pool_objects(
     return boxes, np.array([labels[i] for i in kept], dtype=np.int64)
 
 
-def pool_image(rng: np.random.Generator, recipe: PoolRecipe) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def pool_image(rng, recipe: PoolRecipe):
     """One original image: ``(image BGR, boxes xyxy, labels, kind)``, kind = empty/small/faint flags."""
+    import numpy as np
+
     from nanodet.data.synthetic import _add_noise, _background
 
     size = recipe.image_size
@@ -471,13 +656,12 @@ def pool_image(rng: np.random.Generator, recipe: PoolRecipe) -> tuple[np.ndarray
     return _add_noise(rng, image), boxes, labels, {"small": small, "low_contrast": faint}
 
 
-def near_duplicate(
-    rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, max_shift: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A shifted (1..max_shift px), re-brightened, re-noised copy with its boxes shifted and clipped.
+def near_duplicate(rng, image, boxes, labels, max_shift: int):
+    """A shifted (1..max_shift px), re-brightened, re-noised copy, its boxes shifted and clipped
+    (those left under 3 px dropped with their labels)."""
+    import cv2
+    import numpy as np
 
-    Boxes left under 3 px wide or tall by the image border are dropped with their labels.
-    """
     height, width = image.shape[:2]
     dx, dy = (int(v) * int(rng.choice([-1, 1])) for v in rng.integers(1, max_shift + 1, size=2))
     matrix = np.float32([[1, 0, dx], [0, 1, dy]])
@@ -491,7 +675,9 @@ def near_duplicate(
 
 
 def _pool_layout(seed: int, num_images: int, dup_share: float) -> tuple[list[int], dict[int, int]]:
-    """Which positions of the pool hold originals, and for each duplicate position its source position."""
+    """Which positions hold originals, and each duplicate position's source position."""
+    import numpy as np
+
     rng = np.random.default_rng([seed, 2])
     num_dups = round(num_images * dup_share)
     order = rng.permutation(num_images)
@@ -500,7 +686,7 @@ def _pool_layout(seed: int, num_images: int, dup_share: float) -> tuple[list[int
     return originals, {int(d): int(s) for d, s in zip(sorted(order[:num_dups]), sources)}
 
 
-def _coco_record(index: int, boxes: np.ndarray, labels: np.ndarray, size: int, first_ann: int) -> tuple[dict, list]:
+def _coco_record(index: int, boxes, labels, size: int, first_ann: int) -> tuple[dict, list]:
     """The COCO image entry (id ``index + 1``) and its annotations (ids from ``first_ann``)."""
     image = {"id": index + 1, "file_name": f"{index:05d}.jpg", "width": size, "height": size}
     anns = []
@@ -519,13 +705,17 @@ def _coco_record(index: int, boxes: np.ndarray, labels: np.ndarray, size: int, f
     return image, anns
 
 
+def _content_meta(recipe: PoolRecipe, labels) -> dict:
+    rare = recipe.classes.index(recipe.rare_class)
+    return {"empty": len(labels) == 0, "rare": bool((labels == rare).any()), "objects": len(labels)}
+
+
 def _pool_images(recipe: PoolRecipe, num_images: int, seed: int, with_dups: bool):
-    """Yield ``(index, image, boxes, labels, meta)`` for every position of the set, originals first drawn."""
+    """Yield ``(index, image, boxes, labels, meta)`` for every position, the originals drawn first."""
+    import numpy as np
+
     originals, dup_source = _pool_layout(seed, num_images, recipe.dup_share if with_dups else 0.0)
-    drawn: dict[int, tuple] = {}
-    for index in originals:
-        image, boxes, labels, kind = pool_image(np.random.default_rng([seed, 0, index]), recipe)
-        drawn[index] = (image, boxes, labels, kind)
+    drawn = {index: pool_image(np.random.default_rng([seed, 0, index]), recipe) for index in originals}
     for index in range(num_images):
         if index in dup_source:
             image, boxes, labels, kind = drawn[dup_source[index]]
@@ -539,17 +729,11 @@ def _pool_images(recipe: PoolRecipe, num_images: int, seed: int, with_dups: bool
         yield index, image, boxes, labels, meta | _content_meta(recipe, labels)
 
 
-def _content_meta(recipe: PoolRecipe, labels: np.ndarray) -> dict:
-    rare = recipe.classes.index(recipe.rare_class)
-    return {"empty": len(labels) == 0, "rare": bool((labels == rare).any()), "objects": len(labels)}
-
-
 def _burst_images(recipe: PoolRecipe, num_scenes: int, seed: int, frames: tuple[int, int]):
-    """Yield ``(index, image, boxes, labels, meta)`` of a bursty pool: each of ``num_scenes``
-    originals (drawn as :func:`pool_image` draws them) appears as ``frames[0]..frames[1]``
-    consecutive frames, each a jittered copy (:func:`near_duplicate`: shifted by up to
-    ``max_shift`` px, re-brightened, re-noised), like a short video of one scene. ``scene`` is
-    the id of the scene's first frame; ``dup_of`` too for every later frame."""
+    """A bursty pool: each scene (drawn as ``pool_image`` draws) as ``frames[0]..frames[1]``
+    jittered frames (``near_duplicate``), like a short video; ``scene`` is its first frame's id."""
+    import numpy as np
+
     index = 0
     for scene in range(num_scenes):
         base, boxes, labels, kind = pool_image(np.random.default_rng([seed, 0, scene]), recipe)
@@ -572,15 +756,10 @@ def make_pool(
     with_dups: bool = True,
     bursts: tuple[int, int] | None = None,
 ) -> dict[str, str]:
-    """Generate (once: reused when ``root/name`` holds the same recipe) a pool or test set.
-
-    Writes ``images/00000.jpg ...``, ``annotations.json`` (COCO, image id = index + 1) and
-    ``meta.json`` (per image id: empty, small, low_contrast, rare, objects, dup_of = the id of the
-    image it is a near-duplicate of, or null, scene = the id of its scene's original or first
-    frame). With ``bursts`` = (fewest, most) frames, ``num_images`` is the number of scenes, each
-    a burst of jittered frames (:func:`_burst_images`; ``with_dups`` is ignored). Returns
-    ``img_path``, ``ann_path``, ``meta_path``.
-    """
+    """A pool or test set under ``root/name``, generated once (reused while its recipe is the same):
+    ``images/00000.jpg ...``, ``annotations.json`` (COCO, id = index + 1), ``meta.json`` (per id:
+    empty, small, low_contrast, rare, objects, dup_of, scene). With ``bursts`` = (fewest, most)
+    frames, ``num_images`` counts scenes (``with_dups`` ignored). Returns the three paths."""
     from nanodet.data.synthetic import _write_jpeg
 
     out = Path(root) / name
@@ -608,13 +787,8 @@ def make_pool(
         annotations.extend(anns)
         meta[index + 1] = info
     categories = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(recipe.classes)]
-    coco = {
-        "info": {"description": f"active-learning {name}", "seed": seed},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
+    coco = {"info": {"description": f"active-learning {name}", "seed": seed}, "licenses": [], "images": images}
+    coco |= {"annotations": annotations, "categories": categories}
     Path(paths["ann_path"]).write_text(json.dumps(coco))
     Path(paths["meta_path"]).write_text(json.dumps(meta))
     (out / "recipe.json").write_text(json.dumps(stamp))

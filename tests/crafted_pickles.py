@@ -1,6 +1,6 @@
 """Hand-assembled pickles inside PyTorch's zip layout: the hostile checkpoints that no
 ``torch.save`` writes (a numpy dtype whose object flag is cleared, an ndarray over file bytes),
-for the tests and for ``bench/fuzz_checkpoints.py``.
+for the tests and for ``bench/fuzz.py --target checkpoints``.
 
 Only opcodes the weights-only unpickler reads are used (protocol 2: ``GLOBAL``, ``REDUCE``,
 ``BUILD``, ``BINUNICODE`` ...); bytes are ``_codecs.encode(latin-1 text)``, as numpy pickles them.

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.fuzz_checkpoints import fuzz, load_like_our_code, model_config
-from bench.fuzz_children import LOADED, REFUSED, SIGNAL, run_in_child
+from bench._common import LOADED, REFUSED, SIGNAL, run_in_child
+from bench.fuzz import fuzz, load_like_our_code, model_config
 from nanodet.engine.checkpointer import check_resumable, load_training_checkpoint, save_training_checkpoint
 from nanodet.model import build_model
 from nanodet.weights.checkpoint import CheckpointError, read_checkpoint
@@ -271,7 +271,7 @@ def test_damage_to_what_resume_reads_is_named(good_training, key, value, message
 
 def test_fuzzed_checkpoints_load_or_are_refused():
     """50 seeded mutants of the release layout, our training checkpoint and our .pth (the
-    first 50 of bench/fuzz_checkpoints.py's run), each loaded in a child."""
+    first 50 of bench/fuzz.py --target checkpoints's run), each loaded in a child."""
     records, facts = fuzz(50, seed=0, jobs=2, **CHILD_LIMITS)
     assert {name: base["unmutated"] for name, base in facts["bases"].items()} == dict.fromkeys(facts["bases"], LOADED)
     outcomes = {r.result.outcome for r in records}

@@ -181,7 +181,7 @@ def test_a_truncated_file_keeps_its_header_size(tmp_path):
 
 
 def _bases() -> dict[str, bytes]:
-    from bench.fuzz_image_headers import make_bases
+    from bench.fuzz import make_bases
 
     return make_bases()
 
@@ -205,11 +205,12 @@ def test_every_truncation_of_a_header_is_a_header_error_or_a_size(name):
 
 def test_fuzzed_headers_give_only_the_documented_errors():
     """300 seeded mutants of JPEG, PNG, BMP and WebP files (the first 300 of
-    bench/fuzz_image_headers.py's run), each read in a forked child: a size, HeaderError from the
+    bench/fuzz.py --target image-headers's run), each read in a forked child: a size, HeaderError from the
     parser, ImageReadError naming the file from image_size; nothing else, no signal."""
-    from bench.fuzz_image_headers import fuzz
+    from bench.fuzz import fuzz
 
-    records, bases = fuzz(300, seed=0, wall_s=300.0, cpu_s=30, jobs=2)
+    records, facts = fuzz(300, seed=0, wall_s=300.0, cpu_s=30, jobs=2, target="image-headers")
+    bases = facts["bases"]
     assert {b["unmutated"] for b in bases.values()} == {"read"}
     failures = [
         (r.index, r.base, r.what, r.result.detail) for r in records if r.result.outcome not in ("loaded", "refused")
