@@ -1,0 +1,399 @@
+"""What a mining feature costs: one mining task through start.py with the feature on and off,
+alternately on one workspace (the machine's drift hits both alike).
+
+    .venv/bin/python bench/mining_cost.py --feature contact-sheet [--candidates 1000] [--repeats 3]
+    .venv/bin/python bench/mining_cost.py --feature diversity [--cost] [--memory] [--separation --weights W]
+
+Each starts with an uncounted run (it fills the export cache). ``contact-sheet``: shapes pictures
+of 192x160 to 320x256, input 320; wall seconds, medians, overhead and the sheet's own seconds from
+the task log. ``diversity``: ``--cost``: 10k 96x72 JPEGs, input 128, ``random_detector`` weights;
+the extra wall, batch-loop and re-ranking seconds (best of the repeats), the embedding step alone.
+``--memory``: ``CandidateResults`` of ``--large`` candidates filled and ranked, each case in a fresh
+process: peak RSS and seconds. ``--separation --weights W`` (a round-0 model of
+``bench/active_learning.py --work-dir``): cosine similarities of frames of one scene and of
+different scenes on a bursty pool (60 scenes, seed 555). Default ``--cost --memory``; cases not run
+are kept from ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench._common import (  # noqa: E402
+    RESULTS,
+    host_info,
+    log,
+    models_folder,
+    peak_rss_mib,
+    print_report,
+    run_start_py,
+    small_candidates,
+)
+
+SHEET_LOG = re.compile(r"mining contact sheet: .* \((\d+) \+ (\d+) candidates, ([\d.]+) s\)")
+RERANK_LOG = re.compile(r"mining diversity: (\d+) candidates re-ranked in ([\d.]+) s")
+DEFAULTS = {"contact-sheet": (1000, 320, 3), "diversity": (10_000, 128, 2)}  # candidates, input size, repeats
+
+
+def mining_run(in_dir: Path, out: Path, key: str, on: bool, env: dict | None = None) -> dict:
+    """One mining task through start.py with config key ``key`` set to ``on``."""
+    import yaml
+
+    config = yaml.safe_load((in_dir / "config.yaml").read_text())
+    (in_dir / "config.yaml").write_text(yaml.safe_dump(config | {key: on}, sort_keys=False))
+    return run_start_py(in_dir, out, env)
+
+
+# --- contact sheet ---------------------------------------------------------------------------------
+
+
+def measure_contact_sheet(args: argparse.Namespace) -> dict:
+    from executor.workspace import make_predict_workspace
+
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
+    runs: dict[str, list[dict]] = {"with_sheet": [], "without_sheet": []}
+    with tempfile.TemporaryDirectory(prefix="bench-sheet-") as tmp:
+        root = Path(tmp)
+        models = models_folder(root / "models", args.input_size, candidate_rate=None)
+        in_dir = make_predict_workspace(
+            root / "in",
+            models,
+            args.candidates,
+            mining=True,
+            infer=False,
+            size=((192, 160), (320, 256)),
+            batch_size_per_gpu=16,
+            workers_per_gpu=args.workers,
+        )
+        mining_run(in_dir, root / "warm-up", "mining_contact_sheet", False, env)  # fills the export cache
+        for r in range(args.repeats):
+            for name, sheet in (("with_sheet", True), ("without_sheet", False)):
+                out = root / f"out-{name}-{r}"
+                run = mining_run(in_dir, out, "mining_contact_sheet", sheet, env)
+                found = SHEET_LOG.search(run["log"])
+                written = (out / "mining-contact-sheet.png").is_file()
+                if written != sheet:
+                    raise SystemExit(f"sheet {'missing' if sheet else 'written when off'} in {out}")
+                runs[name].append(
+                    {
+                        "wall_s": run["wall_s"],
+                        "loop_s": run["batch_loop_s"],
+                        "sheet_s": float(found.group(3)) if found else 0.0,
+                        "sheet_bytes": (out / "mining-contact-sheet.png").stat().st_size if written else 0,
+                    }
+                )
+                log(f"{name} run {r + 1}: {runs[name][-1]}")
+    median = {name: statistics.median(r["wall_s"] for r in v) for name, v in runs.items()}
+    sheet_s = statistics.median(r["sheet_s"] for r in runs["with_sheet"])
+    return {
+        "what": "mining task (aldd, start.py end to end) with and without the contact sheet, interleaved",
+        "candidates": args.candidates,
+        "image_sizes": "192x160 to 320x256 (generated shapes)",
+        "input_size": args.input_size,
+        "repeats": args.repeats,
+        "runs": runs,
+        "median_wall_s": {k: round(v, 2) for k, v in median.items()},
+        "overhead_wall": round(median["with_sheet"] / median["without_sheet"] - 1.0, 4),
+        "sheet_s_median (from the task log)": sheet_s,
+        "sheet_share_of_with_sheet_wall": round(sheet_s / median["with_sheet"], 4),
+        "host": host_info(),
+        "note": "wall_s: the whole start.py process (start-up, model load, files read); the sheet "
+        "re-runs the detector on the 18 pictured candidates only",
+    }
+
+
+# --- diversity: cost of a 10k mining task -----------------------------------------------------------
+
+
+def diversity_workspace(in_dir: Path, candidates: int, input_size: int, batch: int) -> Path:
+    import yaml
+
+    from executor.workspace import write_env
+
+    models_folder(in_dir / "models", input_size)
+    rows = small_candidates(in_dir, candidates, seed=11)
+    (in_dir / "candidate-index.tsv").write_text("".join(f"{r}\n" for r in rows))
+    write_env(in_dir, mining=True, infer=False)
+    config = {
+        "gpu_count": 0,
+        "model_params_path": ["nanodet_model_best.pth", "train_cfg.yml"],
+        "mining_algorithm": "aldd",
+        "batch_size_per_gpu": batch,
+        "workers_per_gpu": 1,
+        "mining_contact_sheet": False,
+    }
+    (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return in_dir
+
+
+def diversity_run(in_dir: Path, out: Path, on: bool) -> dict:
+    run = mining_run(in_dir, out, "mining_diversity", on)
+    rerank = RERANK_LOG.search(run["log"])
+    return {
+        "diversity": on,
+        "wall_s": run["wall_s"],
+        "batch_loop_s": run["batch_loop_s"],
+        "rerank_s": float(rerank.group(2)) if rerank else 0.0,
+    }
+
+
+def embedding_share(in_dir: Path, batch: int, repeats: int = 20) -> dict:
+    """The batch loop's embedding step alone, in this process on one batch of the task's candidates
+    (its model and pre-processing, 1 thread), beside the forward (the task's backend) and ALDD."""
+    import torch
+
+    from nanodet.config import load_config
+    from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
+    from nanodet.inference.predictor import Predictor
+    from nanodet.mining.diversity import image_embeddings
+    from nanodet.mining.uncertainty import uncertainty_scores
+
+    torch.set_num_threads(1)
+    models = in_dir / "models"
+    predictor = Predictor(load_config(models / "train_cfg.yml"), models / "nanodet_model_best.pth", threads=1)
+    paths = sorted((in_dir / "assets").rglob("*.jpg"))[:batch]
+    dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
+    images = next(iter(inference_batches(dataset, batch, workers=0))).images
+    hw = (images.shape[2], images.shape[3])
+
+    def per_image_ms(step) -> float:
+        step()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        return round(min(times) / len(paths) * 1000, 4)
+
+    levels = predictor.forward_levels(images)
+    return {
+        "batch": len(paths),
+        "backend": predictor.backend,
+        "forward_ms_per_image": per_image_ms(lambda: predictor.forward_levels(images)),
+        "aldd_ms_per_image": per_image_ms(lambda: uncertainty_scores("aldd", levels, predictor.num_classes, hw)),
+        "embeddings_ms_per_image": per_image_ms(lambda: image_embeddings(levels, predictor.num_classes)),
+        "timing": f"best of {repeats}, 1 thread",
+    }
+
+
+def measure_cost(candidates: int, input_size: int, batch: int, repeats: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="mining-diversity-") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        in_dir = diversity_workspace(root / "in", candidates, input_size, batch)
+        log(f"{candidates} candidates ready in {time.perf_counter() - start:.0f} s")
+        log(f"warm-up {diversity_run(in_dir, root / 'warm-up', False)}")  # exports the graph into the cache
+        runs = []
+        for r in range(repeats):
+            for on in (False, True):
+                runs.append(diversity_run(in_dir, root / f"out-{r}-{int(on)}", on))
+                log(json.dumps(runs[-1]))
+        split = embedding_share(in_dir, batch)
+        first, last = (root / f"out-{r}-0" / "result.tsv" for r in (0, repeats - 1))
+        same = first.read_text() == last.read_text()
+    best = {
+        on: {k: min(r[k] for r in runs if r["diversity"] == on) for k in ("wall_s", "batch_loop_s")} for on in (0, 1)
+    }
+    off_wall, rerank = best[0]["wall_s"], min(r["rerank_s"] for r in runs if r["diversity"])
+    extra, embeddings_s = best[1]["wall_s"] - off_wall, split["embeddings_ms_per_image"] * candidates / 1000
+    return {
+        "task": "ALDD mining through start.py, CPU, 1 process, workers_per_gpu 1",
+        "candidates": candidates,
+        "images": "96x72 JPEG shapes",
+        "input_size": input_size,
+        "batch_size_per_gpu": batch,
+        "repeats": repeats,
+        "runs": runs,
+        "best_off": best[0],
+        "best_on": best[1],
+        "rerank_s_best": rerank,
+        "extra_wall_s": round(extra, 2),
+        "extra_share_of_off_task": round(extra / off_wall, 4),
+        "extra_batch_loop_share": round((best[1]["batch_loop_s"] - best[0]["batch_loop_s"]) / off_wall, 4),
+        "rerank_share_of_off_task": round(rerank / off_wall, 4),
+        "embeddings_in_process": split
+        | {
+            "embeddings_s_for_all_candidates": round(embeddings_s, 2),
+            "embeddings_share_of_off_task": round(embeddings_s / off_wall, 4),
+        },
+        "off_runs_identical": same,
+        "note": "best of the repeats; on and off alternate on the same workspace, so load drifts hit both",
+    }
+
+
+# --- diversity: memory of 100k candidates, each case in its own process --------------------------------
+
+
+def memory_case(count: int, on: bool) -> dict:
+    """(in a fresh process) CandidateResults for ``count`` candidates, filled and ranked."""
+    import numpy as np
+
+    from executor.predict import CandidateResults
+    from nanodet.mining.diversity import EMBED_DIMS, MAX_GROUPS
+
+    before = peak_rss_mib()
+    written = [f"/in/assets/{k % 256:02x}/camera-frame-{k:07d}.jpg" for k in range(count)]
+    rng = np.random.default_rng(0)
+    results = CandidateResults(count, embeddings=on)
+    results.read[:] = True
+    results.scores[:] = rng.random(count)
+    if on:
+        bursts = (count - min(MAX_GROUPS, count // 2)) // 8
+        centres = rng.normal(size=(bursts, EMBED_DIMS)).astype(np.float32)
+        for start in range(0, bursts * 8, 8192):
+            rows = np.arange(start, min(start + 8192, bursts * 8))
+            results.embeddings[rows] = centres[rows // 8] + rng.normal(0, 0.1, size=(len(rows), EMBED_DIMS))
+        results.embeddings[bursts * 8 :] = rng.normal(size=(count - bursts * 8, EMBED_DIMS))
+    filled = peak_rss_mib()
+    start = time.perf_counter()
+    if on:
+        results.diversify()
+    order = results.ranking()
+    seconds = time.perf_counter() - start
+    assert len(order) == count and len(written) == count
+    return {
+        "candidates": count,
+        "diversity": on,
+        "rank_s": round(seconds, 2),
+        "peak_rss_mib_at_start": round(before, 1),
+        "peak_rss_mib_filled": round(filled, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "embeddings_mib": round(results.embeddings.nbytes / 2**20, 1) if on else 0.0,
+    }
+
+
+def measure_memory(count: int) -> dict:
+    cases = {}
+    for on in (False, True):
+        command = [sys.executable, __file__, "--feature", "diversity", "--memory-case", str(count)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(command + (["--on"] if on else []), capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-3000:])
+        cases["on" if on else "off"] = json.loads(proc.stdout)
+        log(proc.stdout.strip())
+    return {
+        "what": "CandidateResults filled and ranked as the task ranks them, index paths held, each case in a "
+        "fresh process (1 thread); on: bursts of 8 near-copies plus distinct candidates",
+        "cases": cases,
+        "extra_peak_rss_mib": round(cases["on"]["peak_rss_mib"] - cases["off"]["peak_rss_mib"], 1),
+        "extra_rank_s": round(cases["on"]["rank_s"] - cases["off"]["rank_s"], 2),
+    }
+
+
+# --- diversity: frames of a scene against other scenes ----------------------------------------------
+
+
+def measure_separation(weights: Path, thresholds: tuple[float, ...] = (0.8, 0.85, 0.9)) -> dict:
+    import numpy as np
+    import torch
+
+    from bench._common import PoolRecipe, make_pool, synthetic_config
+    from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
+    from nanodet.inference.predictor import Predictor
+    from nanodet.mining.diversity import SIMILAR, _centre, _unit, image_embeddings
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="mining-separation-") as tmp:
+        recipe = PoolRecipe()
+        pool = make_pool(Path(tmp), "bursty", recipe, 60, 555, bursts=(6, 10))
+        meta = {int(k): v for k, v in json.loads(Path(pool["meta_path"]).read_text()).items()}
+        images = {k: pool[k] for k in ("img_path", "ann_path")}
+        overrides = {"model": {"arch": {"backbone": {"pretrain": False}}}}  # active_learning.py's model, input 128
+        cfg = synthetic_config(
+            "nanodet-plus-m_320.yml", images, images, (128, 128), 16, 0, Path(tmp), overrides, recipe.classes
+        )
+        predictor = Predictor(cfg, weights)
+        ids = sorted(meta)
+        paths = [str(Path(pool["img_path"]) / f"{i - 1:05d}.jpg") for i in ids]
+        dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
+        batches = inference_batches(dataset, 32, workers=0)
+        embeddings = np.concatenate(
+            [image_embeddings(predictor.forward_levels(b.images), predictor.num_classes) for b in batches]
+        )
+    vectors = _unit(embeddings, _centre(embeddings))
+    sims = vectors @ vectors.T
+    scene = np.array([meta[i]["scene"] for i in ids])
+    upper = np.triu_indices(len(ids), 1)
+    same = (scene[:, None] == scene[None, :])[upper]
+    within, between = sims[upper][same], sims[upper][~same]
+    return {
+        "weights": str(weights),
+        "pool": f"60 scenes x 6-10 jittered frames (seed 555), {len(ids)} frames",
+        "pairs_within_scenes": int(len(within)),
+        "pairs_between_scenes": int(len(between)),
+        "within_percentiles_5_25_50": [round(float(v), 3) for v in np.percentile(within, [5, 25, 50])],
+        "between_percentiles_50_99_99.9": [round(float(v), 3) for v in np.percentile(between, [50, 99, 99.9])],
+        "share_at_or_above": {
+            str(t): {"within": round(float((within >= t).mean()), 4), "between": round(float((between >= t).mean()), 4)}
+            for t in sorted({*thresholds, SIMILAR})
+        },
+        "threshold_used": SIMILAR,
+    }
+
+
+def measure_diversity(args: argparse.Namespace) -> dict:
+    if not (args.cost or args.memory or args.separation):
+        args.cost = args.memory = True
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    report["benchmark"] = "mining_diversity"
+    load_before = list(os.getloadavg())
+    if args.memory:
+        report["memory_100k"] = measure_memory(args.large) | {"loadavg_before": load_before}
+    if args.cost:
+        cost = measure_cost(args.candidates, args.input_size, args.batch, args.repeats)
+        report["cost_10k"] = cost | {"loadavg_before": load_before, "loadavg_after": list(os.getloadavg())}
+    if args.separation:
+        report["separation"] = measure_separation(args.weights)
+    report["host"] = host_info() | {"note": "2-core machine shared with other work (see loadavg)"}
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--feature", choices=list(DEFAULTS), required=True)
+    parser.add_argument("--candidates", type=int, help="default: 1000 contact-sheet, 10000 diversity")
+    parser.add_argument("--input-size", type=int, help="default: 320 contact-sheet, 128 diversity")
+    parser.add_argument("--repeats", type=int, help="runs of each kind, interleaved (default: 3 / 2)")
+    parser.add_argument("--out", type=Path, help="default: bench/results/contact_sheet.json / mining_diversity.json")
+    parser.add_argument("--workers", type=int, default=1, help="contact-sheet: workers_per_gpu")
+    parser.add_argument("--cost", action="store_true", help="diversity: the mining task off and on")
+    parser.add_argument("--memory", action="store_true", help="diversity: --large candidates ranked, peak RSS")
+    parser.add_argument("--separation", action="store_true", help="diversity: needs --weights")
+    parser.add_argument("--weights", type=Path)
+    parser.add_argument("--batch", type=int, default=32, help="diversity: batch_size_per_gpu")
+    parser.add_argument("--large", type=int, default=100_000, help="diversity: candidates of --memory")
+    parser.add_argument("--memory-case", type=int, help=argparse.SUPPRESS)  # internal: one memory case
+    parser.add_argument("--on", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_case:
+        print(json.dumps(memory_case(args.memory_case, args.on)))
+        return
+    if args.separation and not args.weights:
+        parser.error("--separation needs --weights (a round-0 model of bench/active_learning.py --work-dir)")
+    defaults = DEFAULTS[args.feature]
+    args.candidates, args.input_size, args.repeats = (
+        given if given is not None else default
+        for given, default in zip((args.candidates, args.input_size, args.repeats), defaults)
+    )
+    name = "contact_sheet" if args.feature == "contact-sheet" else "mining_diversity"
+    args.out = args.out or RESULTS / f"{name}.json"
+    report = measure_contact_sheet(args) if args.feature == "contact-sheet" else measure_diversity(args)
+    print_report(report, args.out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
