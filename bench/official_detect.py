@@ -1,9 +1,6 @@
-"""The official NanoDet demo Predictor over a folder, one image at a time, as its demo loops.
-
-Runs in the official code's environment (``../shared/ref/run.sh``, which puts the official
-checkout on the path), never in ours; ``bench/detect.py`` starts it. Prints one JSON object:
-the loop's time (after one warm-up image) and every detection (score > 0.05, as its
-post-processing keeps), so ours can be compared box for box.
+"""The official NanoDet demo Predictor over a folder, one image at a time as its demo loops (run by
+``bench/detect.py`` in the official environment, never in ours). Prints one JSON object: the loop's
+seconds after one warm-up image, and every detection (score > 0.05, as its post-processing keeps).
 
     run.sh bench/official_detect.py CONFIG WEIGHTS FOLDER
 """
@@ -31,12 +28,10 @@ def main() -> None:
     start = time.perf_counter()
     for path in files:
         _, results = predictor.inference(path)
-        boxes = [
-            [*map(float, box[:4]), float(box[4]), int(label)] for label, dets in results[0].items() for box in dets
-        ]
+        boxes = [[*map(float, b[:4]), float(b[4]), int(label)] for label, dets in results[0].items() for b in dets]
         detections[os.path.basename(path)] = boxes
     seconds = time.perf_counter() - start
-    # the official inference prints its timings without a newline: start ours on a line of its own
+    # its inference prints its timings without a newline: ours starts on a line of its own
     print("\n" + json.dumps({"images": len(files), "loop_seconds": round(seconds, 3), "detections": detections}))
 
 

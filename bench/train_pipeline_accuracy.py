@@ -1,29 +1,24 @@
-"""Does the fast training input pipeline train as well as the official one? Two whole runs, same seeds.
+"""Does the fast training input pipeline train as well as the official one? Whole runs, same seeds.
 
     .venv/bin/python bench/train_pipeline_accuracy.py [--epochs 30] [--train 96] [--val 48] [--input 128]
-                                                      [--seeds 0] [--threads 2] [--out FILE]
+                                                      [--seeds 0 1 2] [--sides before fast] [--threads 2] [--out FILE]
 
-Both runs train NanoDet-Plus-m (``config/nanodet-plus-m_320.yml``'s recipe, 3 classes,
-``backbone.pretrain`` off: random init from the same seed) on the same generated COCO set (shapes
-on textured backgrounds with sensor noise, ``nanodet.data.synthetic``) whose images are 3.6-7.5x
-the input (480x480 to 960x720 at input 128): the fast pipeline decodes them at 1/2 or 1/4. The only
-difference is how the training samples are made from the same draws:
-
-* ``before``: the official way (``reference=True``): whole decode, perspective warp, colour and
-  normalisation per image in float32;
-* ``fast``: the reduced decode, the affine warp, the colour and normalisation of the batch.
-
-Batch 16, AdamW 0.001 with a warmup of a tenth of the steps and a cosine over the epochs,
-``detach_epoch`` at a third, EMA, evaluation (COCO mAP of the EMA model, ``evaluator.save_key``)
-every ``--val-intervals`` epochs; each run in its own process, one after the other, ``--threads``
-threads and one DataLoader worker. Reports each run's evaluations and best mAP, and the
-difference. Prints ONE JSON object on stdout.
+Each run trains NanoDet-Plus-m (``config/nanodet-plus-m_320.yml``'s recipe, 3 classes, random init
+from the seed) on the same generated COCO shapes set, whose images are 3.6-7.5x the input (480x480
+to 960x720 at 128), so the fast pipeline decodes them at 1/2 or 1/4. Only the making of the
+training samples from the same draws differs: ``before`` is the official way (``reference=True``:
+whole decode, perspective warp, colour per image in float32), ``fast`` the reduced decode, affine
+warp and colour of the batch. Batch 16, a warmup of a tenth of the steps, cosine over the epochs,
+``detach_epoch`` at a third, EMA evaluated (COCO mAP) every ``--val-intervals`` epochs; each run in
+its own process, one after the other. Reports each run, the best mAP per seed and side, and the
+paired difference fast - before (mean and standard error over the seeds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -33,7 +28,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 from bench._common import host_info, log, make_dataset, print_report, synthetic_config  # noqa: E402
 
@@ -49,14 +45,15 @@ def child(spec: dict) -> dict:
     from nanodet.engine.trainer import Trainer
 
     torch.set_num_threads(spec["threads"])
-    steps = spec["epochs"] * max(spec["train"] // BATCH, 1)
+    epochs = spec["epochs"]
+    steps = epochs * max(spec["train"] // BATCH, 1)
     overrides = {
-        "model": {"arch": {"backbone": {"pretrain": False}, "detach_epoch": max(spec["epochs"] // 3, 1)}},
+        "model": {"arch": {"backbone": {"pretrain": False}, "detach_epoch": max(epochs // 3, 1)}},
         "schedule": {
-            "total_epochs": spec["epochs"],
+            "total_epochs": epochs,
             "val_intervals": spec["val_intervals"],
             "warmup": {"steps": max(steps // 10, 1)},
-            "lr_schedule": {"T_max": spec["epochs"]},
+            "lr_schedule": {"T_max": epochs},
         },
     }
     size = (spec["input"], spec["input"])
@@ -66,9 +63,8 @@ def child(spec: dict) -> dict:
     seed = spec["seed"]
     train_set = build_dataset(cfg.data.train, train=True, seed=seed, reference=spec["side"] == "before")
     start = time.perf_counter()
-    trainer = Trainer.from_config(
-        cfg, spec["work"], DistContext(device=torch.device("cpu")), seed=seed, train_set=train_set
-    )
+    device = DistContext(device=torch.device("cpu"))
+    trainer = Trainer.from_config(cfg, spec["work"], device, seed=seed, train_set=train_set)
     state = trainer.train()
     return {
         "side": spec["side"],
@@ -76,11 +72,7 @@ def child(spec: dict) -> dict:
         "seconds": round(time.perf_counter() - start, 1),
         "steps": state.step,
         "evaluations": [
-            {
-                "epoch": e.epoch,
-                "mAP": round(e.metrics["mAP"], 4),
-                "AP_50": round(e.metrics.get("AP_50", float("nan")), 4),
-            }
+            {"epoch": e.epoch, "mAP": round(e.metrics["mAP"], 4), "AP_50": round(e.metrics.get("AP_50", math.nan), 4)}
             for e in state.evaluations
         ],
         "best_mAP": round(state.best_metric, 4),
@@ -98,9 +90,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES), help="which runs (default both)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "nanodet-bench-pipeline-accuracy"
-    )
+    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "nanodet-bench-accuracy")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -114,21 +104,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nanodet-pipeline-accuracy-") as tmp:
         for seed in args.seeds:
             for side in [s for s in (SIDES if seed % 2 == 0 else SIDES[::-1]) if s in args.sides]:
-                spec = {
-                    "side": side,
-                    "seed": seed,
-                    "epochs": args.epochs,
-                    "val_intervals": args.val_intervals,
-                    "train": args.train,
-                    "input": args.input,
-                    "threads": args.threads,
-                    "train_set": train_set,
-                    "val_set": val_set,
-                    "work": str(Path(tmp) / f"{side}_{seed}"),
-                }
+                spec = vars(args) | {"side": side, "seed": seed, "train_set": train_set, "val_set": val_set}
+                spec |= {"work": str(Path(tmp) / f"{side}_{seed}"), "data_dir": None, "out": None}
                 log(f"seed {seed}: {side} ...")
                 proc = subprocess.run(
-                    [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                    [sys.executable, __file__, "--child", json.dumps(spec)],
                     capture_output=True,
                     text=True,
                     env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
@@ -138,7 +118,8 @@ def main() -> None:
                     continue
                 runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 log(f"  best mAP {runs[-1]['best_mAP']} in {runs[-1]['seconds']} s")
-    best = {side: [r["best_mAP"] for r in runs if r.get("side") == side and "best_mAP" in r] for side in SIDES}
+    best = {side: {r["seed"]: r["best_mAP"] for r in runs if r["side"] == side and "best_mAP" in r} for side in SIDES}
+    paired = [best["fast"][s] - best["before"][s] for s in args.seeds if s in best["fast"] and s in best["before"]]
     report = {
         "benchmark": "training pipeline accuracy: the fast samples against the official ones, same seeds",
         **host_info(),
@@ -150,11 +131,12 @@ def main() -> None:
             "batch": BATCH,
             "seeds": args.seeds,
         },
-        "best_mAP": {side: statistics.mean(v) if v else None for side, v in best.items()},
-        "fast_minus_before": (
-            round(statistics.mean(best["fast"]) - statistics.mean(best["before"]), 4)
-            if best["fast"] and best["before"]
-            else None
+        "best_mAP_per_seed": {side: {str(s): v for s, v in b.items()} for side, b in best.items()},
+        "best_mAP_mean": {side: round(statistics.mean(b.values()), 4) if b else None for side, b in best.items()},
+        "fast_minus_before_per_seed": [round(d, 4) for d in paired],
+        "fast_minus_before_mean": round(statistics.mean(paired), 4) if paired else None,
+        "fast_minus_before_standard_error": (
+            round(statistics.stdev(paired) / math.sqrt(len(paired)), 4) if len(paired) > 1 else None
         ),
         "runs": runs,
     }
