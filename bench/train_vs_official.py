@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import CpuNoise, log, wait_for_quiet  # noqa: E402
+from bench._common import CpuNoise, host_info, log, wait_for_quiet  # noqa: E402
 
 CONFIG = REPO / "config" / "nanodet-plus-m_320.yml"
 CLASSES = ["circle", "square", "triangle"]
@@ -237,6 +237,7 @@ def main() -> None:
         "official": "measured, interleaved" if ref else f"not measured: no run.sh in {args.ref_dir}",
         **compare(ours, official),
         "rounds": {"ours": ours, "official": official},
+        "host": host_info(),
     }
     print(json.dumps(report, indent=1))
 
