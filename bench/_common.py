@@ -452,15 +452,8 @@ def make_dataset(
     from nanodet.data.synthetic import make_synthetic_coco
 
     out = Path(root) / name
-    recipe = {
-        "num_images": num_images,
-        "image_size": json.loads(json.dumps(image_size)),
-        "seed": seed,
-        "min_size": min_size,
-        "max_size": max_size,
-        "max_objects": max_objects,
-        "classes": list(CLASSES),
-    }
+    recipe = dict(num_images=num_images, image_size=json.loads(json.dumps(image_size)), seed=seed, min_size=min_size)
+    recipe |= dict(max_size=max_size, max_objects=max_objects, classes=list(CLASSES))
     stamp, ann = out / "recipe.json", out / "annotations.json"
     if not (ann.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == recipe):
         start = time.perf_counter()
@@ -501,36 +494,30 @@ def synthetic_config(
 # --- fixed random weights that score like trained ones -------------------------------------------
 
 
-def calibration_batch(cfg, count: int = 8, seed: int = 1234):
-    """Pre-processed shapes pictures at the config's input size."""
-    import numpy as np
-    import torch
-
-    from nanodet.data.synthetic import synthetic_image
-    from nanodet.data.transforms import preprocess
-
-    mean, std = cfg.data.val.pipeline.normalize
-    inputs = []
-    for i in range(count):
-        rng = np.random.default_rng([seed, i])
-        size = (int(rng.integers(480, 1281)), int(rng.integers(360, 961)))
-        image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
-        chw, _ = preprocess(image, tuple(cfg.data.val.input_size), cfg.data.val.keep_ratio, mean, std)
-        inputs.append(torch.from_numpy(chw))
-    return torch.stack(inputs)
-
-
 def random_detector(cfg, seed: int = 0, candidate_rate: float = 0.002):
     """An inference model (no aux branch) with fixed random weights that behave like trained ones:
     He-normal convs (the library's init leaves near-equal class scores: comparisons of near-ties);
     random BatchNorm affines with the real running statistics of a calibration batch (so BN folding
     sees non-trivial mean/var); a class bias such that ``candidate_rate`` of the (prior, class)
     pairs score above 0.05 on those pictures: a few hundred candidates per image, as trained."""
+    import numpy as np
     import torch
     from torch import nn
 
+    from nanodet.data.synthetic import synthetic_image
+    from nanodet.data.transforms import preprocess
     from nanodet.model import build_model
 
+    calib = []  # pre-processed shapes pictures at the config's input size
+    for i in range(8):
+        rng = np.random.default_rng([1234, i])
+        size = (int(rng.integers(480, 1281)), int(rng.integers(360, 961)))
+        image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
+        val = cfg.data.val
+        calib.append(
+            torch.from_numpy(preprocess(image, tuple(val.input_size), val.keep_ratio, *val.pipeline.normalize)[0])
+        )
+    calib = torch.stack(calib)
     gen = torch.Generator().manual_seed(seed)
     model = build_model(cfg.model.arch, with_aux=False)
     with torch.no_grad():
@@ -544,7 +531,6 @@ def random_detector(cfg, seed: int = 0, candidate_rate: float = 0.002):
                 module.bias.normal_(0.0, 0.2, generator=gen)
                 module.reset_running_stats()
                 module.momentum = None  # cumulative average over the calibration passes
-        calib = calibration_batch(cfg)
         model.train()
         for chunk in calib.split(4):
             model(chunk)
@@ -692,16 +678,8 @@ def _coco_record(index: int, boxes, labels, size: int, first_ann: int) -> tuple[
     anns = []
     for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
         w, h = x2 - x1, y2 - y1
-        anns.append(
-            {
-                "id": first_ann + len(anns),
-                "image_id": index + 1,
-                "category_id": label + 1,
-                "bbox": [x1, y1, w, h],
-                "area": w * h,
-                "iscrowd": 0,
-            }
-        )
+        ann = {"id": first_ann + len(anns), "image_id": index + 1, "category_id": label + 1, "bbox": [x1, y1, w, h]}
+        anns.append(ann | {"area": w * h, "iscrowd": 0})
     return image, anns
 
 
@@ -766,11 +744,8 @@ def make_pool(
     stamp = {"recipe": recipe.as_dict(), "num_images": num_images, "seed": seed, "with_dups": with_dups, "meta": 2}
     if bursts is not None:
         stamp |= {"bursts": list(bursts)}
-    paths = {
-        "img_path": str(out / "images"),
-        "ann_path": str(out / "annotations.json"),
-        "meta_path": str(out / "meta.json"),
-    }
+    names = {"img_path": "images", "ann_path": "annotations.json", "meta_path": "meta.json"}
+    paths = {key: str(out / name) for key, name in names.items()}
     if (out / "recipe.json").is_file() and json.loads((out / "recipe.json").read_text()) == stamp:
         return paths
     (out / "images").mkdir(parents=True, exist_ok=True)
