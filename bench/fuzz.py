@@ -49,6 +49,7 @@ from bench._common import (  # noqa: E402
     print_report,
     run_children,
 )
+from tests import crafted_pickles as cp  # noqa: E402
 
 TARGETS = {"checkpoints": 2400, "image-headers": 4000}  # the default mutant count of each
 
@@ -67,16 +68,8 @@ class Record:
 CONFIG = REPO / "config" / "nanodet-plus-m_320.yml"
 # Every tensor of the architecture at a narrower width: a quarter of the bytes to read per mutant,
 # and byte flips land in the pickle and the zip more often than in weights.
-NARROW = {
-    "model": {
-        "arch": {
-            "backbone": {"model_size": "0.5x"},
-            "fpn": {"in_channels": [48, 96, 192], "out_channels": 32},
-            "head": {"input_channel": 32, "feat_channels": 32},
-            "aux_head": {"input_channel": 64, "feat_channels": 64},
-        }
-    }
-}
+NARROW = dict(backbone={"model_size": "0.5x"}, fpn={"in_channels": [48, 96, 192], "out_channels": 32})
+NARROW |= dict(head={"input_channel": 32, "feat_channels": 32}, aux_head={"input_channel": 64, "feat_channels": 64})
 CLASS_NAMES = ["person", "car", "dog"]
 CKPT_KINDS = dict(  # mutation kind: weight
     flip=4, truncate=1, pickle_swap=2, pickle_opcode=2, pickle_insert=4, pickle_value=3, pickle_number=2, zip_member=3
@@ -105,7 +98,7 @@ def model_config(full_width: bool = False):
     from nanodet.config import load_config
 
     cfg = load_config(CONFIG)
-    return cfg if full_width else cfg.merged(NARROW)
+    return cfg if full_width else cfg.merged({"model": {"arch": NARROW}})
 
 
 def checkpoint_bases(cfg, model, work: Path) -> dict[str, bytes]:
@@ -170,8 +163,6 @@ class Base:
 
     @classmethod
     def parse(cls, name: str, data: bytes) -> Base:
-        from tests import crafted_pickles as cp
-
         entries = cp.members(data)
         pkl_name = cp.pickle_member(entries)
         pkl = entries[pkl_name]
@@ -200,8 +191,6 @@ def _random_bytes(rng: random.Random, most: int = 24) -> bytes:
 
 
 def _random_dtype(rng: random.Random) -> bytes:
-    from tests import crafted_pickles as cp
-
     code = rng.choice(DTYPE_CODES)
     if rng.random() < 0.5:
         return cp.dtype(code)
@@ -216,8 +205,6 @@ def _random_dtype(rng: random.Random) -> bytes:
 
 def _value_snippet(rng: random.Random) -> bytes:
     """A pickled value: a hostile numpy value, a plain or odd numpy value, or a plain value."""
-    from tests import crafted_pickles as cp
-
     choice = rng.randrange(9)
     if choice == 0:
         return rng.choice(list(cp.HOSTILE_VALUES.values()))()
@@ -245,8 +232,6 @@ def _value_snippet(rng: random.Random) -> bytes:
 
 def _opcode_snippet(rng: random.Random) -> bytes:
     """One opcode with a plausible argument, a global, or a whole value."""
-    from tests import crafted_pickles as cp
-
     choice = rng.randrange(4)
     if choice == 0:
         return cp.glob(*rng.choice(GLOBAL_NAMES))
@@ -273,8 +258,6 @@ def _opcode_snippet(rng: random.Random) -> bytes:
 
 
 def _mutate_pickle(base: Base, kind: str, rng: random.Random) -> tuple[bytes, str]:
-    from tests import crafted_pickles as cp
-
     pkl, ops = base.entries[base.pkl_name], base.ops
     if kind == "pickle_swap":
         a, b = sorted(rng.sample(range(len(ops)), 2))
@@ -298,8 +281,6 @@ def _mutate_pickle(base: Base, kind: str, rng: random.Random) -> tuple[bytes, st
 
 
 def _damage_zip(base: Base, rng: random.Random) -> tuple[bytes, str]:
-    from tests import crafted_pickles as cp
-
     entries = dict(base.entries)
     names = list(entries)
     storage = [n for n in names if "/data/" in n]
@@ -344,8 +325,6 @@ def _damage_zip(base: Base, rng: random.Random) -> tuple[bytes, str]:
 
 def checkpoint_mutant(bases: list[Base], seed: int, index: int) -> tuple[str, str, str, bytes]:
     """(base name, kind, what was done, bytes) of mutant ``index``: a function of (seed, index)."""
-    from tests import crafted_pickles as cp
-
     rng = random.Random(f"{seed}:{index}")
     base = bases[index % len(bases)]
     kind = rng.choices(list(CKPT_KINDS), weights=list(CKPT_KINDS.values()))[0]
@@ -497,13 +476,8 @@ def _checkpoint_target(work: Path, seed: int, full_width: bool):
         "model": f"NanoDet-Plus-m 320, {width}, {sum(p.numel() for p in model.parameters())} params",
         "bases": {b.name: {"bytes": len(b.data), "pickle_opcodes": len(b.ops)} for b in parsed},
     }
-    return (
-        raw,
-        facts,
-        CheckpointError,
-        partial(checkpoint_mutant, parsed, seed),
-        partial(load_like_our_code, model=model),
-    )
+    read = partial(load_like_our_code, model=model)
+    return raw, facts, CheckpointError, partial(checkpoint_mutant, parsed, seed), read
 
 
 def _image_target(work: Path, seed: int, full_width: bool):
