@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench image-test clean
+.PHONY: venv test lint demo image-test clean
 
 venv: $(STAMP)
 
@@ -33,9 +33,6 @@ demo: $(STAMP)
 # Build the real image with podman and run it as the platform does (skips where podman cannot run).
 image-test: $(STAMP)
 	bash docker/image-test.sh
-
-bench: $(STAMP)
-	$(PY) bench/infer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
