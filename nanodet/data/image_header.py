@@ -13,7 +13,7 @@ image later checks the size it gets.
 
 A broken or truncated header is a :class:`HeaderError`, never an ``IndexError`` or a
 ``struct.error``: every field is read only after checking that its bytes are there
-(``bench/fuzz_image_headers.py`` feeds the parser damaged headers of every kind).
+(``bench/fuzz.py --target image-headers`` feeds the parser damaged headers of every kind).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 EMBED_GRID = 4  # each level's class map pooled to EMBED_GRID x EMBED_GRID cells
 EMBED_DIMS = 64
 # cosine similarity (centred embeddings) from which a candidate joins a leader's group, chosen on a
-# bursty pool of its own (bench/mining_diversity.py --separation; not the active-learning benchmark's
+# bursty pool of its own (bench/mining_cost.py --feature diversity --separation; not the active-learning benchmark's
 # pool). Through a weak model (a round 0 of bench/active_learning.py, AP50 0.16) 70 % of the pairs of
 # frames of one scene reach it and 1.7 % of the pairs of different scenes, 80 % of those with an image
 # where the model sees nothing (0.9 % of the pairs of two scenes with objects)
