@@ -108,7 +108,8 @@ class Predictor:
                 from ..deploy.torch_runtime import TorchRuntime
 
                 model = model or inference_model(self.cfg, weights, optimize)
-                if channels_last is None:  # measured on CPU: 1.6x at batch 16 (bench/results/HISTORY.md); CUDA unmeasured
+                # measured on CPU: 1.6x at batch 16 (bench/results/HISTORY.md); CUDA unmeasured
+                if channels_last is None:
                     channels_last = optimize and self.device.type == "cpu"
                 self.runtime = TorchRuntime(model, self.device, channels_last)
         # the CPUs allowed (cgroup quota, affinity) bound OpenCV's threads (pre-processing) and, on
