@@ -1,29 +1,13 @@
-#!/usr/bin/env python
-"""CUDA measurements of NanoDet-Plus-m-416, each beside its baseline from the same run.
+"""CUDA measurements of NanoDet-Plus-m-416, each beside its same-run baseline (run through bench/gpu.sh).
 
     bench/gpu.sh [--quick] [--out bench/results/gpu.json]   # a CUDA machine: a few minutes on one H100
     bench/gpu.sh --device cpu --quick                       # the same code on the CPU (tests/test_bench_gpu.py)
 
-``train``: ``Trainer.from_config`` (config/nanodet-plus-m_416.yml for the 3 shape classes, random init,
-the official augmentations, ``workers`` loader workers, pinned batches on CUDA) on generated
-480x360..640x480 JPEGs, then ``Trainer.run_step(batch, epoch=0)`` (aux branch on): warm-up steps, then
-timed steps, CUDA synchronised after each. fp32 (the baseline) against AMP (``precision: 16``: bf16 where
-supported) at batch 32 and 96. ``images_per_s`` includes waiting for data; ``compute_images_per_s`` is the
-step alone: the rate the input pipeline must feed, which ``bench/loader.py`` reads from
-``bench/results/gpu.json``.
-
-``infer``: the library's ``Predictor`` (PyTorch backend; fixed random weights that score like a trained
-model, ``bench._common.random_detector``) over a folder of generated 640x480..1280x960 JPEGs through the
-executor's path (``ImageFileDataset`` + ``inference_batches``, batch 16, ``predict_batch``): pin_memory off
-(the baseline) against on, alternated, the best pass of each.
-
-Prints ONE JSON object on stdout (progress on stderr). With ``--out`` the report is also written there
-after every measurement, so a run cut short keeps what it measured. A measurement that fails records
-``{"error": ...}`` where its numbers would be, and the rest still runs. Exit 2 when ``--device cuda`` (the
-default) finds no GPU.
+``train``: ``Trainer.run_step`` on generated JPEGs, fp32 (the baseline) against AMP at batch 32 and 96;
+``compute_images_per_s`` (the step alone) is what ``bench/loader.py`` must feed. ``infer``: ``Predictor`` over a
+folder through the executor's path, pin_memory off (the baseline) against on. Prints ONE JSON object; ``--out``
+is rewritten after every measurement; a failed one records ``{"error": ...}``. Exit 2: no CUDA for cuda.
 """
-
-from __future__ import annotations
 
 import argparse
 import gc
@@ -40,8 +24,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
@@ -50,19 +33,11 @@ from bench._common import CLASSES, available_cores, host_info, log, make_dataset
 CONFIG = "nanodet-plus-m_416.yml"
 CONF_THRES = 0.35  # the executor's default conf_thres for infer results
 NO_PRETRAIN = {"model": {"arch": {"backbone": {"pretrain": False}}}}
-TRAIN_SIZES = ((480, 360), (640, 480))
 FOLDER_SIZES = ((640, 480), (1280, 960))
 PLAN = {"train_batches": [32, 96], "warmup": 5, "steps": 15, "train_images": 512, "folder_images": 512}
 QUICK = {"train_batches": [32], "warmup": 2, "steps": 3, "train_images": 160, "folder_images": 64, "repeats": 1}
-QUICK_CPU = {"train_batches": [2], "warmup": 1, "steps": 2, "train_images": 8, "folder_images": 8}
-QUICK_CPU |= {"folder_batch": 4, "repeats": 1, "workers": 1}
-
-
-def make_plan(quick: bool, device: torch.device) -> dict:
-    plan = PLAN | {"folder_batch": 16, "repeats": 2, "workers": max(1, min(10, available_cores() - 2))}
-    if quick:
-        plan |= QUICK_CPU if device.type == "cpu" else QUICK
-    return plan
+QUICK_CPU = QUICK | {"train_batches": [2], "warmup": 1, "steps": 2, "train_images": 8, "folder_images": 8}
+QUICK_CPU |= {"folder_batch": 4, "workers": 1}
 
 
 def header(device: str) -> dict:
@@ -73,26 +48,21 @@ def header(device: str) -> dict:
         nccl = torch.cuda.nccl.version() if cuda else None  # a tuple; an int in old releases
     except Exception:  # noqa: BLE001 - a build without NCCL
         nccl = None
-    return host_info() | {
-        "device_asked": device,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
-        "cpu_count": os.cpu_count(),
-        "gpu_count": len(props),
-        "gpus": [p.name for p in props],
-        "gpu_memory_gib": [round(p.total_memory / 2**30, 1) for p in props],
-        "bf16_supported": torch.cuda.is_bf16_supported() if cuda else None,
-    }
+    out = host_info() | {"device_asked": device, "cuda": torch.version.cuda}
+    out |= {"cudnn": torch.backends.cudnn.version() if cuda else None}
+    out |= {"nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl, "cpu_count": os.cpu_count()}
+    out |= {"gpu_count": len(props), "gpus": [p.name for p in props]}
+    out["gpu_memory_gib"] = [round(p.total_memory / 2**30, 1) for p in props]
+    return out | {"bf16_supported": torch.cuda.is_bf16_supported() if cuda else None}
 
 
 def guarded(what: str, fn) -> dict:
-    """``fn()``, or ``{"error": ...}`` with the tail of its traceback."""
+    """``fn()``, or ``{"error": ...}`` with the tail of its traceback: the other measurements still run."""
     log(f"[gpu.py] {what} ...")
     start = time.perf_counter()
     try:
         result = fn()
-    except Exception as err:  # noqa: BLE001 - a failure is a result here; the other measurements still run
+    except Exception as err:  # noqa: BLE001
         log(f"[gpu.py] {what} failed: {type(err).__name__}: {err}")
         tail = "".join(traceback.format_exception(err)[-3:])[-2000:]
         result = {"error": f"{type(err).__name__}: {err}"[:2000], "traceback_tail": tail}
@@ -116,28 +86,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# --- training -------------------------------------------------------------------------------------
-
-
-def endless_batches(loader):
-    """The loader's batches across epochs, as training takes them."""
-    for epoch in range(10**9):
-        loader.sampler.set_epoch(epoch)
-        yield from (batch for batch in loader if batch is not None)
-
-
 def measure_train(plan: dict, tmp: Path, device: torch.device, batch: int, amp: bool) -> dict:
     from nanodet.engine.distributed import DistContext
     from nanodet.engine.trainer import Trainer
 
-    shapes = {"image_size": [list(s) for s in TRAIN_SIZES], "min_size": 24, "max_size": 200, "max_objects": 6}
+    shapes = {"image_size": [[480, 360], [640, 480]], "min_size": 24, "max_size": 200, "max_objects": 6}
     train = make_dataset(tmp, "train", plan["train_images"], seed=0, **shapes)
     val = make_dataset(tmp, "val", 4, seed=999, **shapes)
     overrides = {"device": {"precision": 16 if amp else 32}} | NO_PRETRAIN
     cfg = synthetic_config(CONFIG, train, val, (416, 416), batch, plan["workers"], tmp / "work", overrides)
     trainer = Trainer.from_config(cfg, tmp / "work", DistContext(device=device), seed=0)
-    batches = endless_batches(trainer.train_loader)
-    waits, computes, losses = [], [], []
+
+    def endless_batches(loader):
+        for epoch in range(10**9):
+            loader.sampler.set_epoch(epoch)
+            yield from (batch for batch in loader if batch is not None)
+
+    batches, waits, computes, losses = endless_batches(trainer.train_loader), [], [], []
     for i in range(plan["warmup"] + plan["steps"]):
         if i == plan["warmup"]:
             sync(device)
@@ -154,21 +119,16 @@ def measure_train(plan: dict, tmp: Path, device: torch.device, batch: int, amp: 
             computes.append(time.perf_counter() - t1)
     wall, steps = time.perf_counter() - start, plan["steps"]
     batches.close()
-    return {
-        "batch": batch,
-        "precision": cfg.device.precision,
-        "amp_dtype": str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp_dtype else None,
-        "pin_memory": trainer.train_loader.pin_memory,
-        "workers": plan["workers"],
-        "images_per_s": rate(batch * steps, wall),
-        "ms_per_step": round(1e3 * wall / steps, 2),
-        "compute_images_per_s": rate(batch * steps, sum(computes)),
-        "compute_ms_per_step_median": round(1e3 * statistics.median(computes), 2),
-        "data_wait_share": round(sum(waits) / wall, 4),
-        "timed_steps": steps,
-        "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
-        "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None,
-    }
+    out = {"batch": batch, "precision": cfg.device.precision}
+    out["amp_dtype"] = str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp_dtype else None
+    out |= {"pin_memory": trainer.train_loader.pin_memory, "workers": plan["workers"]}
+    out |= {"images_per_s": rate(batch * steps, wall), "ms_per_step": round(1e3 * wall / steps, 2)}
+    out |= {"compute_images_per_s": rate(batch * steps, sum(computes))}
+    out |= {"compute_ms_per_step_median": round(1e3 * statistics.median(computes), 2)}
+    out |= {"data_wait_share": round(sum(waits) / wall, 4), "timed_steps": steps}
+    out["loss_first_last"] = [round(losses[0], 4), round(losses[-1], 4)]
+    cuda = device.type == "cuda"
+    return out | {"peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None}
 
 
 def part_train(plan: dict, tmp: Path, device: torch.device, save) -> dict:
@@ -186,9 +146,6 @@ def part_train(plan: dict, tmp: Path, device: torch.device, save) -> dict:
     return out
 
 
-# --- inference ------------------------------------------------------------------------------------
-
-
 def _folder_chunk(job: tuple[str, int, int]) -> None:
     from nanodet.data.synthetic import make_synthetic_coco
 
@@ -196,16 +153,8 @@ def _folder_chunk(job: tuple[str, int, int]) -> None:
     make_synthetic_coco(Path(root) / f"c{index}", count, FOLDER_SIZES, CLASSES, seed=4242 + index, max_size=320)
 
 
-def folder(tmp: Path, count: int) -> list[Path]:
-    """``count`` JPEGs, generated in parallel chunks."""
-    chunks = max(1, min(available_cores(), math.ceil(count / 16)))
-    with Pool(chunks) as pool:
-        pool.map(_folder_chunk, [(str(tmp / "folder"), i, math.ceil(count / chunks)) for i in range(chunks)])
-    return sorted((tmp / "folder").glob("c*/images/*.jpg"))[:count]
-
-
 def folder_pass(predictor, paths: list[Path], batch: int, workers: int, pin: bool) -> dict:
-    """The executor's path over the folder, loader start-up included."""
+    """The executor's path over the folder (``ImageFileDataset``, ``predict_batch``), loader start-up included."""
     from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
 
     dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
@@ -219,12 +168,8 @@ def folder_pass(predictor, paths: list[Path], batch: int, workers: int, pin: boo
         tick = time.perf_counter()
     sync(predictor.device)
     elapsed = time.perf_counter() - start
-    return {
-        "images": done,
-        "images_per_s": rate(done, elapsed),
-        "data_wait_share": round(waited / elapsed, 4),
-        "detections_per_image": round(found / max(done, 1), 2),
-    }
+    out = {"images": done, "images_per_s": rate(done, elapsed), "data_wait_share": round(waited / elapsed, 4)}
+    return out | {"detections_per_image": round(found / max(done, 1), 2)}
 
 
 def part_infer(plan: dict, tmp: Path, device: torch.device, save) -> dict:
@@ -236,7 +181,11 @@ def part_infer(plan: dict, tmp: Path, device: torch.device, save) -> dict:
     cfg = load_config(REPO / "config" / CONFIG).with_classes(list(CLASSES)).merged(NO_PRETRAIN)
     save_pth(random_detector(cfg), tmp / "weights.pth")
     predictor = Predictor(cfg, tmp / "weights.pth", device=device, backend="torch")
-    paths = folder(tmp, plan["folder_images"])
+    count = plan["folder_images"]
+    chunks = max(1, min(available_cores(), math.ceil(count / 16)))  # generated in parallel
+    with Pool(chunks) as pool:
+        pool.map(_folder_chunk, [(str(tmp / "folder"), i, math.ceil(count / chunks)) for i in range(chunks)])
+    paths = sorted((tmp / "folder").glob("c*/images/*.jpg"))[:count]
     settings = {"pin_off": False, "pin_on": True} if device.type == "cuda" else {"pin_off": False}
     passes: dict[str, list[dict]] = {key: [] for key in settings}
     for _ in range(plan["repeats"]):
@@ -252,28 +201,20 @@ def part_infer(plan: dict, tmp: Path, device: torch.device, save) -> dict:
     return out
 
 
-# --- the driver -----------------------------------------------------------------------------------
-
-PARTS = {"train": part_train, "infer": part_infer}
-
-
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few steps and images (a smoke run)")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
-    parser.add_argument("--parts", default="train,infer", help="comma-separated, of train,infer")
     parser.add_argument("--out", type=Path, help="also write the report here, after every measurement")
-    args = parser.parse_args(argv)
-    parts = [p for p in args.parts.split(",") if p]
-    if set(parts) - set(PARTS):
-        parser.error(f"--parts: unknown {sorted(set(parts) - set(PARTS))}; known: train,infer")
-    report = {"benchmark": "bench/gpu.py", "quick": args.quick, "parts": parts, "header": header(args.device)}
+    args = parser.parse_args()
+    parts = {"train": part_train, "infer": part_infer}
+    report = {"benchmark": "bench/gpu.py", "quick": args.quick, "parts": list(parts), "header": header(args.device)}
 
     def save() -> None:
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.with_suffix(".tmp").write_text(json.dumps(report, indent=1) + "\n")
-            args.out.with_suffix(".tmp").replace(args.out)
+            (temp := args.out.with_suffix(".tmp")).write_text(json.dumps(report, indent=1) + "\n")
+            temp.replace(args.out)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -283,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda", device.index or 0)
         torch.cuda.set_device(device)
     start = time.perf_counter()
-    report["plan"] = make_plan(args.quick, device)
+    plan = PLAN | {"folder_batch": 16, "repeats": 2, "workers": max(1, min(10, available_cores() - 2))}
+    report["plan"] = plan | ((QUICK_CPU if device.type == "cpu" else QUICK) if args.quick else {})
     with tempfile.TemporaryDirectory(prefix="nanodet-bench-gpu-") as tmp:
-        for name in parts:
-            report[name] = guarded(f"part {name}", partial(PARTS[name], report["plan"], Path(tmp), device, save))
+        for name, part in parts.items():
+            report[name] = guarded(f"part {name}", partial(part, report["plan"], Path(tmp), device, save))
             save()
     report["wall_s"] = round(time.perf_counter() - start, 1)
     save()
