@@ -2,21 +2,12 @@
 
     .venv/bin/python bench/class_transfer.py [--quick] [--seeds 0 1 2] [--epochs 4] [--threads N]
 
-A source model is trained once from random init on three shape classes (circle, square, triangle),
-then fine-tuned for ``--epochs`` onto two of them and a new one (square, circle, cross: a new order),
-from the same file in two ways, everything else (data, seeds, schedule) identical:
-
-- ``whole_tensor_skip`` (the baseline: the behaviour before): the class convs (``head.gfl_cls.*``,
-  ``aux_head.gfl_cls``), whose shapes change with the class count, are skipped whole, so the
-  box-distribution rows they also hold restart from random init;
-- ``partial_keep`` (now, ``nanodet.weights.class_transfer``): the box-distribution rows and the rows of
-  the classes matched by name are carried over; only the new class starts from its initial rows.
-
-Prints one JSON object: AP50 and mAP of the EMA model after each epoch, per seed and variant, and the
-mean +- std over seeds.
+A source model is trained from random init on circle, square, triangle, then fine-tuned onto square,
+circle, cross from the same file two ways, all else identical: ``whole_tensor_skip`` (the baseline: the
+class convs, whose shapes change, are skipped whole, box-distribution rows included) and ``partial_keep``
+(``nanodet.weights.class_transfer``: box rows and name-matched class rows kept). Prints one JSON object:
+AP50 and mAP of the EMA model after each epoch per seed and variant (``runs``), mean +- std over seeds.
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -35,49 +26,23 @@ CONFIG = "nanodet-plus-m_320.yml"
 SOURCE_CLASSES = ["circle", "square", "triangle"]
 TARGET_CLASSES = ["square", "circle", "cross"]
 VARIANTS = ("whole_tensor_skip", "partial_keep")
+SIZE, BATCH, LR = 160, 16, 3e-3  # source training peak lr; fine-tuning: a third
+# (default, --quick)
+SIZES = {"epochs": (4, 1), "source_epochs": (10, 1), "source_images": (320, 32), "train_images": (96, 16)}
+SIZES["val_images"] = (64, 16)
 
 
-def dataset(root: Path, name: str, classes: list[str], images: int, size: int, seed: int) -> dict[str, str]:
-    from nanodet.data.synthetic import make_synthetic_coco
-
-    out = root / name
-    make_synthetic_coco(
-        out, images, image_size=[size, size], class_names=classes, seed=seed, max_objects=4, min_size=24, max_size=72
-    )
-    return {"img_path": str(out / "images"), "ann_path": str(out / "annotations.json")}
-
-
-def schedule(epochs: int, lr: float, load_model: str | None = None) -> dict:
-    return {
-        # no ImageNet file here: both variants start from the same source weights anyway
-        "model": {"arch": {"detach_epoch": max(epochs // 2, 1), "backbone": {"pretrain": False}}},
-        "schedule": {
-            "load_model": load_model,
-            "optimizer": {"lr": lr},
-            "warmup": {"steps": 10, "ratio": 0.01},
-            "total_epochs": epochs,
-            "lr_schedule": {"name": "CosineAnnealingLR", "T_max": epochs, "eta_min": lr / 20},
-            "val_intervals": 1,
-        },
-    }
-
-
-def without_class_convs(source: Path, out: Path) -> Path:
-    """The source weights less the class-conv tensors: what a loader that skips tensors of
-    another shape ends up with (they stay at the model's initial values)."""
-    from nanodet.weights.checkpoint import read_checkpoint, save_pth
-    from nanodet.weights.class_transfer import CLASS_CONV
-
-    state = read_checkpoint(source)["state_dict"]
-    save_pth({k: v for k, v in state.items() if not CLASS_CONV.match(k)}, out)
-    return out
-
-
-def train(cfg, work: Path, seed: int) -> list[dict]:
-    """The library's training run; AP50, mAP and per-class AP of the EMA model at each evaluation."""
+def train(root: Path, name: str, data: dict, classes: list[str], epochs: int, lr: float, seed: int, load=None):
+    """The library's training run; AP50, mAP and per-class AP of the EMA model after each epoch."""
     from nanodet.engine.run import train as run_training
     from nanodet.engine.trainer import Callback
 
+    schedule = {"load_model": load, "optimizer": {"lr": lr}, "warmup": {"steps": 10, "ratio": 0.01}}
+    schedule |= {"total_epochs": epochs, "val_intervals": 1}
+    schedule["lr_schedule"] = {"name": "CosineAnnealingLR", "T_max": epochs, "eta_min": lr / 20}
+    # no ImageNet file here: both variants start from the same source weights anyway
+    plan = {"model": {"arch": {"detach_epoch": max(epochs // 2, 1), "backbone": {"pretrain": False}}}}
+    cfg = synthetic_config(CONFIG, *data, [SIZE, SIZE], BATCH, 0, root / name, plan | {"schedule": schedule}, classes)
     rows: list[dict] = []
 
     class History(Callback):
@@ -86,94 +51,77 @@ def train(cfg, work: Path, seed: int) -> list[dict]:
             per_class = {k: round(v, 4) for k, v in result.per_class_AP.items()}
             rows.append({"epoch": result.epoch, **metrics, "per_class_AP": per_class})
 
-    run_training(cfg, work_dir=work, seed=seed, callbacks=[History()], device="cpu", progress=False)
+    run_training(cfg, work_dir=root / name, seed=seed, callbacks=[History()], device="cpu", progress=False)
     return rows
 
 
-def mean_std(values: list[float]) -> dict:
-    return {
-        "mean": round(statistics.fmean(values), 4),
-        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-        "runs": values,
-    }
-
-
 def main() -> None:
+    from nanodet.data.synthetic import make_synthetic_coco
+    from nanodet.weights.checkpoint import read_checkpoint, save_pth
+    from nanodet.weights.class_transfer import CLASS_CONV
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sets and 1+1 epochs (smoke test)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
-    parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 4, quick 1)")
-    parser.add_argument("--source-epochs", type=int, default=None, help="source training epochs (default 10)")
-    parser.add_argument("--source-images", type=int, default=None, help="default 320")
-    parser.add_argument("--train-images", type=int, default=None, help="fine-tuning set (default 96)")
-    parser.add_argument("--val-images", type=int, default=None, help="default 64")
-    parser.add_argument("--input-size", type=int, default=160)
-    parser.add_argument("--lr", type=float, default=3e-3, help="source training peak lr (fine-tuning: a third)")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default 4, quick 1)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    fine_epochs = args.epochs or (1 if args.quick else 4)
-    source_epochs = args.source_epochs or (1 if args.quick else 10)
-    n_source = args.source_images or (32 if args.quick else 320)
-    n_train = args.train_images or (16 if args.quick else 96)
-    n_val = args.val_images or (16 if args.quick else 64)
+    n = {name: pair[args.quick] for name, pair in SIZES.items()} | ({"epochs": args.epochs} if args.epochs else {})
     threads = set_threads(args.threads or default_threads()[0])
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    size = args.input_size
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nanodet-bench-transfer-") as tmp:
         root = Path(tmp)
-        source_train = dataset(root, "source-train", SOURCE_CLASSES, n_source, size, 100)
-        source_val = dataset(root, "source-val", SOURCE_CLASSES, n_val, size, 101)
-        target_train = dataset(root, "target-train", TARGET_CLASSES, n_train, size, 200)
-        target_val = dataset(root, "target-val", TARGET_CLASSES, n_val, size, 201)
 
-        def config(train_set: dict, val_set: dict, work: Path, plan: dict, classes: list[str]):
-            return synthetic_config(CONFIG, train_set, val_set, [size, size], args.batch, 0, work, plan, classes)
+        def data(name: str, classes: list[str], images: int, seed: int) -> dict[str, str]:
+            kw = dict(image_size=[SIZE, SIZE], class_names=classes, seed=seed, max_objects=4, min_size=24, max_size=72)
+            make_synthetic_coco(root / name, images, **kw)
+            return {"img_path": str(root / name / "images"), "ann_path": str(root / name / "annotations.json")}
 
+        source_data = data("source-train", SOURCE_CLASSES, n["source_images"], 100)
+        source_data = source_data, data("source-val", SOURCE_CLASSES, n["val_images"], 101)
+        target_data = data("target-train", TARGET_CLASSES, n["train_images"], 200)
+        target_data = target_data, data("target-val", TARGET_CLASSES, n["val_images"], 201)
         t0 = time.perf_counter()
-        cfg = config(source_train, source_val, root / "source", schedule(source_epochs, args.lr), SOURCE_CLASSES)
-        source_rows = train(cfg, root / "source", seed=0)
+        source_rows = train(root, "source", source_data, SOURCE_CLASSES, n["source_epochs"], LR, seed=0)
         source = root / "source" / "nanodet_model_best.pth"  # records its class names
-        log(f"source model: AP50 {source_rows[-1]['AP_50']:.3f} after {source_epochs} epochs")
+        log(f"source model: AP50 {source_rows[-1]['AP_50']:.3f} after {n['source_epochs']} epochs")
         source_s = time.perf_counter() - t0
-        files = {"partial_keep": source, "whole_tensor_skip": without_class_convs(source, root / "skip.pth")}
-
+        # the baseline's file: the source less the class convs (they stay at the model's initial values)
+        state = read_checkpoint(source)["state_dict"]
+        save_pth({k: v for k, v in state.items() if not CLASS_CONV.match(k)}, root / "skip.pth")
+        files = {"partial_keep": source, "whole_tensor_skip": root / "skip.pth"}
         runs: dict[str, list[list[dict]]] = {v: [] for v in VARIANTS}
         for seed in args.seeds:
             for variant in VARIANTS:
-                work = root / f"{variant}-{seed}"
-                plan = schedule(fine_epochs, args.lr / 3, str(files[variant]))
-                rows = train(config(target_train, target_val, work, plan, TARGET_CLASSES), work, seed=seed)
+                load = str(files[variant])
+                rows = train(root, f"{variant}-{seed}", target_data, TARGET_CLASSES, n["epochs"], LR / 3, seed, load)
                 runs[variant].append(rows)
                 log(f"seed {seed} {variant}: AP50 per epoch {[r['AP_50'] for r in rows]}")
 
+    def mean_std(values: list[float]) -> dict:
+        std = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+        return {"mean": round(statistics.fmean(values), 4), "std": std, "runs": values}
+
+    epochs = range(n["epochs"])
     summary = {
-        variant: {
-            f"epoch_{e + 1}": {
-                "AP_50": mean_std([rows[e]["AP_50"] for rows in runs[variant]]),
-                "mAP": mean_std([rows[e]["mAP"] for rows in runs[variant]]),
-            }
-            for e in range(fine_epochs)
-        }
-        for variant in VARIANTS
+        v: {f"epoch_{e + 1}": {m: mean_std([r[e][m] for r in runs[v]]) for m in ("AP_50", "mAP")} for e in epochs}
+        for v in VARIANTS
     }
     report = {
         "benchmark": "class_transfer_fine_tuning",
         "quick": args.quick,
         "model": f"nanodet-plus-m (config/{CONFIG})",
-        "source": {"classes": SOURCE_CLASSES, "epochs": source_epochs, "images": n_source, "final": source_rows[-1]},
-        "target": {"classes": TARGET_CLASSES, "epochs": fine_epochs, "train_images": n_train, "val_images": n_val},
-        "settings": {"input_size": size, "batch": args.batch, "lr_source": args.lr, "lr_fine_tune": args.lr / 3},
-        "seeds": args.seeds,
-        "summary": summary,
-        "runs": runs,
-        "source_train_s": round(source_s, 1),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "threads": threads,
-        "host": host_info(),
     }
+    report["source"] = {"classes": SOURCE_CLASSES, "epochs": n["source_epochs"], "images": n["source_images"]}
+    report["source"]["final"] = source_rows[-1]
+    report["target"] = {"classes": TARGET_CLASSES, "epochs": n["epochs"]} | {
+        k: n[k] for k in ("train_images", "val_images")
+    }
+    report["settings"] = {"input_size": SIZE, "batch": BATCH, "lr_source": LR, "lr_fine_tune": LR / 3}
+    report |= {"seeds": args.seeds, "summary": summary, "runs": runs, "source_train_s": round(source_s, 1)}
+    report |= {"wall_s": round(time.perf_counter() - started, 1), "threads": threads, "host": host_info()}
     print(json.dumps(report, indent=1))
 
 
