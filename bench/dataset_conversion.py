@@ -1,18 +1,13 @@
-"""The training task's dataset conversion at platform scale: image sizes from file headers against a
-full decode of every image, one by one (what the executor did before: the baseline).
+"""The training task's dataset conversion at platform scale: image sizes from file headers (the executor)
+against a full decode of every image, one by one (what it did before: the baseline).
 
     .venv/bin/python bench/dataset_conversion.py [--n 2000] [--rows 100000] [--threads 16]
 
-Generates ``--n`` photo-like 1920x1080 JPEGs (40 distinct pictures; ``mean_file_kib`` in the JSON) with
-ark annotations (3-8 boxes) and a platform index of them. Then, each in a fresh subprocess (peak RSS is
-the child's own): ``full_decode_serial`` (the baseline); ``header`` (sizes from headers, as the executor
-reads them: it takes a thread pool only when reading waits on the storage); ``header_pool`` (forced
-through ``--threads`` threads: what slow storage gets); ``header_100k`` (``--rows`` rows over hard links
-to the same files, converted as the executor does; 0 skips it). The files are in the page cache for
-every mode, so the numbers are CPU cost. Prints ONE JSON object on stdout (``--out`` also writes it).
+``--n`` photo-like 1920x1080 JPEGs (40 distinct pictures) with ark annotations and a platform index; each
+mode in a fresh subprocess (its own peak RSS), files in the page cache: ``full_decode_serial`` (baseline),
+``header`` (as the executor reads), ``header_pool`` (forced through ``--threads`` threads), ``header_100k``
+(``--rows`` rows over hard links; 0 skips it). Prints ONE JSON object (``extrapolated_100k_s``, ``mean_file_kib``).
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -72,13 +67,10 @@ def generate(root: Path, n: int, seed: int = 0) -> Path:
 
 def linked_index(root: Path, rows: int) -> Path:
     """An index of ``rows`` rows over hard links to the generated files (distinct paths)."""
-    sources = sorted((root / "images").glob("*.jpg"))
-    links = root / "links"
+    sources, links, lines = sorted((root / "images").glob("*.jpg")), root / "links", []
     links.mkdir(exist_ok=True)
-    lines = []
     for i in range(rows):
-        source = sources[i % len(sources)]
-        link = links / f"{i:07d}.jpg"
+        source, link = sources[i % len(sources)], links / f"{i:07d}.jpg"
         if not link.exists():
             os.link(source, link)
         lines.append(f"{link}\t{root / 'annotations' / (source.stem + '.txt')}")
@@ -87,49 +79,34 @@ def linked_index(root: Path, rows: int) -> Path:
 
 
 def child(index: Path, mode: str, threads: int) -> dict:
-    """One conversion in this process (run as a subprocess by ``main``)."""
+    """One conversion in this process (a subprocess of ``main``)."""
     import executor.dataset as dataset
     from executor.paths import PathMapper
     from nanodet.data.image_io import read_image
 
     if mode == "full_decode":
-
-        def decoded_size(path: str | Path) -> tuple[int, int]:
-            image = read_image(path)
-            return image.shape[1], image.shape[0]
-
-        dataset.image_size = decoded_size
+        dataset.image_size = lambda path: read_image(path).shape[1::-1]
     rss_before = peak_rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         pool = {"header_pool": True, "full_decode": False}.get(mode)
-        report = dataset.convert_split(
-            index, PathMapper(), CLASSES, "ark", Path(tmp) / "out.json", "bench", threads=threads, pool=pool
-        )
-        seconds = time.perf_counter() - start
-        json_mib = (Path(tmp) / "out.json").stat().st_size / 2**20
-    return {
-        "images": report.images,
-        "boxes": report.boxes,
-        "seconds": round(seconds, 3),
-        "images_per_s": round(report.images / seconds, 1),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "rss_before_mib": round(rss_before, 1),
-        "json_mib": round(json_mib, 2),
-    }
+        out = Path(tmp) / "out.json"
+        report = dataset.convert_split(index, PathMapper(), CLASSES, "ark", out, "bench", threads=threads, pool=pool)
+        seconds, json_mib = time.perf_counter() - start, out.stat().st_size / 2**20
+    out = {"images": report.images, "boxes": report.boxes, "seconds": round(seconds, 3)}
+    out |= {"images_per_s": round(report.images / seconds, 1), "peak_rss_mib": round(peak_rss_mib(), 1)}
+    return out | {"rss_before_mib": round(rss_before, 1), "json_mib": round(json_mib, 2)}
 
 
 def run_child(index: Path, mode: str, threads: int) -> dict:
-    command = [sys.executable, __file__, "--child", str(index), "--mode", mode, "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def warm(index: Path) -> None:
-    """Read every file once so that every mode finds them in the page cache."""
+    """After reading every file once, so that every mode finds them in the page cache."""
     for line in index.read_text().splitlines():
         for path in line.split("\t"):
             Path(path).read_bytes()
+    command = [sys.executable, __file__, "--child", str(index), "--mode", mode, "--threads", str(threads)]
+    result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    log(f"{mode} ({threads} threads): {result}")
+    return result
 
 
 def main() -> None:
@@ -137,8 +114,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="JPEGs to generate (1920x1080)")
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the hard-linked index (0: skip)")
     parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--dir", type=Path, help="generate here (kept) instead of a temp folder")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="header", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -146,45 +121,29 @@ def main() -> None:
         print(json.dumps(child(args.child, args.mode, args.threads)))
         return
     with tempfile.TemporaryDirectory(prefix="conversion-bench-") as tmp:
-        root = args.dir or Path(tmp)
-        start = time.perf_counter()
+        root, start = Path(tmp), time.perf_counter()
         index = generate(root, args.n)
         log(f"generated {args.n} JPEGs in {time.perf_counter() - start:.1f} s")
-        warm(index)
         runs = {
             "full_decode_serial": run_child(index, "full_decode", 1),
             "header": run_child(index, "header", args.threads),
             "header_pool": run_child(index, "header_pool", args.threads),
         }
-        for name, result in runs.items():
-            log(f"{name}: {result}")
         if args.rows:
-            linked = linked_index(root, args.rows)
-            warm(linked)
-            runs["header_100k"] = run_child(linked, "header", args.threads)
-            log(f"header_100k: {runs['header_100k']}")
+            runs["header_100k"] = run_child(linked_index(root, args.rows), "header", args.threads)
         file_mib = sum(p.stat().st_size for p in (root / "images").glob("*.jpg")) / 2**20
     base, ours = runs["full_decode_serial"], runs["header"]
-    per_image_full = base["seconds"] / base["images"]
-    report = {
-        "bench": "dataset_conversion",
-        "images": args.n,
-        "image_size": [WIDTH, HEIGHT],
-        "mean_file_kib": round(file_mib * 1024 / args.n, 1),
-        "threads": args.threads,
-        "cores": available_cores(),
-        "runs": runs,
-        "speedup_header_vs_full_decode": round(base["seconds"] / ours["seconds"], 1),
-        "speedup_header_pool_vs_full_decode": round(base["seconds"] / runs["header_pool"]["seconds"], 1),
-        "extrapolated_100k_s": {
-            "full_decode_serial": round(per_image_full * 100_000, 1),
-            "header": round(ours["seconds"] / ours["images"] * 100_000, 1),
-        },
-        "host": host_info(),
+    report = {"bench": "dataset_conversion", "images": args.n, "image_size": [WIDTH, HEIGHT]}
+    report |= {"mean_file_kib": round(file_mib * 1024 / args.n, 1), "threads": args.threads, "cores": available_cores()}
+    report |= {"runs": runs, "speedup_header_vs_full_decode": round(base["seconds"] / ours["seconds"], 1)}
+    report["speedup_header_pool_vs_full_decode"] = round(base["seconds"] / runs["header_pool"]["seconds"], 1)
+    per_100k = {
+        k: round(r["seconds"] / r["images"] * 100_000, 1) for k, r in (("full_decode_serial", base), ("header", ours))
     }
+    report |= {"extrapolated_100k_s": per_100k, "host": host_info()}
     if "header_100k" in runs:
         report["measured_100k_rows_s"] = runs["header_100k"]["seconds"]
-    print_report(report, args.out)
+    print_report(report)
 
 
 if __name__ == "__main__":
