@@ -1,14 +1,11 @@
-"""Active learning on a generated pool: do ALDD picks train a better next NanoDet-Plus model than random ones?
+"""Active learning: do ALDD picks train a better next NanoDet-Plus model than random picks (the baseline)?
 
     .venv/bin/python bench/active_learning.py [--quick] [--diversity] [--seeds 3] [--rounds 3] [--epochs 6]
         [--round0-epochs 36] [--pool 400] [--test 160] [--bursty-scenes 200] [--workers 2] [--out DIR] [--work-dir DIR]
 
-Per seed, round 0 labels a random 20 % of the pool (``bench._common.PoolRecipe``) and trains from random init;
-then per algorithm each round scores the unlabelled rest with the last model as the mining task does (``random``,
-the baseline: a seeded draw), labels the top 10 %, fine-tunes, evaluates on the test set. ``--diversity``: random,
-aldd, aldd_diversity, entropy_diversity on the plain pool and a bursty one (scenes of 6-10 jittered frames).
-Writes ``active_learning[_diversity][_quick].json`` (``verdict``, ``diversity_verdict``, ``pick_composition``,
-``labelled_scenes``), its plot and the last round's picks (``*_picks*.png``) to ``--out`` (bench/results).
+Round 0 labels a random 20 % of a generated pool (``bench._common.PoolRecipe``); each round labels 10 % more as
+each algorithm picks, fine-tunes and tests; ``--diversity`` adds the diversity arms and a bursty pool. Writes
+``active_learning[_diversity][_quick].json``, its plot and the picks (``*_picks*.png``) to ``--out``.
 """
 
 import argparse

@@ -2,11 +2,9 @@
 
     .venv/bin/python bench/class_transfer.py [--quick] [--seeds 0 1 2] [--epochs 4] [--threads N]
 
-A source model is trained from random init on circle, square, triangle, then fine-tuned onto square,
-circle, cross from the same file two ways, all else identical: ``whole_tensor_skip`` (the baseline: the
-class convs, whose shapes change, are skipped whole, box-distribution rows included) and ``partial_keep``
-(``nanodet.weights.class_transfer``: box rows and name-matched class rows kept). Prints one JSON object:
-AP50 and mAP of the EMA model after each epoch per seed and variant (``runs``), mean +- std over seeds.
+A source model (circle, square, triangle) fine-tuned onto square, circle, cross: ``whole_tensor_skip`` (the
+baseline: class convs skipped whole) against ``partial_keep`` (box rows and matched class rows kept). Prints
+one JSON object: AP50 and mAP after each epoch per seed and variant (``runs``), mean +- std over seeds.
 """
 
 import argparse

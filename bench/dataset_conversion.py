@@ -1,12 +1,10 @@
-"""The training task's dataset conversion at platform scale: image sizes from file headers (the executor)
-against a full decode of every image, one by one (what it did before: the baseline).
+"""The training task's dataset conversion: image sizes from file headers (the executor) against a full decode
+of every image, one by one (the baseline).
 
     .venv/bin/python bench/dataset_conversion.py [--n 2000] [--rows 100000] [--threads 16]
 
-``--n`` photo-like 1920x1080 JPEGs (40 distinct pictures) with ark annotations and a platform index; each
-mode in a fresh subprocess (its own peak RSS), files in the page cache: ``full_decode_serial`` (baseline),
-``header`` (as the executor reads), ``header_pool`` (forced through ``--threads`` threads), ``header_100k``
-(``--rows`` rows over hard links; 0 skips it). Prints ONE JSON object (``extrapolated_100k_s``, ``mean_file_kib``).
+``--n`` generated 1920x1080 JPEGs with ark annotations; each mode in a fresh subprocess (its own peak RSS), the
+files in the page cache; ``--rows`` rows over hard links (0 skips). Prints ONE JSON object.
 """
 
 import argparse

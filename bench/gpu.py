@@ -3,10 +3,9 @@
     bench/gpu.sh [--quick] [--out bench/results/gpu.json]   # a CUDA machine: a few minutes on one H100
     bench/gpu.sh --device cpu --quick                       # the same code on the CPU (tests/test_bench_gpu.py)
 
-``train``: ``Trainer.run_step`` on generated JPEGs, fp32 (the baseline) against AMP at batch 32 and 96;
-``compute_images_per_s`` (the step alone) is what ``bench/loader.py`` must feed. ``infer``: ``Predictor`` over a
-folder through the executor's path, pin_memory off (the baseline) against on. Prints ONE JSON object; ``--out``
-is rewritten after every measurement; a failed one records ``{"error": ...}``. Exit 2: no CUDA for cuda.
+``train``: fp32 (baseline) against AMP training steps (``compute_images_per_s``: what bench/loader.py must feed);
+``infer``: the executor's folder path, pin_memory off (baseline) against on. Prints ONE JSON object; ``--out`` is
+rewritten after every measurement. Exit 2: no CUDA.
 """
 
 import argparse

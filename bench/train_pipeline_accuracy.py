@@ -1,13 +1,10 @@
-"""Does the fast training input pipeline train as well as the official one? Whole runs, same seeds.
+"""Does the fast training input pipeline train as well as the official one (``before``, the baseline)?
 
     .venv/bin/python bench/train_pipeline_accuracy.py [--epochs 30] [--val-intervals 10] [--train 96] [--val 48]
         [--seeds 0 1 2] [--threads 2]
 
-Each run trains NanoDet-Plus-m (``config/nanodet-plus-m_320.yml``'s recipe, 3 classes, random init) at input
-128 on the same generated shapes of 480x480 to 960x720 (decoded reduced by the fast pipeline); only the
-making of the samples from the same draws differs: ``before`` (the baseline, ``reference=True``: the
-official way) or ``fast``. Batch 16, EMA evaluated every ``--val-intervals`` epochs, each run in its own
-process. Reports each run, the best mAP per seed and side, and fast - before (mean, standard error).
+Whole Plus-m-320-recipe runs at input 128 on generated 480x480..960x720 shapes, same seeds, only the making of
+the samples differing (``reference=True`` or not), each in its own process. Prints ONE JSON object.
 """
 
 import argparse

@@ -2,10 +2,9 @@
 
     .venv/bin/python bench/train_vs_official.py [--rounds 3] [--runs 8] [--threads 2]
 
-Forward with the aux branch, loss, backward, grad clip, AdamW and EMA; batch 8 at 320x320, 3 classes. Ours:
-``Trainer.run_step``; the official: ``train_step_ref.py`` through ``$NANODET_REF/run.sh`` (../shared/ref; skipped
-without it). Each side in a fresh process per round, 3 warm-up then ``--runs`` timed steps on the same batches,
-rounds alternating which side goes first; ``speedup``: the median over rounds of official / ours. Prints ONE JSON.
+Batch 8 at 320, 3 classes, aux branch, AdamW and EMA. The official: ``train_step_ref.py`` through
+``$NANODET_REF/run.sh`` (../shared/ref; skipped without it). Fresh processes, rounds alternating which side goes
+first; ``speedup``: the median over rounds of official / ours. Prints ONE JSON object.
 """
 
 import argparse

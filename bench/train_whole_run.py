@@ -1,13 +1,10 @@
-"""A whole training run, ours against the official trainer (the baseline), side by side on the same data.
+"""A whole training run, ours against the official trainer (the baseline), on the same data.
 
     .venv/bin/python bench/train_whole_run.py [--epochs 30] [--train 128] [--val 32] [--val-intervals 10]
         [--runs 1] [--threads 2]
 
-Process start to the last evaluation. Both train NanoDet-Plus-m-320 from random init on the same generated
-3-class COCO set (320x320), batch 16, the same schedule (warmup a tenth of the steps, ``detach_epoch`` at a
-third), 2 loader workers, ``--threads`` threads: ours ``python -m nanodet train CONFIG``, the official
-``$NANODET_REF/run.sh tools/train.py CONFIG`` in its checkout (``$REF_DIR``). Runs alternate (ours, official,
-official, ours, ...); mAP: each side's best COCO mAP as its trainer reports it. Prints ONE JSON object.
+Process start to the last evaluation, Plus-m-320 from random init, same schedule; the official: ``tools/train.py``
+in ``$REF_DIR`` through ``$NANODET_REF/run.sh``. Runs alternate; mAP: each side's best. Prints ONE JSON object.
 """
 
 import argparse
