@@ -1,9 +1,6 @@
-"""What the benchmarks share: host facts and JSON reports, threads and the machine's load, peak
-memory, forked children under limits, the official NanoDet's environment, start.py runs, generated
-pictures and datasets, fixed random weights that score like trained ones, the active-learning pool.
-
-torch, numpy, OpenCV and nanodet are imported where used: a parent that stays small keeps its
-children's peak RSS (``wait4``) honest, since a child starts at its parent's size at the fork.
+"""What the benchmarks share: host facts, JSON reports, threads and load, memory, forked children under
+limits, the official NanoDet's environment, start.py runs, generated pictures, datasets and weights.
+torch, numpy, OpenCV and nanodet are imported where used: a child starts at its parent's size at the fork.
 """
 
 from __future__ import annotations
@@ -44,7 +41,7 @@ def log(*parts: object) -> None:
 
 
 def print_report(report: dict, out: Path | None = None, indent: int | None = 2) -> None:
-    """A benchmark's JSON report on stdout, and in ``out`` too (written atomically) when given."""
+    """The JSON report on stdout, and in ``out`` (atomically) when given."""
     text = json.dumps(report, indent=indent)
     print(text)
     if out:
@@ -55,17 +52,12 @@ def print_report(report: dict, out: Path | None = None, indent: int | None = 2) 
         tmp.replace(out)
 
 
-# --- host, threads, load -----------------------------------------------------------------------
-
-
 def cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
 
 
 def available_cores() -> int:
@@ -78,13 +70,11 @@ def available_cores() -> int:
 def host_info() -> dict:
     import torch
 
-    return {
-        "cores_available": available_cores(),
-        "cpu_model": cpu_model(),
-        "torch": torch.__version__,
+    cuda = torch.cuda.is_available()
+    return dict(cores_available=available_cores(), cpu_model=cpu_model(), torch=torch.__version__) | {
         "python": platform.python_version(),
-        "cuda_available": torch.cuda.is_available(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_available": cuda,
+        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -96,8 +86,7 @@ def _cpu_ticks() -> tuple[int, int] | None:
             fields = [int(v) for v in fh.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields[:8]) - idle, sum(fields[:8])
+    return sum(fields[:8]) - fields[3] - (fields[4] if len(fields) > 4 else 0), sum(fields[:8])
 
 
 def busy_share(seconds: float = 2.0) -> float | None:
@@ -105,9 +94,7 @@ def busy_share(seconds: float = 2.0) -> float | None:
     a = _cpu_ticks()
     time.sleep(seconds)
     b = _cpu_ticks()
-    if a is None or b is None or b[1] == a[1]:
-        return None
-    return (b[0] - a[0]) / (b[1] - a[1])
+    return None if a is None or b is None or b[1] == a[1] else (b[0] - a[0]) / (b[1] - a[1])
 
 
 def wait_for_quiet(max_wait_s: float, threshold: float = 0.25, window_s: float = 2.0) -> dict:
@@ -121,8 +108,7 @@ def wait_for_quiet(max_wait_s: float, threshold: float = 0.25, window_s: float =
 
 
 class CpuNoise:
-    """The share of all CPUs that other processes used while a benchmark ran (0: a quiet machine);
-    our own children count as ours once waited for."""
+    """The share of all CPUs that other processes used meanwhile (our waited-for children count as ours)."""
 
     def __init__(self) -> None:
         self.start, self.own_start = _cpu_ticks(), self._own()
@@ -143,9 +129,8 @@ class CpuNoise:
 
 
 def default_threads() -> tuple[int, str]:
-    """(threads, why): ``OMP_NUM_THREADS`` if set, else the cores other processes leave idle (on a
-    shared machine, threads beyond the idle cores spin-wait at every barrier: 2 threads ran a
-    training step 3-4x slower than 1 on 2 cores with one taken)."""
+    """(threads, why): ``OMP_NUM_THREADS`` if set, else the idle cores (threads beyond them spin-wait at
+    every barrier: 2 threads ran a training step 3-4x slower than 1 on 2 cores with one taken)."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
@@ -163,9 +148,6 @@ def set_threads(threads: int) -> int:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-# --- memory ------------------------------------------------------------------------------------
 
 
 def _status_kib(field: str) -> int | None:
@@ -197,8 +179,6 @@ def reset_peak_rss() -> bool:
         return False
 
 
-# --- one forked child per input, under limits (the fuzzers) -------------------------------------
-
 LOADED, REFUSED, UNDOCUMENTED = "loaded", "refused", "undocumented"  # what a child can come to
 MEMORY, SIGNAL, TIMEOUT = "memory", "signal", "timeout"
 OUTCOMES = (LOADED, REFUSED, UNDOCUMENTED, SIGNAL, TIMEOUT, MEMORY)
@@ -217,8 +197,7 @@ class ChildResult:
 
 @dataclass
 class Limits:
-    """``cpu_s`` CPU seconds (the time limit: SIGXCPU), ``wall_s`` (a backstop for a child that
-    sleeps), ``address_space`` bytes (RLIMIT_AS)."""
+    """CPU seconds (the time limit: SIGXCPU), a wall-clock backstop (a sleeping child), RLIMIT_AS bytes."""
 
     wall_s: float = 60.0
     cpu_s: int = 10
@@ -278,9 +257,8 @@ def _reap(pid: int, fd: int, start: float, data: bytes, limits: Limits, timed_ou
 def run_children(
     work: Iterable[tuple[Any, Callable[[], None]]], documented: tuple, limits: Limits, jobs: int = 1
 ) -> Iterator[tuple[Any, ChildResult]]:
-    """Run each ``(key, fn)`` in its own forked child (after the parent's imports: a millisecond
-    to start), ``jobs`` at a time; yield ``(key, result)`` as each ends. ``work`` is consumed
-    lazily, one item as a child may start (so it can write the file that child reads)."""
+    """Run each ``(key, fn)`` in a forked child, ``jobs`` at a time; yield ``(key, result)`` as each ends.
+    ``work`` is consumed one item as a child may start (so it can write the file that child reads)."""
     pending, running, more = iter(work), {}, True  # running: fd -> [key, pid, start, data]
     while running or more:
         while more and len(running) < jobs:
@@ -321,9 +299,6 @@ def run_in_child(
     return result
 
 
-# --- processes: the official side, start.py ------------------------------------------------------
-
-
 def official_command(script: Path | str, *args: str) -> list[str] | None:
     """``script`` run by the official NanoDet's environment (``REF_HARNESS/run.sh``), or None without it."""
     run = REF_HARNESS / "run.sh"
@@ -331,17 +306,13 @@ def official_command(script: Path | str, *args: str) -> list[str] | None:
 
 
 def run_start_py(in_dir: Path, out_dir: Path, env: dict | None = None, repo: Path = REPO) -> dict:
-    """``start.py --in --out`` of ``repo`` in a process of its own: wall seconds, the peak RSS of its
-    largest process (``wait4``), the log, and the batch loop's seconds from it. Exits on a failure."""
+    """``start.py --in --out`` of ``repo`` in a process of its own: wall seconds, its largest process's
+    peak RSS (``wait4``), the log and the batch loop's seconds from it. Exits on a failure."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir.parent / f"{out_dir.name}.log", "w+") as logged:
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, str(repo / "start.py"), "--in", str(in_dir), "--out", str(out_dir)],
-            stdout=logged,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        command = [sys.executable, str(repo / "start.py"), "--in", str(in_dir), "--out", str(out_dir)]
+        proc = subprocess.Popen(command, stdout=logged, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
@@ -350,20 +321,14 @@ def run_start_py(in_dir: Path, out_dir: Path, env: dict | None = None, repo: Pat
     if proc.returncode != 0:
         raise SystemExit(f"{repo}/start.py failed on {in_dir}:\n{text[-3000:]}")
     loop = LOOP_LOG.search(text)
-    return {
-        "wall_s": round(wall, 2),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        "batch_loop_s": float(loop.group(2)) if loop else None,
-        "log": text,
+    return dict(wall_s=round(wall, 2), peak_rss_mib=round(usage.ru_maxrss / 1024, 1), log=text) | {
+        "batch_loop_s": float(loop.group(2)) if loop else None
     }
 
 
-# --- generated pictures and datasets ------------------------------------------------------------
-
-
 def photo_like(rng, width: int, height: int):
-    """A photo-like BGR image (its JPEG decodes at a photo's cost): a smooth light gradient,
-    mostly-luminance texture at five scales, 8-15 textured objects with hard edges, noise (sigma 3)."""
+    """A BGR image whose JPEG decodes at a photo's cost: a light gradient, mostly-luminance texture at
+    five scales, 8-15 textured objects with hard edges, noise (sigma 3)."""
     import cv2
     import numpy as np
 
@@ -392,9 +357,14 @@ def photo_like(rng, width: int, height: int):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _jpeg(image) -> bytes:
+    import cv2
+
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
 def shapes_jpegs(folder: Path, count: int, seed: int, min_wh: Sequence[int], max_wh: Sequence[int]) -> list:
     """``count`` JPEGs (quality 90) of generated shapes, sizes drawn in ``min_wh..max_wh``; their sizes."""
-    import cv2
     import numpy as np
 
     from nanodet.data.synthetic import synthetic_image
@@ -404,15 +374,15 @@ def shapes_jpegs(folder: Path, count: int, seed: int, min_wh: Sequence[int], max
     for i in range(count):
         rng = np.random.default_rng([seed, i])
         size = (int(rng.integers(min_wh[0], max_wh[0] + 1)), int(rng.integers(min_wh[1], max_wh[1] + 1)))
-        image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
-        cv2.imwrite(str(folder / f"{i:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        (folder / f"{i:05d}.jpg").write_bytes(
+            _jpeg(synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)[0])
+        )
         sizes.append(size)
     return sizes
 
 
 def small_candidates(in_dir: Path, count: int, seed: int) -> list[str]:
     """``count`` 96x72 JPEGs of shapes under ``in_dir/assets`` (256 folders); their ``/in/...`` paths."""
-    import cv2
     import numpy as np
 
     from nanodet.data.synthetic import synthetic_image
@@ -423,14 +393,14 @@ def small_candidates(in_dir: Path, count: int, seed: int) -> list[str]:
         image, _, _ = synthetic_image(rng, size=(96, 72), class_names=CLASSES, max_objects=3, min_size=16, max_size=48)
         name = f"assets/{k % 256:02x}/cand-{k:06d}.jpg"
         (in_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        (in_dir / name).write_bytes(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+        (in_dir / name).write_bytes(_jpeg(image))
         rows.append(f"/in/{name}")
     return rows
 
 
 def models_folder(models: Path, input_size: int, candidate_rate: float | None = 0.01) -> Path:
-    """``models/`` as a training leaves it (3 shape classes, square input): ``random_detector``
-    weights (``candidate_rate``), or the library's initial weights with None."""
+    """``models/`` as a training leaves it (3 classes, square input): ``random_detector`` weights, or
+    with ``candidate_rate`` None the library's initial weights."""
     from nanodet.config import load_config, save_config
     from nanodet.model import build_model
     from nanodet.weights.checkpoint import save_pth
@@ -457,27 +427,18 @@ def make_dataset(
     stamp, ann = out / "recipe.json", out / "annotations.json"
     if not (ann.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == recipe):
         start = time.perf_counter()
-        make_synthetic_coco(
-            out, num_images, image_size, CLASSES, seed, max_objects=max_objects, min_size=min_size, max_size=max_size
-        )
+        make_synthetic_coco(out, num_images, image_size, CLASSES, seed, max_objects, min_size, max_size)
         stamp.write_text(json.dumps(recipe))
         log(f"generated {num_images} {name} images in {time.perf_counter() - start:.1f}s -> {out}")
     return {"img_path": str(out / "images"), "ann_path": str(ann)}
 
 
 def synthetic_config(
-    config_name: str,
-    train: dict[str, str],
-    val: dict[str, str],
-    input_size: Sequence[int],
-    batch_size: int,
-    workers: int,
-    work_dir: Path,
-    overrides: dict | None = None,
-    class_names: Sequence[str] = CLASSES,
-):
-    """``config/<config_name>`` (its train pipeline and augmentations) for ``class_names``, reading
-    the generated sets; paths, input size, batch and workers set, then ``overrides`` (official keys)."""
+    config_name: str, train: dict, val: dict, input_size, batch_size: int, workers: int, work_dir: Path,
+    overrides: dict | None = None, class_names: Sequence[str] = CLASSES,
+):  # fmt: skip
+    """``config/<config_name>`` for ``class_names`` reading the generated sets: paths, input size, batch
+    and workers set, then ``overrides`` (official keys)."""
     from nanodet.config import _deep_merge, load_config
 
     cfg = load_config(CONFIG_DIR / config_name).with_classes(list(class_names))
@@ -491,15 +452,11 @@ def synthetic_config(
     return cfg.merged(_deep_merge(base, overrides or {}))
 
 
-# --- fixed random weights that score like trained ones -------------------------------------------
-
-
 def random_detector(cfg, seed: int = 0, candidate_rate: float = 0.002):
-    """An inference model (no aux branch) with fixed random weights that behave like trained ones:
-    He-normal convs (the library's init leaves near-equal class scores: comparisons of near-ties);
-    random BatchNorm affines with the real running statistics of a calibration batch (so BN folding
-    sees non-trivial mean/var); a class bias such that ``candidate_rate`` of the (prior, class)
-    pairs score above 0.05 on those pictures: a few hundred candidates per image, as trained."""
+    """An inference model with fixed random weights that behave like trained ones: He-normal convs (the
+    library's init leaves near-equal class scores), random BatchNorm affines with the running statistics
+    of a calibration batch (BN folding sees real mean/var), and a class bias such that ``candidate_rate``
+    of the (prior, class) pairs score above 0.05 on those pictures (a few hundred per image, as trained)."""
     import numpy as np
     import torch
     from torch import nn
@@ -508,18 +465,18 @@ def random_detector(cfg, seed: int = 0, candidate_rate: float = 0.002):
     from nanodet.data.transforms import preprocess
     from nanodet.model import build_model
 
-    calib = []  # pre-processed shapes pictures at the config's input size
+    val, calib = cfg.data.val, []  # pre-processed shapes pictures at the config's input size
     for i in range(8):
         rng = np.random.default_rng([1234, i])
         size = (int(rng.integers(480, 1281)), int(rng.integers(360, 961)))
         image, _, _ = synthetic_image(rng, size, max_objects=6, min_size=32, max_size=256)
-        val = cfg.data.val
         calib.append(
             torch.from_numpy(preprocess(image, tuple(val.input_size), val.keep_ratio, *val.pipeline.normalize)[0])
         )
     calib = torch.stack(calib)
     gen = torch.Generator().manual_seed(seed)
     model = build_model(cfg.model.arch, with_aux=False)
+    batch_norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.Conv2d):
@@ -534,9 +491,8 @@ def random_detector(cfg, seed: int = 0, candidate_rate: float = 0.002):
         model.train()
         for chunk in calib.split(4):
             model(chunk)
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.momentum = 0.1
+        for module in batch_norms:
+            module.momentum = 0.1
         model.eval()
         num_classes = model.head.num_classes
         for conv in model.head.gfl_cls:
@@ -550,16 +506,12 @@ def random_detector(cfg, seed: int = 0, candidate_rate: float = 0.002):
     return model
 
 
-# --- the active-learning pool: imbalanced, small/faint objects, empty images, near-duplicates ---
-
-
 @dataclass(frozen=True)
 class PoolRecipe:
-    """How ``bench/active_learning.py`` draws its pool and test set (square images of ``image_size``):
-    an image is empty with probability ``empty_share``, else holds 1..``max_objects`` objects of
-    classes drawn by ``class_freq`` (the last is the rare one), all small in a ``small_share`` of
-    them, all faint in a ``low_contrast_share``; a ``dup_share`` of the pool are near-duplicates
-    (shifted by up to ``max_shift`` px, re-brightened, re-noised, boxes moved alike)."""
+    """``bench/active_learning.py``'s pool and test set (square ``image_size`` images): empty with
+    probability ``empty_share``, else 1..``max_objects`` objects of classes drawn by ``class_freq`` (the
+    last is the rare one), all small in a ``small_share``, all faint in a ``low_contrast_share``; a
+    ``dup_share`` of the pool are near-duplicates (shifted up to ``max_shift`` px, re-lit, re-noised)."""
 
     classes: tuple[str, ...] = ("circle", "square", "triangle", "cross", "diamond")
     class_freq: tuple[float, ...] = (0.45, 0.30, 0.15, 0.07, 0.03)
@@ -578,24 +530,13 @@ class PoolRecipe:
         return self.classes[-1]
 
     def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()} | {
-            "rare_class": self.rare_class
-        }
-
-
-def _faint_colour(rng, image, mask):
-    """A colour 18-32 grey levels brighter or darker than the background under ``mask``."""
-    import numpy as np
-
-    under = image[mask].reshape(-1, 3).mean(axis=0)
-    offset = rng.choice([-1.0, 1.0]) * rng.uniform(18, 32) + rng.normal(0, 4, size=3)
-    if under.mean() + offset.mean() < 8 or under.mean() + offset.mean() > 247:
-        offset = -offset
-    return np.clip(under + offset, 0, 255).astype(np.uint8)
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return fields | {"rare_class": self.rare_class}
 
 
 def _draw_pool_objects(rng, image, recipe: PoolRecipe, small: bool, faint: bool):
-    """Draw 1..max_objects shapes on ``image`` in place: (boxes tight to the visible pixels, labels)."""
+    """Draw 1..max_objects shapes on ``image`` in place: (boxes tight to the visible pixels, labels).
+    A faint one is 18-32 grey levels off the background under it."""
     import numpy as np
 
     from nanodet.data.synthetic import SHAPES, _object_colour, _place, _visible_box
@@ -614,7 +555,14 @@ def _draw_pool_objects(rng, image, recipe: PoolRecipe, small: bool, faint: bool)
         mask = np.zeros((height, width), dtype=np.uint8)
         kind.draw(mask, x, y, w, h, rng)
         drawn = mask > 0
-        image[drawn] = _faint_colour(rng, image, drawn) if faint else _object_colour(rng)
+        if faint:
+            under = image[drawn].reshape(-1, 3).mean(axis=0)
+            offset = rng.choice([-1.0, 1.0]) * rng.uniform(18, 32) + rng.normal(0, 4, size=3)
+            if under.mean() + offset.mean() < 8 or under.mean() + offset.mean() > 247:
+                offset = -offset
+            image[drawn] = np.clip(under + offset, 0, 255).astype(np.uint8)
+        else:
+            image[drawn] = _object_colour(rng)
         owner[drawn] = len(labels)
         placed.append(np.array([x, y, x + w, y + h], dtype=np.float64))
         labels.append(label)
@@ -629,22 +577,20 @@ def pool_image(rng, recipe: PoolRecipe):
 
     from nanodet.data.synthetic import _add_noise, _background
 
-    size = recipe.image_size
-    image = _background(rng, size, size)
+    image = _background(rng, recipe.image_size, recipe.image_size)
     empty = bool(rng.random() < recipe.empty_share)
     small = not empty and bool(rng.random() < recipe.small_share)
     faint = not empty and bool(rng.random() < recipe.low_contrast_share)
-    boxes, labels = (
-        (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
-        if empty
-        else _draw_pool_objects(rng, image, recipe, small, faint)
-    )
+    if empty:
+        boxes, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    else:
+        boxes, labels = _draw_pool_objects(rng, image, recipe, small, faint)
     return _add_noise(rng, image), boxes, labels, {"small": small, "low_contrast": faint}
 
 
 def near_duplicate(rng, image, boxes, labels, max_shift: int):
-    """A shifted (1..max_shift px), re-brightened, re-noised copy, its boxes shifted and clipped
-    (those left under 3 px dropped with their labels)."""
+    """A shifted (1..max_shift px), re-lit, re-noised copy; its boxes shifted and clipped (those left
+    under 3 px dropped with their labels)."""
     import cv2
     import numpy as np
 
@@ -660,56 +606,29 @@ def near_duplicate(rng, image, boxes, labels, max_shift: int):
     return np.clip(moved, 0, 255).astype(np.uint8), shifted[keep], labels[keep]
 
 
-def _pool_layout(seed: int, num_images: int, dup_share: float) -> tuple[list[int], dict[int, int]]:
-    """Which positions hold originals, and each duplicate position's source position."""
+def _pool_images(recipe: PoolRecipe, num_images: int, seed: int, with_dups: bool):
+    """Yield ``(index, image, boxes, labels, meta)`` per position, the originals drawn first."""
     import numpy as np
 
-    rng = np.random.default_rng([seed, 2])
-    num_dups = round(num_images * dup_share)
+    rng = np.random.default_rng([seed, 2])  # which positions hold near-duplicates, and of what
+    num_dups = round(num_images * (recipe.dup_share if with_dups else 0.0))
     order = rng.permutation(num_images)
     originals = sorted(int(i) for i in order[num_dups:])
     sources = rng.choice(originals, size=num_dups, replace=False)
-    return originals, {int(d): int(s) for d, s in zip(sorted(order[:num_dups]), sources)}
-
-
-def _coco_record(index: int, boxes, labels, size: int, first_ann: int) -> tuple[dict, list]:
-    """The COCO image entry (id ``index + 1``) and its annotations (ids from ``first_ann``)."""
-    image = {"id": index + 1, "file_name": f"{index:05d}.jpg", "width": size, "height": size}
-    anns = []
-    for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
-        w, h = x2 - x1, y2 - y1
-        ann = {"id": first_ann + len(anns), "image_id": index + 1, "category_id": label + 1, "bbox": [x1, y1, w, h]}
-        anns.append(ann | {"area": w * h, "iscrowd": 0})
-    return image, anns
-
-
-def _content_meta(recipe: PoolRecipe, labels) -> dict:
-    rare = recipe.classes.index(recipe.rare_class)
-    return {"empty": len(labels) == 0, "rare": bool((labels == rare).any()), "objects": len(labels)}
-
-
-def _pool_images(recipe: PoolRecipe, num_images: int, seed: int, with_dups: bool):
-    """Yield ``(index, image, boxes, labels, meta)`` for every position, the originals drawn first."""
-    import numpy as np
-
-    originals, dup_source = _pool_layout(seed, num_images, recipe.dup_share if with_dups else 0.0)
+    dup_source = {int(d): int(s) for d, s in zip(sorted(order[:num_dups]), sources)}
     drawn = {index: pool_image(np.random.default_rng([seed, 0, index]), recipe) for index in originals}
     for index in range(num_images):
+        source = dup_source.get(index, index)
+        image, boxes, labels, kind = drawn[source]
         if index in dup_source:
-            image, boxes, labels, kind = drawn[dup_source[index]]
-            image, boxes, labels = near_duplicate(
-                np.random.default_rng([seed, 1, index]), image, boxes, labels, recipe.max_shift
-            )
-            meta = {**kind, "dup_of": dup_source[index] + 1, "scene": dup_source[index] + 1}
-        else:
-            image, boxes, labels, kind = drawn[index]
-            meta = {**kind, "dup_of": None, "scene": index + 1}
-        yield index, image, boxes, labels, meta | _content_meta(recipe, labels)
+            rng = np.random.default_rng([seed, 1, index])
+            image, boxes, labels = near_duplicate(rng, image, boxes, labels, recipe.max_shift)
+        yield index, image, boxes, labels, {**kind, "dup_of": source + 1 if index in dup_source else None}, source + 1
 
 
 def _burst_images(recipe: PoolRecipe, num_scenes: int, seed: int, frames: tuple[int, int]):
-    """A bursty pool: each scene (drawn as ``pool_image`` draws) as ``frames[0]..frames[1]``
-    jittered frames (``near_duplicate``), like a short video; ``scene`` is its first frame's id."""
+    """Each scene (drawn as ``pool_image``) as ``frames[0]..frames[1]`` jittered frames (``near_duplicate``),
+    like a short video; ``scene`` is its first frame's id."""
     import numpy as np
 
     index = 0
@@ -720,47 +639,42 @@ def _burst_images(recipe: PoolRecipe, num_scenes: int, seed: int, frames: tuple[
         for frame in range(count):
             rng = np.random.default_rng([seed, 3, scene, frame])
             image, moved, kept = near_duplicate(rng, base, boxes, labels, recipe.max_shift)
-            meta = {**kind, "dup_of": first if frame else None, "scene": first}
-            yield index, image, moved, kept, meta | _content_meta(recipe, kept)
+            yield index, image, moved, kept, {**kind, "dup_of": first if frame else None}, first
             index += 1
 
 
 def make_pool(
-    root: Path,
-    name: str,
-    recipe: PoolRecipe,
-    num_images: int,
-    seed: int,
-    with_dups: bool = True,
-    bursts: tuple[int, int] | None = None,
+    root: Path, name: str, recipe: PoolRecipe, num_images: int, seed: int, with_dups: bool = True, bursts=None
 ) -> dict[str, str]:
-    """A pool or test set under ``root/name``, generated once (reused while its recipe is the same):
-    ``images/00000.jpg ...``, ``annotations.json`` (COCO, id = index + 1), ``meta.json`` (per id:
-    empty, small, low_contrast, rare, objects, dup_of, scene). With ``bursts`` = (fewest, most)
-    frames, ``num_images`` counts scenes (``with_dups`` ignored). Returns the three paths."""
+    """A pool or test set under ``root/name``, made once per recipe: ``images/00000.jpg ...``,
+    ``annotations.json`` (COCO, id = index + 1), ``meta.json`` (per id: empty, small, low_contrast, rare,
+    objects, dup_of, scene). With ``bursts`` = (fewest, most) frames, ``num_images`` counts scenes."""
     from nanodet.data.synthetic import _write_jpeg
 
     out = Path(root) / name
     stamp = {"recipe": recipe.as_dict(), "num_images": num_images, "seed": seed, "with_dups": with_dups, "meta": 2}
-    if bursts is not None:
-        stamp |= {"bursts": list(bursts)}
+    stamp |= {} if bursts is None else {"bursts": list(bursts)}
     names = {"img_path": "images", "ann_path": "annotations.json", "meta_path": "meta.json"}
     paths = {key: str(out / name) for key, name in names.items()}
     if (out / "recipe.json").is_file() and json.loads((out / "recipe.json").read_text()) == stamp:
         return paths
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations, meta = [], [], {}
-    frames = (
-        _burst_images(recipe, num_images, seed, bursts)
-        if bursts is not None
-        else _pool_images(recipe, num_images, seed, with_dups)
-    )
-    for index, image, boxes, labels, info in frames:
+    if bursts is None:
+        frames = _pool_images(recipe, num_images, seed, with_dups)
+    else:
+        frames = _burst_images(recipe, num_images, seed, bursts)
+    rare = recipe.classes.index(recipe.rare_class)
+    for index, image, boxes, labels, info, scene in frames:
         _write_jpeg(out / "images" / f"{index:05d}.jpg", image)
-        entry, anns = _coco_record(index, boxes, labels, recipe.image_size, len(annotations) + 1)
-        images.append(entry)
-        annotations.extend(anns)
-        meta[index + 1] = info
+        size = recipe.image_size
+        images.append({"id": index + 1, "file_name": f"{index:05d}.jpg", "width": size, "height": size})
+        for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
+            w, h = x2 - x1, y2 - y1
+            ann = {"id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1, "bbox": [x1, y1, w, h]}
+            annotations.append(ann | {"area": w * h, "iscrowd": 0})
+        content = {"empty": len(labels) == 0, "rare": bool((labels == rare).any()), "objects": len(labels)}
+        meta[index + 1] = info | {"scene": scene} | content
     categories = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(recipe.classes)]
     coco = {"info": {"description": f"active-learning {name}", "seed": seed}, "licenses": [], "images": images}
     coco |= {"annotations": annotations, "categories": categories}

@@ -1,17 +1,16 @@
-"""Fuzz what reads the files we are given: seeded mutants, each read as our code reads it in a
-forked child (``bench._common.run_children``: 10 CPU-s, a 60 s wall-clock backstop, 2 GiB).
+"""Fuzz what reads the files we are given: seeded mutants (mutant ``i`` depends only on ``(seed, i)``), each
+read as our code reads it in a forked child (10 CPU-s, a 60 s wall-clock backstop, 2 GiB); the baseline is
+each unmutated file, which must load. Anything but loading or the documented refusal naming the file fails.
 
     python bench/fuzz.py --target checkpoints [--mutants 2400] [--seed 0] [--jobs 2] [--out FILE]
     python bench/fuzz.py --target image-headers [--mutants 4000] [--seed 0] [--jobs 2] [--out FILE]
 
-``checkpoints``: mutants of NanoDet-Plus-m 320 weights (random, narrower unless ``--full-width``) as
-the Lightning 1.4 release lays them out, as our ``model_last.ckpt`` and as ``save_pth``: byte flips,
-truncations, pickle opcodes, values and numbers replaced or inserted, zip members damaged. Each is
-loaded as fine-tuning and a resume load it; it must load or raise ``CheckpointError`` naming it.
-``image-headers``: mutants of JPEG, PNG, BMP and WebP files (flips, truncations, inserted and deleted
-bytes, lengths and header fields set to extremes), read by ``header_size``, ``jpeg_size`` and
-``image_size``: a size, ``HeaderError``, or ``ImageReadError`` naming the file. Anything else (an
-exception, a signal, a limit) is a failure. Mutant ``i`` depends only on ``(seed, i)``.
+``checkpoints``: NanoDet-Plus-m 320 weights (random, narrower) as the Lightning 1.4 release, our
+``model_last.ckpt`` and ``save_pth`` lay them out; byte flips, truncations, pickle opcodes, values and
+numbers, zip members; loaded as fine-tuning and a resume load them (or ``CheckpointError``).
+``image-headers``: JPEG, PNG, BMP and WebP files; flips, truncations, inserted and deleted bytes, lengths
+and header fields set to extremes; read by ``header_size``, ``jpeg_size``, ``image_size`` (or
+``HeaderError`` / ``ImageReadError``). Prints the JSON report (counts, by_base, by_kind, failures).
 """
 
 from __future__ import annotations
@@ -36,35 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench._common import (  # noqa: E402
-    LOADED,
-    OUTCOMES,
-    REFUSED,
-    RESULTS,
-    UNDOCUMENTED,
-    ChildResult,
-    Limits,
-    host_info,
-    log,
-    print_report,
-    run_children,
-)
+from bench import _common as c  # noqa: E402
+from bench._common import LOADED, REFUSED, UNDOCUMENTED  # noqa: E402
 from tests import crafted_pickles as cp  # noqa: E402
 
 TARGETS = {"checkpoints": 2400, "image-headers": 4000}  # the default mutant count of each
-
-
-@dataclass
-class Record:
-    index: int
-    base: str
-    kind: str
-    what: str
-    result: ChildResult
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
 CONFIG = REPO / "config" / "nanodet-plus-m_320.yml"
 # Every tensor of the architecture at a narrower width: a quarter of the bytes to read per mutant,
 # and byte flips land in the pickle and the zip more often than in weights.
@@ -92,17 +67,28 @@ FLAGS = [0, 0, 0, 1, 8, 16, 63, 0x7F, -1, 2**31 - 1]
 NUMBERS = [0, 1, -1, 2, 7, 255, 256, 65535, 2**31 - 1, -(2**31), 2**20, 2**24, 624, 625, 5056]
 OPCODES = b"(.N\x88\x89)]}t\x85\x86\x87aesuRb\x81Q02\x8f\x94io"  # argument-free ones, inserted
 REPLACEMENTS = b"(.N\x88\x89)]}t\x85\x86\x87aesuRb\x81QKMJqhjrXUG\x8ac\x80"  # an opcode's new byte
+ZIP_ACTIONS = ["drop", "cut", "grow", "garble", "rename", "duplicate", "compress", "swap", "byteorder", "version"]
+IMAGE_KINDS = dict(flip=4, truncate=2, insert=1, delete=1, length=3, field=3)
+EXTREMES = [0, 1, 2, 3, 7, 8, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]
 
 
-def model_config(full_width: bool = False):
+@dataclass
+class Record:
+    index: int
+    base: str
+    kind: str
+    what: str
+    result: c.ChildResult
+
+
+def model_config():
     from nanodet.config import load_config
 
-    cfg = load_config(CONFIG)
-    return cfg if full_width else cfg.merged({"model": {"arch": NARROW}})
+    return load_config(CONFIG).merged({"model": {"arch": NARROW}})
 
 
 def checkpoint_bases(cfg, model, work: Path) -> dict[str, bytes]:
-    """The three files every mutant comes from (see the module docstring)."""
+    """The three files every checkpoint mutant comes from."""
     import torch
 
     from nanodet.engine.build import build_optimizer
@@ -129,9 +115,8 @@ def checkpoint_bases(cfg, model, work: Path) -> dict[str, bytes]:
 
 
 def load_like_our_code(path: Path, model) -> None:
-    """Every reading of a weights file our code makes, the file read once: ``read_checkpoint``,
-    the state dict, the class names, ``load_weights`` (fine-tuning), and for a training layout what
-    ``Trainer.resume`` reads and converts (counters, RNG states, the scaler's state)."""
+    """Every reading of a weights file our code makes, the file read once: fine-tuning's, and for a
+    training layout what ``Trainer.resume`` reads and converts (counters, RNG states, the scaler's)."""
     import torch
 
     from nanodet.engine.checkpointer import REQUIRED_KEYS, check_resumable, restore_rng_states
@@ -206,28 +191,22 @@ def _random_dtype(rng: random.Random) -> bytes:
 def _value_snippet(rng: random.Random) -> bytes:
     """A pickled value: a hostile numpy value, a plain or odd numpy value, or a plain value."""
     choice = rng.randrange(9)
-    if choice == 0:
-        return rng.choice(list(cp.HOSTILE_VALUES.values()))()
-    if choice == 1:
-        return _random_dtype(rng)
-    if choice == 2:
-        scalar = cp.glob(f"{rng.choice(['numpy._core', 'numpy.core'])}.multiarray", "scalar")
-        return scalar + _random_dtype(rng) + cp.raw(_random_bytes(rng, 20)) + cp.TUPLE2 + cp.REDUCE
     if choice == 3:
         shape = tuple(rng.choice([0, 1, 2, 3, 2**31 - 1, -1]) for _ in range(rng.randint(0, 3)))
         code, data = rng.choice(DTYPE_CODES), _random_bytes(rng, 48)
         state = None if rng.random() < 0.5 else (rng.choice(ORDERS), None, None, None, -1, -1, rng.choice(FLAGS))
         return cp.reconstructed_array(code, shape, data, state)
-    if choice == 4:
-        array = cp.glob("numpy", "ndarray") + cp.EMPTY_TUPLE + _random_dtype(rng)
-        return array + cp.raw(_random_bytes(rng, 16)) + cp.TUPLE3 + cp.REDUCE
-    if choice == 5:
-        return cp.floating(rng.choice([float("nan"), float("inf"), -1.0, 1e308, 0.5]))
-    if choice == 6:
-        return cp.text(rng.choice(["", "x", "model.backbone.conv1.0.weight", "\udcff"]))
-    if choice == 7:
-        return rng.choice([cp.NONE, cp.TRUE, cp.FALSE, cp.EMPTY_DICT, cp.EMPTY_LIST, cp.EMPTY_TUPLE])
-    return cp.integer(_number(rng))
+    scalar = lambda: cp.glob(f"{rng.choice(['numpy._core', 'numpy.core'])}.multiarray", "scalar")  # noqa: E731
+    return {
+        0: lambda: rng.choice(list(cp.HOSTILE_VALUES.values()))(),
+        1: lambda: _random_dtype(rng),
+        2: lambda: scalar() + _random_dtype(rng) + cp.raw(_random_bytes(rng, 20)) + cp.TUPLE2 + cp.REDUCE,
+        4: lambda: cp.glob("numpy", "ndarray") + cp.EMPTY_TUPLE + _random_dtype(rng) + cp.raw(_random_bytes(rng, 16)),
+        5: lambda: cp.floating(rng.choice([float("nan"), float("inf"), -1.0, 1e308, 0.5])),
+        6: lambda: cp.text(rng.choice(["", "x", "model.backbone.conv1.0.weight", "\udcff"])),
+        7: lambda: rng.choice([cp.NONE, cp.TRUE, cp.FALSE, cp.EMPTY_DICT, cp.EMPTY_LIST, cp.EMPTY_TUPLE]),
+        8: lambda: cp.integer(_number(rng)),
+    }[choice]() + (cp.TUPLE3 + cp.REDUCE if choice == 4 else b"")
 
 
 def _opcode_snippet(rng: random.Random) -> bytes:
@@ -239,22 +218,15 @@ def _opcode_snippet(rng: random.Random) -> bytes:
         return _value_snippet(rng)
     if choice == 2:
         return bytes([rng.choice(OPCODES)])
-    return rng.choice(  # every candidate is drawn (in this order), then one is chosen
-        [
-            b"K" + bytes([rng.getrandbits(8)]),
-            b"M" + struct.pack("<H", rng.getrandbits(16)),
-            b"J" + struct.pack("<i", _number(rng)),
-            b"q" + bytes([rng.getrandbits(8)]),
-            b"h" + bytes([rng.getrandbits(8)]),
-            b"j" + struct.pack("<I", rng.getrandbits(32)),
-            b"r" + struct.pack("<I", rng.getrandbits(32)),
-            b"X" + struct.pack("<I", rng.choice([0, 3, 2**31, 2**32 - 1])) + b"abc",
-            b"U" + bytes([rng.randint(0, 255)]) + _random_bytes(rng, 8),
-            b"\x8a" + bytes([rng.randint(0, 255)]) + _random_bytes(rng, 8),
-            b"\x80" + bytes([rng.getrandbits(8)]),
-            b"G" + _random_bytes(rng, 8).ljust(8, b"\0"),
-        ]
-    )
+    # every candidate is drawn (in this order), then one is chosen
+    one = [b"K" + bytes([rng.getrandbits(8)]), b"M" + struct.pack("<H", rng.getrandbits(16))]
+    one += [b"J" + struct.pack("<i", _number(rng)), b"q" + bytes([rng.getrandbits(8)])]
+    one += [b"h" + bytes([rng.getrandbits(8)]), b"j" + struct.pack("<I", rng.getrandbits(32))]
+    one += [b"r" + struct.pack("<I", rng.getrandbits(32))]
+    one += [b"X" + struct.pack("<I", rng.choice([0, 3, 2**31, 2**32 - 1])) + b"abc"]
+    one += [b"U" + bytes([rng.randint(0, 255)]) + _random_bytes(rng, 8)]
+    one += [b"\x8a" + bytes([rng.randint(0, 255)]) + _random_bytes(rng, 8), b"\x80" + bytes([rng.getrandbits(8)])]
+    return rng.choice(one + [b"G" + _random_bytes(rng, 8).ljust(8, b"\0")])
 
 
 def _mutate_pickle(base: Base, kind: str, rng: random.Random) -> tuple[bytes, str]:
@@ -281,14 +253,10 @@ def _mutate_pickle(base: Base, kind: str, rng: random.Random) -> tuple[bytes, st
 
 
 def _damage_zip(base: Base, rng: random.Random) -> tuple[bytes, str]:
-    entries = dict(base.entries)
-    names = list(entries)
+    entries, names = dict(base.entries), list(base.entries)
     storage = [n for n in names if "/data/" in n]
     target = rng.choice([base.pkl_name, *rng.sample(names, 1), *(rng.sample(storage, 1) if storage else [])])
-    action = rng.choice(
-        ["drop", "cut", "grow", "garble", "rename", "duplicate", "compress", "swap", "byteorder", "version", "empty"]
-    )
-    compress = None
+    action, compress = rng.choice([*ZIP_ACTIONS, "empty"]), None
     if action == "drop":
         del entries[target]
     elif action == "cut":
@@ -310,21 +278,20 @@ def _damage_zip(base: Base, rng: random.Random) -> tuple[bytes, str]:
         compress = {target: zipfile.ZIP_DEFLATED}
     elif action == "swap" and len(storage) >= 2:
         a, b = rng.sample(storage, 2)
-        entries[a], entries[b] = entries[b], entries[a]
-        target = f"{a}<->{b}"
-    elif action == "byteorder":
-        key = next((n for n in names if n.endswith("/byteorder")), names[0])
-        entries[key] = rng.choice([b"big", b"", b"middle", b"little\n"])
-    elif action == "version":
-        key = next((n for n in names if n.endswith("/version")), names[0])
-        entries[key] = rng.choice([b"999\n", b"", b"x", b"1\n", b"-1\n"])
+        entries[a], entries[b], target = entries[b], entries[a], f"{a}<->{b}"
+    elif action in ("byteorder", "version"):
+        key = next((n for n in names if n.endswith(f"/{action}")), names[0])
+        choices = (
+            [b"big", b"", b"middle", b"little\n"] if action == "byteorder" else [b"999\n", b"", b"x", b"1\n", b"-1\n"]
+        )
+        entries[key] = rng.choice(choices)
     else:
         entries[target] = b""
     return cp.write_zip(entries, compress), f"zip {action} {target}"
 
 
 def checkpoint_mutant(bases: list[Base], seed: int, index: int) -> tuple[str, str, str, bytes]:
-    """(base name, kind, what was done, bytes) of mutant ``index``: a function of (seed, index)."""
+    """(base name, kind, what was done, bytes) of mutant ``index``."""
     rng = random.Random(f"{seed}:{index}")
     base = bases[index % len(bases)]
     kind = rng.choices(list(CKPT_KINDS), weights=list(CKPT_KINDS.values()))[0]
@@ -347,12 +314,6 @@ def checkpoint_mutant(bases: list[Base], seed: int, index: int) -> tuple[str, st
         return base.name, kind, what, damaged
     pkl, what = _mutate_pickle(base, kind, rng)
     return base.name, kind, what, cp.write_zip({**base.entries, base.pkl_name: pkl})
-
-
-# --- image headers -----------------------------------------------------------------------------
-
-IMAGE_KINDS = dict(flip=4, truncate=2, insert=1, delete=1, length=3, field=3)
-EXTREMES = [0, 1, 2, 3, 7, 8, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]
 
 
 def make_bases() -> dict[str, bytes]:
@@ -425,7 +386,7 @@ def _header_fields(name: str, data: bytes) -> list[tuple[int, str]]:
 
 
 def image_mutant(bases: dict[str, bytes], seed: int, index: int) -> tuple[str, str, str, bytes]:
-    """(base name, kind, what was done, bytes) of mutant ``index``: a function of (seed, index)."""
+    """(base name, kind, what was done, bytes) of mutant ``index``."""
     rng = random.Random(f"{seed}:{index}")
     name = list(bases)[index % len(bases)]
     data = bytearray(bases[name])
@@ -445,8 +406,7 @@ def image_mutant(bases: dict[str, bytes], seed: int, index: int) -> tuple[str, s
         extra = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 16)))
         return name, kind, f"insert {len(extra)} at {pos}", bytes(data[:pos] + extra + data[pos:])
     if kind == "delete":
-        pos = rng.randrange(head)
-        count = rng.randint(1, 16)
+        pos, count = rng.randrange(head), rng.randint(1, 16)
         return name, kind, f"delete {count} at {pos}", bytes(data[:pos] + data[pos + count :])
     offset, fmt = rng.choice(_header_fields(name, bytes(data)))
     size = struct.calcsize(fmt)
@@ -457,59 +417,51 @@ def image_mutant(bases: dict[str, bytes], seed: int, index: int) -> tuple[str, s
     return name, kind, f"{kind} {fmt}@{offset}={value}", bytes(data)
 
 
-# --- the run -----------------------------------------------------------------------------------
+def _target(target: str, work: Path, seed: int):
+    """(unmutated files, facts, the documented error, mutant(i), read(path)) of ``target``; one thread:
+    nothing for a forked child to inherit half-started."""
+    if target == "image-headers":
+        import cv2
 
+        from nanodet.data.image_io import ImageReadError
 
-def _checkpoint_target(work: Path, seed: int, full_width: bool):
+        cv2.setNumThreads(1)
+        raw = make_bases()
+        facts = {"bases": {name: {"bytes": len(data)} for name, data in raw.items()}}
+        return raw, facts, ImageReadError, partial(image_mutant, raw, seed), read_like_our_code
     import torch
 
     from nanodet.errors import CheckpointError
     from nanodet.model import build_model
 
-    torch.set_num_threads(1)  # one thread: nothing for a forked child to inherit half-started
-    cfg = model_config(full_width)
+    torch.set_num_threads(1)
+    cfg = model_config()
     model = build_model(cfg.model.arch)
     raw = checkpoint_bases(cfg, model, work)
     parsed = [Base.parse(name, data) for name, data in raw.items()]
-    width = "full width (1.0x)" if full_width else "narrow (0.5x backbone, 32-channel neck and head)"
+    params = sum(p.numel() for p in model.parameters())
     facts = {
-        "model": f"NanoDet-Plus-m 320, {width}, {sum(p.numel() for p in model.parameters())} params",
+        "model": f"NanoDet-Plus-m 320, narrow (0.5x backbone, 32-channel neck and head), {params} params",
         "bases": {b.name: {"bytes": len(b.data), "pickle_opcodes": len(b.ops)} for b in parsed},
     }
-    read = partial(load_like_our_code, model=model)
-    return raw, facts, CheckpointError, partial(checkpoint_mutant, parsed, seed), read
-
-
-def _image_target(work: Path, seed: int, full_width: bool):
-    import cv2
-
-    from nanodet.data.image_io import ImageReadError
-
-    cv2.setNumThreads(1)
-    raw = make_bases()
-    facts = {"bases": {name: {"bytes": len(data)} for name, data in raw.items()}}
-    return raw, facts, ImageReadError, partial(image_mutant, raw, seed), read_like_our_code
+    return (
+        raw,
+        facts,
+        CheckpointError,
+        partial(checkpoint_mutant, parsed, seed),
+        partial(load_like_our_code, model=model),
+    )
 
 
 def fuzz(
-    count: int,
-    seed: int = 0,
-    wall_s: float = 60.0,
-    cpu_s: int = 10,
-    jobs: int = 1,
-    target: str = "checkpoints",
-    start: int = 0,
-    full_width: bool = False,
-    progress: bool = False,
+    count: int, seed=0, wall_s=60.0, cpu_s=10, jobs=1, target="checkpoints", progress=False
 ) -> tuple[list[Record], dict]:
-    """Read mutants ``start .. start+count-1`` of ``target`` (``jobs`` children at a time): the
-    records in order, and facts (``bases``: each base's size and how its unmutated file did)."""
-    checkpoints = target == "checkpoints"
-    limits, records = Limits(wall_s, cpu_s), []
+    """Read mutants ``0 .. count-1`` of ``target`` (``jobs`` children at a time): the records in order,
+    and facts (``bases``: each base's size and how its unmutated file did)."""
+    checkpoints, limits, records = target == "checkpoints", c.Limits(wall_s, cpu_s), []
     with tempfile.TemporaryDirectory(prefix="fuzz_") as tmp:
         work = Path(tmp)
-        make = _checkpoint_target if checkpoints else _image_target
-        raw, facts, documented, mutant, read = make(work, seed, full_width)
+        raw, facts, documented, mutant, read = _target(target, work, seed)
 
         def files(items):  # each file written just before its child starts, removed once it ended
             for key, data in items:
@@ -517,49 +469,37 @@ def fuzz(
                 path.write_bytes(data)
                 yield (*key, path), partial(read, path)
 
-        def mutants():
-            for i in range(start, start + count):
-                base, kind, what, data = mutant(i)
-                yield (i, base, kind, what), data
-
         controls = (((i, name, "", ""), data) for i, (name, data) in enumerate(raw.items()))
-        for (_, name, _, _, path), result in run_children(files(controls), (documented,), limits, jobs):
+        for (_, name, _, _, path), result in c.run_children(files(controls), (documented,), limits, jobs):
             header_read = not checkpoints and result.outcome == LOADED  # the control: every base reads
             facts["bases"][name]["unmutated"] = "read" if header_read else result.outcome
             path.unlink()
-        for (index, base, kind, what, path), result in run_children(files(mutants()), (documented,), limits, jobs):
+        mutants = (((i, *m[:3]), m[3]) for i in range(count) for m in [mutant(i)])
+        for (index, base, kind, what, path), result in c.run_children(files(mutants), (documented,), limits, jobs):
             path.unlink()
-            detail = result.detail
-            named = detail.startswith(f"CheckpointError: {path}") if checkpoints else str(path) in detail
+            named = result.detail.startswith(f"CheckpointError: {path}") if checkpoints else str(path) in result.detail
             if result.outcome == REFUSED and not named:
-                result.outcome, result.detail = UNDOCUMENTED, f"does not name the file: {detail}"
+                result.outcome, result.detail = UNDOCUMENTED, f"does not name the file: {result.detail}"
             records.append(Record(index, base, kind, what, result))
             if progress and result.outcome not in (LOADED, REFUSED):
-                log(f"mutant {index} ({base}, {what}): {result.outcome}: {result.detail}")
+                c.log(f"mutant {index} ({base}, {what}): {result.outcome}: {result.detail}")
             if progress and len(records) % 100 == 0:
-                log(f"{len(records)} mutants, {dict(Counter(r.result.outcome for r in records))}")
+                c.log(f"{len(records)} mutants, {dict(Counter(r.result.outcome for r in records))}")
     return sorted(records, key=lambda r: r.index), facts
 
 
 def summary(target: str, records: list[Record], facts: dict, seed: int, seconds: float, limits: dict) -> dict:
     images = target == "image-headers"
-
-    def label(outcome: str) -> str:  # a header is read, not loaded
-        return "read" if images and outcome == LOADED else outcome
-
-    def counted(rows) -> dict:
-        return dict(Counter(label(r.result.outcome) for r in rows))
-
+    label = lambda outcome: "read" if images and outcome == LOADED else outcome  # noqa: E731 - a header is read
+    counted = lambda rows: dict(Counter(label(r.result.outcome) for r in rows))  # noqa: E731
     bad = [r for r in records if r.result.outcome not in (LOADED, REFUSED)]
+    walls, counts = sorted(r.result.wall_s for r in records), counted(records)
     kinds = IMAGE_KINDS if images else CKPT_KINDS
-    walls = sorted(r.result.wall_s for r in records)
-    counts = counted(records)
     report = {"benchmark": f"fuzz_{target.replace('-', '_')}", "seed": seed}
-    if not images:
-        report["model"] = facts["model"]
+    report |= {} if images else {"model": facts["model"]}
     report |= {
         "mutants": len(records),
-        "counts": {label(o): counts.get(label(o), 0) for o in OUTCOMES},
+        "counts": {label(o): counts.get(label(o), 0) for o in c.OUTCOMES},
         "by_base": {name: counted(r for r in records if r.base == name) for name in facts["bases"]},
         "by_kind": {kind: counted(r for r in records if r.kind == kind) for kind in kinds},
         "bases": facts["bases"],
@@ -573,18 +513,18 @@ def summary(target: str, records: list[Record], facts: dict, seed: int, seconds:
         report["failure_kinds"] = dict(Counter(r.result.detail.split(":")[0] for r in bad))
     else:  # a refusal's message without the file name and the specifics
         refused = [r.result.detail for r in records if r.result.outcome == REFUSED]
-        reasons = Counter(detail.split(": ", 2)[-1].split("(")[0].strip()[:80] for detail in refused)
-        report["refusal_reasons_top"] = reasons.most_common(12)
+        report["refusal_reasons_top"] = Counter(
+            d.split(": ", 2)[-1].split("(")[0].strip()[:80] for d in refused
+        ).most_common(12)
+    walls_ms = {"median": round(walls[len(walls) // 2] * 1000, 1), "max": round(walls[-1] * 1000, 1)} if walls else {}
     return report | {
         "limits": limits,
-        "child_wall_ms": {"median": round(walls[len(walls) // 2] * 1000, 1), "max": round(walls[-1] * 1000, 1)}
-        if walls
-        else {},
+        "child_wall_ms": walls_ms,
         "child_cpu_s_max": round(max((r.result.cpu_s for r in records), default=0.0), 2),
         "child_rss_growth_mib_max": round(max((r.result.rss_growth_mib for r in records), default=0.0), 1),
         "children_over_10_s_wall": sum(r.result.wall_s > 10 for r in records),
         "seconds": round(seconds, 1),
-        "host": host_info(),
+        "host": c.host_info(),
     }
 
 
@@ -593,21 +533,16 @@ def main() -> None:
     parser.add_argument("--target", choices=list(TARGETS), required=True)
     parser.add_argument("--mutants", type=int, help="default: 2400 checkpoints, 4000 image headers")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--start", type=int, default=0, help="the first mutant's index (to replay one)")
-    parser.add_argument("--wall-s", type=float, default=60.0, help="wall-clock backstop (a sleeping child)")
-    parser.add_argument("--cpu-s", type=int, default=10, help="the time limit: CPU seconds (SIGXCPU)")
-    parser.add_argument("--full-width", action="store_true", help="checkpoints: the 1.0x model, not a narrower one")
     parser.add_argument("--jobs", type=int, default=1, help="children at a time")
     parser.add_argument("--out", type=Path, help="default: bench/results/fuzz_<target>.json")
     args = parser.parse_args()
-    count = args.mutants or TARGETS[args.target]
     began = time.monotonic()
     records, facts = fuzz(
-        count, args.seed, args.wall_s, args.cpu_s, args.jobs, args.target, args.start, args.full_width, True
+        args.mutants or TARGETS[args.target], args.seed, jobs=args.jobs, target=args.target, progress=True
     )
-    limits = {"address_space_gib": 2, "cpu_s": args.cpu_s, "wall_s": args.wall_s, "jobs": args.jobs}
+    limits = {"address_space_gib": 2, "cpu_s": 10, "wall_s": 60.0, "jobs": args.jobs}
     report = summary(args.target, records, facts, args.seed, time.monotonic() - began, limits)
-    print_report(report, args.out or RESULTS / f"fuzz_{args.target.replace('-', '_')}.json")
+    c.print_report(report, args.out or c.RESULTS / f"fuzz_{args.target.replace('-', '_')}.json")
 
 
 if __name__ == "__main__":
