@@ -1,8 +1,7 @@
-"""The official NanoDet demo Predictor over a folder, one image at a time as its demo loops (run by
-``bench/detect.py`` in the official environment, never in ours). Prints one JSON object: the loop's
-seconds after one warm-up image, and every detection (score > 0.05, as its post-processing keeps).
-
-    run.sh bench/official_detect.py CONFIG WEIGHTS FOLDER
+"""The official NanoDet demo Predictor over a folder, one image at a time as its demo loops, the baseline
+of ``bench/detect.py`` (run in the official environment). Prints one JSON object: the loop's seconds
+after one warm-up image and every detection (score > 0.05).  Usage: run.sh bench/official_detect.py
+CONFIG WEIGHTS FOLDER
 """
 
 import json

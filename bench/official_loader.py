@@ -1,13 +1,10 @@
-"""The official NanoDet's training data pipeline, timed (run by ``bench/loader.py`` in the official
-environment, never in ours): its ``build_dataset`` (``CocoDataset`` and ``Pipeline``), ``naive_collate``
-and the ``stack_batch_img`` of its ``TrainingTask``. Reads a JSON list of jobs (``bench/loader.py``'s)
-from the file given; prints the results as one JSON list, the last line.
+"""The official NanoDet's training data pipeline timed, the baseline of ``bench/loader.py`` (run in the
+official environment, never in ours): its ``build_dataset``, ``naive_collate`` and ``TrainingTask``'s
+``stack_batch_img``. ``single``: pinned to CPU ``cpu``, one thread, the first batch untimed, by wall
+clock and CPU time; ``loader``: its ``tools/train.py`` DataLoader for ``epochs`` epochs. Reads the jobs'
+JSON list from the file given; prints the results as one JSON list, the last line.
 
     run.sh bench/official_loader.py JOBS.json
-
-``single``: this process alone (pinned to CPU ``cpu``, one thread), batch after batch, the first
-untimed, by the wall clock and by CPU time; ``loader``: its ``tools/train.py`` DataLoader
-(shuffle, ``naive_collate``, drop_last, ``workers`` workers, not persistent) for ``epochs`` epochs.
 """
 
 import json
@@ -32,13 +29,12 @@ def run_single(job, dataset):
         times.append(time.perf_counter() - begin)
         cpu_times.append(time.process_time() - cpu_begin)
     images, seconds, cpu_seconds = batch * (len(times) - 1), sum(times[1:]), sum(cpu_times[1:])
-    return {
-        "images_per_s": round(images / seconds, 3),
-        "ms_per_image": round(1e3 * seconds / images, 2),
+    rates = {"images_per_s": round(images / seconds, 3), "ms_per_image": round(1e3 * seconds / images, 2)}
+    rates |= {
         "cpu_images_per_s": round(images / cpu_seconds, 3),
         "cpu_ms_per_image": round(1e3 * cpu_seconds / images, 2),
-        "timed_images": images,
     }
+    return rates | {"timed_images": images}
 
 
 def run_loader(job, dataset):
@@ -56,9 +52,9 @@ def run_loader(job, dataset):
 
 
 def main():
+    results = []
     with open(sys.argv[1]) as fh:
         jobs = json.load(fh)
-    results = []
     for job in jobs:
         if job.get("cpu") is not None:
             os.sched_setaffinity(0, {job["cpu"]})
