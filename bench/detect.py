@@ -1,17 +1,15 @@
-"""``nanodet detect`` on a folder against the official NanoDet demo Predictor, side by side.
+"""``nanodet detect`` on a folder (the whole process) against the official NanoDet demo Predictor's loop
+alone (the baseline, ``bench/official_detect.py`` in its environment), same JPEGs and weights
+(``bench._common.random_detector``, saved as an official ``.pth``).
 
-    .venv/bin/python bench/detect.py [--images 1024] [--config nanodet-plus-m_416.yml] [--threads 2]
-                                     [--variants auto,auto_cached,...] [--min-wh 480x360] [--max-wh 1280x960]
+    .venv/bin/python bench/detect.py [--images 1024] [--config nanodet-plus-m_416.yml] [--variants auto,...]
+                                     [--min-wh 480x360] [--max-wh 1280x960] [--out FILE]
 
-The same generated JPEGs and weights (``bench._common.random_detector``, saved as an official
-``.pth``) go through the official demo Predictor's loop (``bench/official_detect.py`` in its
-environment; the baseline, its loop alone) and through our whole ``nanodet detect`` process per
-variant: ``auto`` (first run: exports), ``auto_cached`` (export from the cache), ``torch``,
-``onnxruntime``, ``openvino``, ``onnx`` (the exported file as ``--weights``), ``one_stream``
-(``--streams 1``), ``reduced`` (``--reduced-decode``). ``startup_seconds_one_image``: the commands on
-one image; ``breakdown``: the default's stages one at a time in this process on 128 images. Every
-variant's detections are matched to the official ones (same class, box within 0.5 px, score within
-1e-3). Prints ONE JSON object (progress on stderr).
+Variants: ``auto`` (first run: exports), ``auto_cached``, ``torch``, ``onnxruntime``, ``openvino``, ``onnx``
+(the export as ``--weights``), ``one_stream``, ``reduced`` (``--reduced-decode``); 2 threads, batch 16.
+``startup_seconds_one_image``; ``breakdown``: the stages one at a time in this process on 128 images;
+``parity``: official detections matched (same class, box within 0.5 px, score within 1e-3). Prints ONE
+JSON object (progress on stderr).
 """
 
 from __future__ import annotations
@@ -31,13 +29,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench._common import REF_CODE, host_info, log, official_command, print_report, random_detector, shapes_jpegs  # noqa: E402
+from bench import _common as c  # noqa: E402
 
+THREADS, BATCH = 2, 16
 VARIANTS = ("auto", "auto_cached", "one_stream", "torch", "onnxruntime", "openvino", "onnx", "reduced")
 
 
 def run_official(config: str, weights: Path, folder: Path, threads: int) -> dict | None:
-    command = official_command(REPO / "bench" / "official_detect.py", REF_CODE / "config" / config, weights, folder)
+    command = c.official_command(REPO / "bench" / "official_detect.py", c.REF_CODE / "config" / config, weights, folder)
     if command is None:
         return None
     env = {**os.environ, "THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
@@ -51,22 +50,20 @@ def run_official(config: str, weights: Path, folder: Path, threads: int) -> dict
     # it prints "forward time: Xs | decode time: Ys" per image, the warm-up image first
     forward = [float(t) for t in re.findall(r"forward time: ([0-9.]+)s", proc.stdout)][1:]
     decode = [float(t) for t in re.findall(r"decode time: ([0-9.]+)s", proc.stdout)][1:]
-    return out | {
-        "process_seconds": round(wall, 3),
-        "forward_seconds": round(sum(forward), 3),
-        "decode_nms_seconds": round(sum(decode), 3),
-    }
+    return (
+        out
+        | {"process_seconds": round(wall, 3), "forward_seconds": round(sum(forward), 3)}
+        | {"decode_nms_seconds": round(sum(decode), 3)}
+    )
 
 
-def run_ours(
-    variant: str, config: Path, weights: Path, onnx: Path, folder: Path, args, batch: int, cache: Path
-) -> dict:
+def run_ours(variant: str, config: Path, weights: Path, onnx: Path, folder: Path, batch: int, cache: Path) -> dict:
     model = ["--weights", str(onnx)] if variant == "onnx" else ["--config", str(config), "--weights", str(weights)]
     backend = "auto" if variant in ("onnx", "reduced", "auto_cached", "one_stream") else variant
-    cmd = [sys.executable, "-m", "nanodet", "detect", *model, "--backend", backend, "--threads", str(args.threads)]
+    cmd = [sys.executable, "-m", "nanodet", "detect", *model, "--backend", backend, "--threads", str(THREADS)]
     cmd += {"reduced": ["--reduced-decode"], "one_stream": ["--streams", "1"]}.get(variant, [])
     cmd += ["--conf", "0.05", "--batch-size", str(batch), "--no-progress", str(folder)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "NANODET_CACHE_DIR": str(cache)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "NANODET_CACHE_DIR": str(cache)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.perf_counter() - start
@@ -151,21 +148,15 @@ def match(official: dict[str, list], ours: dict[str, list]) -> dict:
             if box_err[best] <= 0.5 and score_err[best] <= 1e-3:
                 found += 1
                 worst_box, worst_score = max(worst_box, box_err[best]), max(worst_score, score_err[best])
-    return {
-        "official_detections": total,
-        "matched": found,
-        "ours_minus_official_count": sum(len(v) for v in ours.values()) - total,
-        "max_box_px": round(float(worst_box), 3),
-        "max_score": round(float(worst_score), 5),
-    }
+    extra = sum(len(v) for v in ours.values()) - total
+    report = {"official_detections": total, "matched": found, "ours_minus_official_count": extra}
+    return report | {"max_box_px": round(float(worst_box), 3), "max_score": round(float(worst_score), 5)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--config", default="nanodet-plus-m_416.yml")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--min-wh", default="480x360", help="smallest generated picture, WxH")
     parser.add_argument("--max-wh", default="1280x960", help="largest generated picture, WxH")
@@ -178,29 +169,28 @@ def main() -> None:
 
     config = REPO / "config" / args.config
     cfg = load_config(config)
-    report: dict = {"benchmark": "bench/detect.py", "host": host_info(), "config": args.config}
-    report["threads"], report["batch_size"] = args.threads, args.batch_size
+    report: dict = {"benchmark": "bench/detect.py", "host": c.host_info(), "config": args.config}
+    report["threads"], report["batch_size"] = THREADS, BATCH
     with tempfile.TemporaryDirectory(prefix="nanodet-bench-detect-") as tmp_name:
         tmp = Path(tmp_name)
-        log(f"writing {args.images} JPEGs ...")
+        c.log(f"writing {args.images} JPEGs ...")
         min_wh, max_wh = ([int(v) for v in wh.split("x")] for wh in (args.min_wh, args.max_wh))
-        sizes = shapes_jpegs(tmp / "images", args.images, 0, min_wh, max_wh)
+        sizes = c.shapes_jpegs(tmp / "images", args.images, 0, min_wh, max_wh)
         report["images"] = {
             "count": args.images,
             "min_wh": list(map(min, zip(*sizes))),
             "max_wh": list(map(max, zip(*sizes))),
         }
         weights = tmp / "weights.pth"
-        save_pth(random_detector(cfg), weights)
+        save_pth(c.random_detector(cfg), weights)
         onnx = export_onnx(cfg, weights, tmp / "model.onnx", dynamic_batch=True)
-        log("official demo Predictor ...")
-        official = run_official(args.config, weights, tmp / "images", args.threads)
+        c.log("official demo Predictor ...")
+        official = run_official(args.config, weights, tmp / "images", THREADS)
         if official is None:
             report["official"] = {"skipped": "no official harness (../shared/ref/README.md)"}
         else:
-            report["official"] = {
-                "loop_images_per_s": round(official["images"] / official["loop_seconds"], 2),
-                "loop_seconds": official["loop_seconds"],
+            rate = round(official["images"] / official["loop_seconds"], 2)
+            report["official"] = {"loop_images_per_s": rate, "loop_seconds": official["loop_seconds"]} | {
                 "of_which_forward_seconds": official["forward_seconds"],
                 "of_which_decode_nms_seconds": official["decode_nms_seconds"],
                 "process_seconds": official["process_seconds"],
@@ -210,25 +200,23 @@ def main() -> None:
         (tmp / "one-image" / "00000.jpg").symlink_to(tmp / "images" / "00000.jpg")
         startup = {}
         for variant, cache in (("auto", "cache-startup"), ("auto_cached", "cache-startup"), ("torch", "c")):
-            run = run_ours(variant, config, weights, onnx, tmp / "one-image", args, 1, tmp / cache)
+            run = run_ours(variant, config, weights, onnx, tmp / "one-image", 1, tmp / cache)
             startup[variant] = run["process_seconds"]
         report["startup_seconds_one_image"] = startup
-        log(f"start-up: {startup}")
-        report["breakdown"] = breakdown(
-            config, weights, tmp / "images", args.threads, args.batch_size, tmp / "cache-startup"
-        )
-        log(f"breakdown: {report['breakdown']}")
+        c.log(f"start-up: {startup}")
+        report["breakdown"] = breakdown(config, weights, tmp / "images", THREADS, BATCH, tmp / "cache-startup")
+        c.log(f"breakdown: {report['breakdown']}")
         report["ours"] = {}
         for variant in args.variants.split(","):
-            log(f"ours: {variant} ...")
-            result = run_ours(variant, config, weights, onnx, tmp / "images", args, args.batch_size, tmp / "cache")
+            c.log(f"ours: {variant} ...")
+            result = run_ours(variant, config, weights, onnx, tmp / "images", BATCH, tmp / "cache")
             rate = result["images"] / result["process_seconds"]
             entry = {"process_images_per_s": round(rate, 2), "process_seconds": result["process_seconds"]}
             if official is not None:
                 entry["speedup_vs_official_loop"] = round(rate / report["official"]["loop_images_per_s"], 2)
                 entry["parity"] = match(official["detections"], result["detections"])
             report["ours"][variant] = entry
-    print_report(report, args.out, indent=None)
+    c.print_report(report, args.out, indent=None)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,16 @@
-"""Peak memory against the size of the work: a mining + infer task's candidates, or an evaluation's images.
+"""Peak memory against the size of the work, beside the baseline of the same run.
 
     .venv/bin/python bench/memory.py --target candidates [--sizes 1000,10000] [--baseline-repo DIR]
     .venv/bin/python bench/memory.py --target eval [--sizes 1000,5000]
 
-``candidates``: per size, that many 96x72 JPEG candidates (``--bad`` corrupt and as many missing)
-as one ALDD mining + infer task through start.py (CPU, one process); its peak RSS from ``wait4``,
-and the growth from the smallest size to the largest beside the result files'. ``--baseline-repo``
-runs another checkout's start.py on the same workspaces. This process stays small (the workspaces
-are made in a subprocess): a child's peak starts at its parent's size at the fork.
-
-``eval``: per size, generated ground truth (3 classes, 3-7 boxes per 640x480 image) and 100
-``Detections`` per image; each (size, path) in a fresh process that resets its RSS high-water mark
-and runs one evaluation: ``new`` (``CocoEvaluator`` on the ``Detections``) or ``baseline`` (the path
-before it, re-implemented here: tuples, COCO dicts, ``loadRes``, ``COCOeval``). Memory: peak RSS
-above the RSS before; time: wall and CPU seconds. Both paths must give the same metrics.
+``candidates``: per size, that many 96x72 JPEGs (``--bad`` corrupt and as many missing) as one ALDD mining
++ infer task through start.py (CPU, one process): its peak RSS (``wait4``), and the growth from the
+smallest size to the largest beside the result files'; ``--baseline-repo``: another checkout's start.py
+on the same workspaces (made in a subprocess: a child's peak starts at its parent's size at the fork).
+``eval``: per size, ground truth (3 classes, 3-7 boxes per 640x480 image) and 100 ``Detections`` per
+image; one fresh process per (size, path) runs one evaluation after resetting its RSS high-water mark:
+``new`` (``CocoEvaluator``) or ``baseline`` (the path before it, re-implemented here: tuples, COCO dicts,
+``loadRes``, ``COCOeval``). Peak RSS above the RSS before, wall and CPU seconds; same metrics required.
 """
 
 from __future__ import annotations
@@ -35,26 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench._common import (  # noqa: E402
-    CLASSES,
-    RESULTS,
-    host_info,
-    log,
-    models_folder,
-    peak_rss_mib,
-    print_report,
-    reset_peak_rss,
-    rss_mib,
-    run_start_py,
-    small_candidates,
-)
+from bench import _common as c  # noqa: E402
 
 INFER_LOG = re.compile(r"infer: (\d+) images, (\d+) boxes, (\d+) unreadable, (\d+) missing")
 WIDTH, HEIGHT, NUM_CLASSES = 640, 480, 3
 PATHS = ("baseline", "new")
-
-
-# --- candidates: one mining + infer task per size ---------------------------------------------
+INPUT_SIZE, BATCH, WORKERS, CONF_THRES = 96, 32, 0, 0.3  # candidates; 0 workers: one process, whose peak is the task's
+PER_IMAGE, SEED = 100, 0  # eval: detections per image (the post-processing's most), the seed
+RATIOS = {"peak_memory_ratio": "peak_above_baseline_mib", "time_ratio": "seconds", "cpu_time_ratio": "cpu_seconds"}
 
 
 def prepare(root: Path, sizes: list[int], args: argparse.Namespace) -> None:
@@ -64,9 +49,9 @@ def prepare(root: Path, sizes: list[int], args: argparse.Namespace) -> None:
 
     from executor.workspace import write_env
 
-    models_folder(root / "models", args.input_size)
+    c.models_folder(root / "models", INPUT_SIZE)
     bad = args.bad
-    good = small_candidates(root, max(sizes) - bad, seed=7)
+    good = c.small_candidates(root, max(sizes) - bad, seed=7)
     corrupt = [f"/in/assets/bad/corrupt-{k:03d}.jpg" for k in range(bad)]
     (root / "assets" / "bad").mkdir(parents=True, exist_ok=True)
     for path in corrupt:
@@ -83,42 +68,29 @@ def prepare(root: Path, sizes: list[int], args: argparse.Namespace) -> None:
             rows.insert((k + 1) * step + k, path)
         (in_dir / "candidate-index.tsv").write_text("".join(f"{row}\n" for row in rows))
         write_env(in_dir, mining=True, infer=True)
-        config = {
-            "task_id": "t0000001bench",
-            "class_names": list(CLASSES),
-            "gpu_id": "",
-            "gpu_count": 0,
-            "model_params_path": ["nanodet_model_best.pth", "train_cfg.yml"],
-            "run_mining": True,
-            "run_infer": True,
-            "mining_algorithm": "aldd",
-            "conf_thres": args.conf_thres,
-            "batch_size_per_gpu": args.batch,
-            "workers_per_gpu": args.workers,
-            "pin_memory": False,
-        }
+        config = {"task_id": "t0000001bench", "class_names": list(c.CLASSES), "gpu_id": "", "gpu_count": 0}
+        config |= {"model_params_path": ["nanodet_model_best.pth", "train_cfg.yml"], "run_mining": True}
+        config |= {"run_infer": True, "mining_algorithm": "aldd", "conf_thres": CONF_THRES}
+        config |= {"batch_size_per_gpu": BATCH, "workers_per_gpu": WORKERS, "pin_memory": False}
         (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def candidates_task(repo: Path, in_dir: Path, out: Path, env: dict) -> dict:
-    run = run_start_py(in_dir, out, env, repo)
+    run = c.run_start_py(in_dir, out, env, repo)
     text = run.pop("log")
     infer = INFER_LOG.search(text)
     counts = [int(v) for v in infer.groups()[1:]] if infer else [None] * 3
     files = {name: (out / name).stat().st_size for name in ("result.tsv", "infer-result.json")}
-    return {
-        "candidates": sum(1 for line in (in_dir / "candidate-index.tsv").read_text().splitlines() if line),
+    lines = text.splitlines()
+    report = {"candidates": sum(1 for line in (in_dir / "candidate-index.tsv").read_text().splitlines() if line)}
+    report |= {
         "peak_rss_mib": run["peak_rss_mib"],
         "wall_s": round(run["wall_s"], 1),
         "batch_loop_s": run["batch_loop_s"],
-        "result_bytes": files,
-        "result_bytes_total": sum(files.values()),
-        "boxes_reported": counts[0],
-        "unreadable": counts[1],
-        "missing": counts[2],
-        "warning_lines": sum(" WARNING " in line for line in text.splitlines()),
-        "log_lines": len(text.splitlines()),
     }
+    report |= {"result_bytes": files, "result_bytes_total": sum(files.values())}
+    report |= dict(zip(("boxes_reported", "unreadable", "missing"), counts))
+    return report | {"warning_lines": sum(" WARNING " in line for line in lines), "log_lines": len(lines)}
 
 
 def growth(runs: list[dict]) -> dict:
@@ -127,55 +99,44 @@ def growth(runs: list[dict]) -> dict:
     more = large["candidates"] - small["candidates"]
     rss = (large["peak_rss_mib"] - small["peak_rss_mib"]) * 2**20
     results = large["result_bytes_total"] - small["result_bytes_total"]
-    return {
-        "from_to_candidates": [small["candidates"], large["candidates"]],
-        "peak_rss_growth_mib": round(rss / 2**20, 1),
-        "result_files_growth_mib": round(results / 2**20, 2),
+    report = {"from_to_candidates": [small["candidates"], large["candidates"]]}
+    report |= {"peak_rss_growth_mib": round(rss / 2**20, 1), "result_files_growth_mib": round(results / 2**20, 2)}
+    report |= {
         "peak_rss_growth_per_candidate_bytes": round(rss / more),
         "result_bytes_per_candidate": round(results / more),
-        "rss_growth_over_result_growth": round(rss / results, 2) if results else None,
     }
+    return report | {"rss_growth_over_result_growth": round(rss / results, 2) if results else None}
 
 
 def measure_candidates(args: argparse.Namespace, sizes: list[int]) -> dict:
     repos = {"this checkout": REPO} | ({"baseline": args.baseline_repo.resolve()} if args.baseline_repo else {})
-    report: dict = {
-        "task": "mining (aldd) + infer in one task, CPU, 1 process, through start.py",
-        "images": "96x72 JPEG shapes",
-        "input_size": args.input_size,
-        "batch_size_per_gpu": args.batch,
-        "workers_per_gpu": args.workers,
-        "conf_thres": args.conf_thres,
-        "corrupt_and_missing_per_size": [args.bad, args.bad],
-        "runs": {},
-        "growth": {},
-    }
+    report: dict = {"task": "mining (aldd) + infer in one task, CPU, 1 process, through start.py"}
+    report |= {"images": "96x72 JPEG shapes", "input_size": INPUT_SIZE, "batch_size_per_gpu": BATCH}
+    report |= {"workers_per_gpu": WORKERS, "conf_thres": CONF_THRES}
+    report |= {"corrupt_and_missing_per_size": [args.bad, args.bad], "runs": {}, "growth": {}}
     with tempfile.TemporaryDirectory(prefix="candidates-memory-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run([sys.executable, __file__, "--prepare", str(root), *sys.argv[1:]], check=True, env=env)
         report["workspaces_prepared_s"] = round(time.perf_counter() - start, 1)
-        log(f"workspaces for {sizes} ready in {report['workspaces_prepared_s']} s")
+        c.log(f"workspaces for {sizes} ready in {report['workspaces_prepared_s']} s")
         (root / "no-weights").mkdir()
         env |= {"NANODET_WEIGHTS_DIR": str(root / "no-weights"), "TORCH_HOME": str(root / "no-weights")}
         for label, repo in repos.items():
             runs = report["runs"][label] = []
             for n in sizes:
                 runs.append(candidates_task(repo, root / f"in-{n}", root / f"out-{len(report['runs'])}-{n}", env))
-                log(f"{label}, {n} candidates: {json.dumps(runs[-1])}")
+                c.log(f"{label}, {n} candidates: {json.dumps(runs[-1])}")
             if len(runs) > 1:
                 report["growth"][label] = growth(runs)
-    report["host"] = host_info()  # torch imported only now, after the tasks
+    report["host"] = c.host_info()  # torch imported only now, after the tasks
     report["note"] = (
         "peak_rss_mib: ru_maxrss of the task's process tree (wait4), the largest single process; "
         "peak_rss_growth_per_candidate_bytes is what each extra candidate costs at the peak, "
         "index paths and results included"
     )
     return report
-
-
-# --- eval: one evaluation per size and path, each in a fresh process ----------------------------
 
 
 def make_ground_truth(num_images: int, seed: int):
@@ -192,10 +153,8 @@ def make_ground_truth(num_images: int, seed: int):
         xy = rng.uniform(0, 1, size=(count, 2)) * ([WIDTH, HEIGHT] - wh)
         labels = rng.integers(1, NUM_CLASSES + 1, size=count)
         for (x, y), (w, h), cat in zip(xy.tolist(), wh.tolist(), labels.tolist()):
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": cat, "bbox": [x, y, w, h]}
-                | {"area": w * h, "iscrowd": 0}
-            )
+            ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": cat, "bbox": [x, y, w, h]}
+            annotations.append(ann | {"area": w * h, "iscrowd": 0})
     coco = COCO()
     categories = [{"id": i + 1, "name": f"class{i}"} for i in range(NUM_CLASSES)]
     coco.dataset = {"images": images, "annotations": annotations, "categories": categories}
@@ -277,25 +236,17 @@ def eval_child(size: int, path: str, per_image: int, seed: int) -> dict:
     detections = make_detections(coco, per_image, seed)
     evaluator = CocoEvaluator(coco, iou_thrs=[])
     gc.collect()
-    before = rss_mib()
-    reset = reset_peak_rss()
+    before = c.rss_mib()
+    reset = c.reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     result = evaluator.evaluate(detections) if path == "new" else baseline_evaluate(evaluator, detections)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    peak = peak_rss_mib()
-    return {
-        "images": size,
-        "ground_truth_boxes": len(coco.dataset["annotations"]),
-        "detections": sum(len(d) for d in detections.values()),
-        "rss_before_mib": round(before, 1),
-        "peak_rss_mib": round(peak, 1),
-        "peak_above_baseline_mib": round(peak - before, 1),
-        "peak_reset": reset,
-        "seconds": round(seconds, 2),
-        "cpu_seconds": round(cpu_seconds, 2),
-        "metrics": result["metrics"],
-        "per_class_AP": result["per_class_AP"],
-    }
+    peak = c.peak_rss_mib()
+    report = {"images": size, "ground_truth_boxes": len(coco.dataset["annotations"])}
+    report |= {"detections": sum(len(d) for d in detections.values()), "rss_before_mib": round(before, 1)}
+    report |= {"peak_rss_mib": round(peak, 1), "peak_above_baseline_mib": round(peak - before, 1), "peak_reset": reset}
+    report |= {"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2)}
+    return report | {"metrics": result["metrics"], "per_class_AP": result["per_class_AP"]}
 
 
 def measure_eval(args: argparse.Namespace, sizes: list[int]) -> dict:
@@ -305,40 +256,26 @@ def measure_eval(args: argparse.Namespace, sizes: list[int]) -> dict:
         "memory_measure": "peak RSS (Linux VmHWM, reset via /proc/self/clear_refs just before the evaluation) "
         "minus the RSS at that point, MiB; not tracemalloc",
         "baseline_rss_holds": "interpreter, numpy, torch, pycocotools, the ground truth and the Detections",
-        "setup": {
-            "classes": NUM_CLASSES,
-            "image_size": [WIDTH, HEIGHT],
-            "gt_boxes_per_image": "3-7 (mean 5)",
-            "detections_per_image": args.per_image,
-            "iou_thrs": [],
-            "seed": args.seed,
-        },
-        "host": host_info(),
+        "setup": {"classes": NUM_CLASSES, "image_size": [WIDTH, HEIGHT], "gt_boxes_per_image": "3-7 (mean 5)"}
+        | {"detections_per_image": PER_IMAGE, "iou_thrs": [], "seed": SEED},
+        "host": c.host_info(),
         "sizes": {},
     }
     for size in sizes:
         runs = {}
         for path in PATHS:
             command = [sys.executable, __file__, "--target", "eval", "--child-size", str(size), "--child-path", path]
-            command += ["--per-image", str(args.per_image), "--seed", str(args.seed)]
             runs[path] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-            log(f"size {size}, {path}: peak +{runs[path]['peak_above_baseline_mib']} MiB, {runs[path]['seconds']} s")
+            c.log(f"size {size}, {path}: peak +{runs[path]['peak_above_baseline_mib']} MiB, {runs[path]['seconds']} s")
         old, new = runs["baseline"], runs["new"]
-        entry: dict = {
-            "images": size,
-            "detections": old["detections"],
-            "ground_truth_boxes": old["ground_truth_boxes"],
-            "identical_metrics": new["metrics"] == old["metrics"] and new["per_class_AP"] == old["per_class_AP"],
-            "mAP": old["metrics"]["mAP"],
-        }
+        same = new["metrics"] == old["metrics"] and new["per_class_AP"] == old["per_class_AP"]
+        entry: dict = {"images": size, "detections": old["detections"], "ground_truth_boxes": old["ground_truth_boxes"]}
+        entry |= {"identical_metrics": same, "mAP": old["metrics"]["mAP"]}
         for path, r in runs.items():
             keys = ("peak_above_baseline_mib", "seconds", "cpu_seconds", "rss_before_mib", "peak_reset")
             entry[path] = {k: r[k] for k in keys}
-        entry["new_vs_baseline"] = {
-            "peak_memory_ratio": round(new["peak_above_baseline_mib"] / old["peak_above_baseline_mib"], 3),
-            "time_ratio": round(new["seconds"] / old["seconds"], 3),
-            "cpu_time_ratio": round(new["cpu_seconds"] / old["cpu_seconds"], 3),
-        }
+        ratio = {k: round(new[key] / old[key], 3) for k, key in RATIOS.items()}
+        entry["new_vs_baseline"] = ratio
         report["sizes"][str(size)] = entry
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     return report
@@ -349,16 +286,8 @@ def main() -> None:
     parser.add_argument("--target", choices=("candidates", "eval"), required=True)
     parser.add_argument("--sizes", help="candidates or images, comma-separated (default 1000,10000 / 1000,5000)")
     parser.add_argument("--out", type=Path, help="default: bench/results/candidates_memory.json / eval_memory.json")
-    candidates = parser.add_argument_group("candidates")
-    candidates.add_argument("--input-size", type=int, default=96)
-    candidates.add_argument("--batch", type=int, default=32)
-    candidates.add_argument("--workers", type=int, default=0, help="0: one process, whose peak is the task's")
-    candidates.add_argument("--bad", type=int, default=10, help="corrupt files, and as many missing ones, per size")
-    candidates.add_argument("--conf-thres", type=float, default=0.3)
-    candidates.add_argument("--baseline-repo", type=Path, help="another checkout to run the same workspaces with")
-    evaluation = parser.add_argument_group("eval")
-    evaluation.add_argument("--per-image", type=int, default=100, help="detections per image (postprocess max: 100)")
-    evaluation.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bad", type=int, default=10, help="candidates: corrupt files, and as many missing, per size")
+    parser.add_argument("--baseline-repo", type=Path, help="candidates: another checkout run on the same workspaces")
     parser.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)  # internal: make the workspaces there
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)  # internal: one evaluation
     parser.add_argument("--child-path", choices=PATHS, help=argparse.SUPPRESS)
@@ -368,11 +297,11 @@ def main() -> None:
     if args.prepare:
         prepare(args.prepare, sizes, args)
     elif args.child_size:
-        print(json.dumps(eval_child(args.child_size, args.child_path, args.per_image, args.seed)))
+        print(json.dumps(eval_child(args.child_size, args.child_path, PER_IMAGE, SEED)))
     elif args.target == "candidates":
-        print_report(measure_candidates(args, sizes), args.out or RESULTS / "candidates_memory.json", indent=1)
+        c.print_report(measure_candidates(args, sizes), args.out or c.RESULTS / "candidates_memory.json", indent=1)
     else:
-        print_report(measure_eval(args, sizes), args.out or RESULTS / "eval_memory.json")
+        c.print_report(measure_eval(args, sizes), args.out or c.RESULTS / "eval_memory.json")
 
 
 if __name__ == "__main__":
