@@ -1,18 +1,15 @@
-"""What a mining feature costs: one mining task through start.py with the feature on and off,
-alternately on one workspace (the machine's drift hits both alike).
+"""What a mining feature costs: one mining task through start.py with the feature on and off (the
+baseline), alternately on one workspace after an uncounted run that fills the export cache.
 
     .venv/bin/python bench/mining_cost.py --feature contact-sheet [--candidates 1000] [--repeats 3]
     .venv/bin/python bench/mining_cost.py --feature diversity [--cost] [--memory] [--separation --weights W]
 
-Each starts with an uncounted run (it fills the export cache). ``contact-sheet``: shapes pictures
-of 192x160 to 320x256, input 320; wall seconds, medians, overhead and the sheet's own seconds from
-the task log. ``diversity``: ``--cost``: 10k 96x72 JPEGs, input 128, ``random_detector`` weights;
-the extra wall, batch-loop and re-ranking seconds (best of the repeats), the embedding step alone.
-``--memory``: ``CandidateResults`` of ``--large`` candidates filled and ranked, each case in a fresh
-process: peak RSS and seconds. ``--separation --weights W`` (a round-0 model of
-``bench/active_learning.py --work-dir``): cosine similarities of frames of one scene and of
-different scenes on a bursty pool (60 scenes, seed 555). Default ``--cost --memory``; cases not run
-are kept from ``--out``.
+``contact-sheet``: 192x160 to 320x256 shapes, input 320: wall seconds, medians, the sheet's seconds.
+``diversity --cost``: 10k 96x72 JPEGs, input 128, ``random_detector`` weights: extra wall, batch-loop and
+re-ranking seconds (best of the repeats), the embedding step alone; ``--memory``: ``CandidateResults`` of
+``--large`` candidates ranked in a fresh process per case (peak RSS, seconds); ``--separation --weights
+W`` (a round-0 model of ``bench/active_learning.py``): cosine similarities within and between scenes of
+a bursty pool (60 scenes, seed 555). Default ``--cost --memory``; cases not run are kept from ``--out``.
 """
 
 from __future__ import annotations
@@ -32,16 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench._common import (  # noqa: E402
-    RESULTS,
-    host_info,
-    log,
-    models_folder,
-    peak_rss_mib,
-    print_report,
-    run_start_py,
-    small_candidates,
-)
+from bench import _common as c  # noqa: E402
 
 SHEET_LOG = re.compile(r"mining contact sheet: .* \((\d+) \+ (\d+) candidates, ([\d.]+) s\)")
 RERANK_LOG = re.compile(r"mining diversity: (\d+) candidates re-ranked in ([\d.]+) s")
@@ -49,15 +37,11 @@ DEFAULTS = {"contact-sheet": (1000, 320, 3), "diversity": (10_000, 128, 2)}  # c
 
 
 def mining_run(in_dir: Path, out: Path, key: str, on: bool, env: dict | None = None) -> dict:
-    """One mining task through start.py with config key ``key`` set to ``on``."""
     import yaml
 
     config = yaml.safe_load((in_dir / "config.yaml").read_text())
     (in_dir / "config.yaml").write_text(yaml.safe_dump(config | {key: on}, sort_keys=False))
-    return run_start_py(in_dir, out, env)
-
-
-# --- contact sheet ---------------------------------------------------------------------------------
+    return c.run_start_py(in_dir, out, env)
 
 
 def measure_contact_sheet(args: argparse.Namespace) -> dict:
@@ -67,17 +51,9 @@ def measure_contact_sheet(args: argparse.Namespace) -> dict:
     runs: dict[str, list[dict]] = {"with_sheet": [], "without_sheet": []}
     with tempfile.TemporaryDirectory(prefix="bench-sheet-") as tmp:
         root = Path(tmp)
-        models = models_folder(root / "models", args.input_size, candidate_rate=None)
-        in_dir = make_predict_workspace(
-            root / "in",
-            models,
-            args.candidates,
-            mining=True,
-            infer=False,
-            size=((192, 160), (320, 256)),
-            batch_size_per_gpu=16,
-            workers_per_gpu=args.workers,
-        )
+        models = c.models_folder(root / "models", args.input_size, candidate_rate=None)
+        loader = {"size": ((192, 160), (320, 256)), "batch_size_per_gpu": 16, "workers_per_gpu": 1}
+        in_dir = make_predict_workspace(root / "in", models, args.candidates, mining=True, infer=False, **loader)
         mining_run(in_dir, root / "warm-up", "mining_contact_sheet", False, env)  # fills the export cache
         for r in range(args.repeats):
             for name, sheet in (("with_sheet", True), ("without_sheet", False)):
@@ -87,21 +63,15 @@ def measure_contact_sheet(args: argparse.Namespace) -> dict:
                 written = (out / "mining-contact-sheet.png").is_file()
                 if written != sheet:
                     raise SystemExit(f"sheet {'missing' if sheet else 'written when off'} in {out}")
-                runs[name].append(
-                    {
-                        "wall_s": run["wall_s"],
-                        "loop_s": run["batch_loop_s"],
-                        "sheet_s": float(found.group(3)) if found else 0.0,
-                        "sheet_bytes": (out / "mining-contact-sheet.png").stat().st_size if written else 0,
-                    }
-                )
-                log(f"{name} run {r + 1}: {runs[name][-1]}")
+                size = (out / "mining-contact-sheet.png").stat().st_size if written else 0
+                row = {"wall_s": run["wall_s"], "loop_s": run["batch_loop_s"]}
+                runs[name].append(row | {"sheet_s": float(found.group(3)) if found else 0.0, "sheet_bytes": size})
+                c.log(f"{name} run {r + 1}: {runs[name][-1]}")
     median = {name: statistics.median(r["wall_s"] for r in v) for name, v in runs.items()}
     sheet_s = statistics.median(r["sheet_s"] for r in runs["with_sheet"])
-    return {
-        "what": "mining task (aldd, start.py end to end) with and without the contact sheet, interleaved",
-        "candidates": args.candidates,
-        "image_sizes": "192x160 to 320x256 (generated shapes)",
+    report = {"what": "mining task (aldd, start.py end to end) with and without the contact sheet, interleaved"}
+    report |= {"candidates": args.candidates, "image_sizes": "192x160 to 320x256 (generated shapes)"}
+    return report | {
         "input_size": args.input_size,
         "repeats": args.repeats,
         "runs": runs,
@@ -109,13 +79,10 @@ def measure_contact_sheet(args: argparse.Namespace) -> dict:
         "overhead_wall": round(median["with_sheet"] / median["without_sheet"] - 1.0, 4),
         "sheet_s_median (from the task log)": sheet_s,
         "sheet_share_of_with_sheet_wall": round(sheet_s / median["with_sheet"], 4),
-        "host": host_info(),
+        "host": c.host_info(),
         "note": "wall_s: the whole start.py process (start-up, model load, files read); the sheet "
         "re-runs the detector on the 18 pictured candidates only",
     }
-
-
-# --- diversity: cost of a 10k mining task -----------------------------------------------------------
 
 
 def diversity_workspace(in_dir: Path, candidates: int, input_size: int, batch: int) -> Path:
@@ -123,18 +90,13 @@ def diversity_workspace(in_dir: Path, candidates: int, input_size: int, batch: i
 
     from executor.workspace import write_env
 
-    models_folder(in_dir / "models", input_size)
-    rows = small_candidates(in_dir, candidates, seed=11)
+    c.models_folder(in_dir / "models", input_size)
+    rows = c.small_candidates(in_dir, candidates, seed=11)
     (in_dir / "candidate-index.tsv").write_text("".join(f"{r}\n" for r in rows))
     write_env(in_dir, mining=True, infer=False)
-    config = {
-        "gpu_count": 0,
-        "model_params_path": ["nanodet_model_best.pth", "train_cfg.yml"],
-        "mining_algorithm": "aldd",
-        "batch_size_per_gpu": batch,
-        "workers_per_gpu": 1,
-        "mining_contact_sheet": False,
-    }
+    config = {"gpu_count": 0, "model_params_path": ["nanodet_model_best.pth", "train_cfg.yml"]}
+    config |= {"mining_algorithm": "aldd", "batch_size_per_gpu": batch, "workers_per_gpu": 1}
+    config |= {"mining_contact_sheet": False}
     (in_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return in_dir
 
@@ -142,12 +104,8 @@ def diversity_workspace(in_dir: Path, candidates: int, input_size: int, batch: i
 def diversity_run(in_dir: Path, out: Path, on: bool) -> dict:
     run = mining_run(in_dir, out, "mining_diversity", on)
     rerank = RERANK_LOG.search(run["log"])
-    return {
-        "diversity": on,
-        "wall_s": run["wall_s"],
-        "batch_loop_s": run["batch_loop_s"],
-        "rerank_s": float(rerank.group(2)) if rerank else 0.0,
-    }
+    rerank_s = float(rerank.group(2)) if rerank else 0.0
+    return {"diversity": on, "wall_s": run["wall_s"], "batch_loop_s": run["batch_loop_s"], "rerank_s": rerank_s}
 
 
 def embedding_share(in_dir: Path, batch: int, repeats: int = 20) -> dict:
@@ -179,9 +137,7 @@ def embedding_share(in_dir: Path, batch: int, repeats: int = 20) -> dict:
         return round(min(times) / len(paths) * 1000, 4)
 
     levels = predictor.forward_levels(images)
-    return {
-        "batch": len(paths),
-        "backend": predictor.backend,
+    return {"batch": len(paths), "backend": predictor.backend} | {
         "forward_ms_per_image": per_image_ms(lambda: predictor.forward_levels(images)),
         "aldd_ms_per_image": per_image_ms(lambda: uncertainty_scores("aldd", levels, predictor.num_classes, hw)),
         "embeddings_ms_per_image": per_image_ms(lambda: image_embeddings(levels, predictor.num_classes)),
@@ -194,13 +150,13 @@ def measure_cost(candidates: int, input_size: int, batch: int, repeats: int) -> 
         root = Path(tmp)
         start = time.perf_counter()
         in_dir = diversity_workspace(root / "in", candidates, input_size, batch)
-        log(f"{candidates} candidates ready in {time.perf_counter() - start:.0f} s")
-        log(f"warm-up {diversity_run(in_dir, root / 'warm-up', False)}")  # exports the graph into the cache
+        c.log(f"{candidates} candidates ready in {time.perf_counter() - start:.0f} s")
+        c.log(f"warm-up {diversity_run(in_dir, root / 'warm-up', False)}")  # exports the graph into the cache
         runs = []
         for r in range(repeats):
             for on in (False, True):
                 runs.append(diversity_run(in_dir, root / f"out-{r}-{int(on)}", on))
-                log(json.dumps(runs[-1]))
+                c.log(json.dumps(runs[-1]))
         split = embedding_share(in_dir, batch)
         first, last = (root / f"out-{r}-0" / "result.tsv" for r in (0, repeats - 1))
         same = first.read_text() == last.read_text()
@@ -209,12 +165,9 @@ def measure_cost(candidates: int, input_size: int, batch: int, repeats: int) -> 
     }
     off_wall, rerank = best[0]["wall_s"], min(r["rerank_s"] for r in runs if r["diversity"])
     extra, embeddings_s = best[1]["wall_s"] - off_wall, split["embeddings_ms_per_image"] * candidates / 1000
-    return {
-        "task": "ALDD mining through start.py, CPU, 1 process, workers_per_gpu 1",
-        "candidates": candidates,
-        "images": "96x72 JPEG shapes",
-        "input_size": input_size,
-        "batch_size_per_gpu": batch,
+    report = {"task": "ALDD mining through start.py, CPU, 1 process, workers_per_gpu 1", "candidates": candidates}
+    report |= {"images": "96x72 JPEG shapes", "input_size": input_size, "batch_size_per_gpu": batch}
+    return report | {
         "repeats": repeats,
         "runs": runs,
         "best_off": best[0],
@@ -234,9 +187,6 @@ def measure_cost(candidates: int, input_size: int, batch: int, repeats: int) -> 
     }
 
 
-# --- diversity: memory of 100k candidates, each case in its own process --------------------------------
-
-
 def memory_case(count: int, on: bool) -> dict:
     """(in a fresh process) CandidateResults for ``count`` candidates, filled and ranked."""
     import numpy as np
@@ -244,7 +194,7 @@ def memory_case(count: int, on: bool) -> dict:
     from executor.predict import CandidateResults
     from nanodet.mining.diversity import EMBED_DIMS, MAX_GROUPS
 
-    before = peak_rss_mib()
+    before = c.peak_rss_mib()
     written = [f"/in/assets/{k % 256:02x}/camera-frame-{k:07d}.jpg" for k in range(count)]
     rng = np.random.default_rng(0)
     results = CandidateResults(count, embeddings=on)
@@ -257,22 +207,17 @@ def memory_case(count: int, on: bool) -> dict:
             rows = np.arange(start, min(start + 8192, bursts * 8))
             results.embeddings[rows] = centres[rows // 8] + rng.normal(0, 0.1, size=(len(rows), EMBED_DIMS))
         results.embeddings[bursts * 8 :] = rng.normal(size=(count - bursts * 8, EMBED_DIMS))
-    filled = peak_rss_mib()
+    filled = c.peak_rss_mib()
     start = time.perf_counter()
     if on:
         results.diversify()
     order = results.ranking()
     seconds = time.perf_counter() - start
     assert len(order) == count and len(written) == count
-    return {
-        "candidates": count,
-        "diversity": on,
-        "rank_s": round(seconds, 2),
-        "peak_rss_mib_at_start": round(before, 1),
-        "peak_rss_mib_filled": round(filled, 1),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "embeddings_mib": round(results.embeddings.nbytes / 2**20, 1) if on else 0.0,
-    }
+    report = {"candidates": count, "diversity": on, "rank_s": round(seconds, 2)}
+    report |= {"peak_rss_mib_at_start": round(before, 1), "peak_rss_mib_filled": round(filled, 1)}
+    embeddings = round(results.embeddings.nbytes / 2**20, 1) if on else 0.0
+    return report | {"peak_rss_mib": round(c.peak_rss_mib(), 1), "embeddings_mib": embeddings}
 
 
 def measure_memory(count: int) -> dict:
@@ -284,7 +229,7 @@ def measure_memory(count: int) -> dict:
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
         cases["on" if on else "off"] = json.loads(proc.stdout)
-        log(proc.stdout.strip())
+        c.log(proc.stdout.strip())
     return {
         "what": "CandidateResults filled and ranked as the task ranks them, index paths held, each case in a "
         "fresh process (1 thread); on: bursts of 8 near-copies plus distinct candidates",
@@ -292,9 +237,6 @@ def measure_memory(count: int) -> dict:
         "extra_peak_rss_mib": round(cases["on"]["peak_rss_mib"] - cases["off"]["peak_rss_mib"], 1),
         "extra_rank_s": round(cases["on"]["rank_s"] - cases["off"]["rank_s"], 2),
     }
-
-
-# --- diversity: frames of a scene against other scenes ----------------------------------------------
 
 
 def measure_separation(weights: Path, thresholds: tuple[float, ...] = (0.8, 0.85, 0.9)) -> dict:
@@ -330,9 +272,8 @@ def measure_separation(weights: Path, thresholds: tuple[float, ...] = (0.8, 0.85
     upper = np.triu_indices(len(ids), 1)
     same = (scene[:, None] == scene[None, :])[upper]
     within, between = sims[upper][same], sims[upper][~same]
-    return {
-        "weights": str(weights),
-        "pool": f"60 scenes x 6-10 jittered frames (seed 555), {len(ids)} frames",
+    report = {"weights": str(weights), "pool": f"60 scenes x 6-10 jittered frames (seed 555), {len(ids)} frames"}
+    return report | {
         "pairs_within_scenes": int(len(within)),
         "pairs_between_scenes": int(len(between)),
         "within_percentiles_5_25_50": [round(float(v), 3) for v in np.percentile(within, [5, 25, 50])],
@@ -354,11 +295,11 @@ def measure_diversity(args: argparse.Namespace) -> dict:
     if args.memory:
         report["memory_100k"] = measure_memory(args.large) | {"loadavg_before": load_before}
     if args.cost:
-        cost = measure_cost(args.candidates, args.input_size, args.batch, args.repeats)
+        cost = measure_cost(args.candidates, args.input_size, 32, args.repeats)
         report["cost_10k"] = cost | {"loadavg_before": load_before, "loadavg_after": list(os.getloadavg())}
     if args.separation:
         report["separation"] = measure_separation(args.weights)
-    report["host"] = host_info() | {"note": "2-core machine shared with other work (see loadavg)"}
+    report["host"] = c.host_info() | {"note": "2-core machine shared with other work (see loadavg)"}
     return report
 
 
@@ -369,14 +310,12 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, help="default: 320 contact-sheet, 128 diversity")
     parser.add_argument("--repeats", type=int, help="runs of each kind, interleaved (default: 3 / 2)")
     parser.add_argument("--out", type=Path, help="default: bench/results/contact_sheet.json / mining_diversity.json")
-    parser.add_argument("--workers", type=int, default=1, help="contact-sheet: workers_per_gpu")
     parser.add_argument("--cost", action="store_true", help="diversity: the mining task off and on")
     parser.add_argument("--memory", action="store_true", help="diversity: --large candidates ranked, peak RSS")
     parser.add_argument("--separation", action="store_true", help="diversity: needs --weights")
     parser.add_argument("--weights", type=Path)
-    parser.add_argument("--batch", type=int, default=32, help="diversity: batch_size_per_gpu")
     parser.add_argument("--large", type=int, default=100_000, help="diversity: candidates of --memory")
-    parser.add_argument("--memory-case", type=int, help=argparse.SUPPRESS)  # internal: one memory case
+    parser.add_argument("--memory-case", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--on", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_case:
@@ -385,14 +324,12 @@ def main() -> None:
     if args.separation and not args.weights:
         parser.error("--separation needs --weights (a round-0 model of bench/active_learning.py --work-dir)")
     defaults = DEFAULTS[args.feature]
-    args.candidates, args.input_size, args.repeats = (
-        given if given is not None else default
-        for given, default in zip((args.candidates, args.input_size, args.repeats), defaults)
-    )
+    given = (args.candidates, args.input_size, args.repeats)
+    args.candidates, args.input_size, args.repeats = (g if g is not None else d for g, d in zip(given, defaults))
     name = "contact_sheet" if args.feature == "contact-sheet" else "mining_diversity"
-    args.out = args.out or RESULTS / f"{name}.json"
+    args.out = args.out or c.RESULTS / f"{name}.json"
     report = measure_contact_sheet(args) if args.feature == "contact-sheet" else measure_diversity(args)
-    print_report(report, args.out, indent=1)
+    c.print_report(report, args.out, indent=1)
 
 
 if __name__ == "__main__":
