@@ -360,6 +360,30 @@ def test_checkpoint_save_interrupted_by_a_signal(tmp_path):
     assert int(hits) > 0 and files.strip() in ("[]", "['model_last.ckpt']"), proc.stdout
 
 
+def test_a_signal_just_after_the_temp_file_is_created_leaves_no_temp_file(tmp_path, monkeypatch):
+    """The narrowest window: the handler raises as the temp file's creation returns, before its
+    descriptor is bound (with mkstemp outside the cleanup, the file stayed: 2 of 3,000 timed
+    interruptions left one on a loaded machine)."""
+    from nanodet.utils import io
+
+    class Stop(BaseException):
+        pass
+
+    real_open = os.open
+
+    def open_then_signal(name, flags, *args, **kwargs):
+        real_open(name, flags, *args, **kwargs)
+        raise Stop()
+
+    monkeypatch.setattr(os, "open", open_then_signal)
+    with pytest.raises(Stop):
+        io.atomic_torch_save({"w": torch.ones(3)}, tmp_path / "model_last.ckpt")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    io.atomic_torch_save({"w": torch.ones(3)}, tmp_path / "model_last.ckpt")  # and the next save works
+    assert [p.name for p in tmp_path.iterdir()] == ["model_last.ckpt"]
+
+
 # Writes that are not atomic, and why that is fine: none of them is a task output.
 NON_ATOMIC_WRITES_ALLOWED = {
     "nanodet/utils/io.py": "the atomic writers themselves",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -12,8 +12,8 @@ from .pause_points import pause_point
 
 
 def _file_mode() -> int:
-    """The mode ``open()`` would give a new file (mkstemp's 0600 would hide results from the
-    platform, which reads them as another user)."""
+    """The mode ``open()`` would give a new file (the temp file's 0600 would hide results from
+    the platform, which reads them as another user)."""
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
@@ -24,8 +24,11 @@ def atomic_write_file(path: str | Path, write: Callable[[str], Any]) -> None:
     rename it over ``path``. On any exception (SIGTERM included) the temp file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The name is chosen before the file exists, so a signal raising at any point after it is
+    # created (even before ``fd`` is bound, where mkstemp's would leave it behind) removes it.
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         os.fchmod(fd, _file_mode())
         os.close(fd)
         write(tmp)
