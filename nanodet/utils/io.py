@@ -11,26 +11,17 @@ from typing import IO, Any
 from .pause_points import pause_point
 
 
-def _file_mode() -> int:
-    """The mode ``open()`` would give a new file (the temp file's 0600 would hide results from
-    the platform, which reads them as another user)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def atomic_write_file(path: str | Path, write: Callable[[str], Any]) -> None:
     """Call ``write(name)`` to fill a temp file (already created) beside ``path``, fsync it, then
     rename it over ``path``. On any exception (SIGTERM included) the temp file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The name is chosen before the file exists, so a signal raising at any point after it is
-    # created (even before ``fd`` is bound, where mkstemp's would leave it behind) removes it.
+    # created (even as os.open returns, where mkstemp's file was left behind) removes it.
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, _file_mode())
-        os.close(fd)
+        # the mode open() gives a new file (the platform reads results as another user)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
         write(tmp)
         pause_point(f"write:{path.name}")  # tests only: the data is in the temp file, not yet renamed
         with open(tmp, "rb") as f:
