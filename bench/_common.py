@@ -97,37 +97,6 @@ def busy_share(seconds: float = 2.0) -> float | None:
     return None if a is None or b is None or b[1] == a[1] else (b[0] - a[0]) / (b[1] - a[1])
 
 
-def wait_for_quiet(max_wait_s: float, threshold: float = 0.25, window_s: float = 2.0) -> dict:
-    """Wait (at most ``max_wait_s``) for a window in which less than ``threshold`` of the CPUs is busy."""
-    start = time.perf_counter()
-    while True:
-        share = busy_share(window_s)
-        if share is None or share < threshold or time.perf_counter() - start >= max_wait_s:
-            break
-    return {"waited_s": round(time.perf_counter() - start, 1), "busy_share": None if share is None else round(share, 3)}
-
-
-class CpuNoise:
-    """The share of all CPUs that other processes used meanwhile (our waited-for children count as ours)."""
-
-    def __init__(self) -> None:
-        self.start, self.own_start = _cpu_ticks(), self._own()
-
-    @staticmethod
-    def _own() -> float:
-        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-    def foreign_share(self) -> float | None:
-        end = _cpu_ticks()
-        if self.start is None or end is None:
-            return None
-        hz = os.sysconf("SC_CLK_TCK")
-        busy, total = (end[0] - self.start[0]) / hz, (end[1] - self.start[1]) / hz
-        foreign = busy - (self._own() - self.own_start)
-        return round(max(0.0, foreign) / total, 3) if total > 0 else None
-
-
 def default_threads() -> tuple[int, str]:
     """(threads, why): ``OMP_NUM_THREADS`` if set, else the idle cores (threads beyond them spin-wait at
     every barrier: 2 threads ran a training step 3-4x slower than 1 on 2 cores with one taken)."""
