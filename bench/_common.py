@@ -133,21 +133,6 @@ def peak_rss_mib() -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if kib is None else kib) / 1024
 
 
-def rss_mib() -> float:
-    kib = _status_kib("VmRSS")
-    return float("nan") if kib is None else kib / 1024
-
-
-def reset_peak_rss() -> bool:
-    """Set ``VmHWM`` to the current RSS (``/proc/self/clear_refs``); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 LOADED, REFUSED, UNDOCUMENTED = "loaded", "refused", "undocumented"  # what a child can come to
 MEMORY, SIGNAL, TIMEOUT = "memory", "signal", "timeout"
 OUTCOMES = (LOADED, REFUSED, UNDOCUMENTED, SIGNAL, TIMEOUT, MEMORY)
