@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +80,7 @@ class Watcher:
 
 
 NO_WEIGHTS = Path(tempfile.mkdtemp(prefix="nanodet-no-weights-"))  # an empty /weights and torch cache
+atexit.register(shutil.rmtree, NO_WEIGHTS, ignore_errors=True)
 
 
 def run_start(in_dir: Path, out_dir: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
