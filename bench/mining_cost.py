@@ -239,7 +239,7 @@ def measure_memory(count: int) -> dict:
     }
 
 
-def measure_separation(weights: Path, thresholds: tuple[float, ...] = (0.8, 0.85, 0.9)) -> dict:
+def measure_separation(weights: Path, thresholds: tuple[float, ...] = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)) -> dict:
     import numpy as np
     import torch
 

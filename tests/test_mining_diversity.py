@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanodet.mining.diversity import EMBED_DIMS, diverse_order, diverse_scores, image_embeddings
+from nanodet.mining.diversity import DISCOUNT, EMBED_DIMS, SIMILAR, diverse_order, diverse_scores, image_embeddings
 
 
 def scene_levels(seed: int, classes: int = 3, shift: int = 0, noise: float = 0.0) -> list[torch.Tensor]:
@@ -93,7 +93,7 @@ def test_blocks_and_the_cap_give_the_rule_written_out():
     scores = rng.random(len(embeddings))
     scores[::7] = scores[3]  # ties: broken by position
     for max_groups in (4096, 30):
-        expected = reference_scores(scores, embeddings, 0.85, 0.5, max_groups)
+        expected = reference_scores(scores, embeddings, SIMILAR, DISCOUNT, max_groups)
         assert (expected < scores).sum() > 100  # the planted groups were found
         for block in (1024, 64, 7, 1):
             got = diverse_scores(scores, embeddings, max_groups=max_groups, block=block)
