@@ -352,19 +352,16 @@ def small_candidates(in_dir: Path, count: int, seed: int) -> list[str]:
     return rows
 
 
-def models_folder(models: Path, input_size: int, candidate_rate: float | None = 0.01) -> Path:
-    """``models/`` as a training leaves it (3 classes, square input): ``random_detector`` weights, or
-    with ``candidate_rate`` None the library's initial weights."""
+def models_folder(models: Path, input_size: int) -> Path:
+    """``models/`` as a training leaves it (3 classes, square input, ``random_detector`` weights)."""
     from nanodet.config import load_config, save_config
-    from nanodet.model import build_model
     from nanodet.weights.checkpoint import save_pth
 
     size = [input_size, input_size]
     cfg = load_config(CONFIG_DIR / "nanodet-plus-m_320.yml").with_classes(list(CLASSES))
     cfg = cfg.merged({"data": {"train": {"input_size": size}, "val": {"input_size": size}}})
     models.mkdir(parents=True, exist_ok=True)
-    model = build_model(cfg.model.arch) if candidate_rate is None else random_detector(cfg, 0, candidate_rate)
-    save_pth(model, models / "nanodet_model_best.pth", inference_only=True)
+    save_pth(random_detector(cfg, 0, 0.01), models / "nanodet_model_best.pth", inference_only=True)
     save_config(cfg, models / "train_cfg.yml")
     return models
 

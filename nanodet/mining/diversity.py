@@ -37,9 +37,9 @@ import torch.nn.functional as F
 EMBED_GRID = 4  # each level's class map pooled to EMBED_GRID x EMBED_GRID cells
 EMBED_DIMS = 64
 # cosine similarity (centred embeddings) from which a candidate joins a leader's group, chosen on a
-# bursty pool of its own (bench/mining_cost.py --feature diversity --separation; not the active-learning
-# benchmark's pool) as the one that joins the most frames of one scene while joining no more pairs of
-# different scenes than the logit maps did at 0.85 (1.7 %). Through a weak model (a round 0 of
+# bursty pool of its own (bench/mining_diversity.py --separation; not the active-learning benchmark's
+# pool) as the one that joins the most frames of one scene while joining no more pairs of different
+# scenes than the logit maps did at 0.85 (1.7 %). Through a weak model (a round 0 of
 # bench/active_learning.py, AP50 0.16) 95 % of the pairs of frames of one scene reach it, 1.3 % of the
 # pairs of different scenes (logit maps: 70 % and 1.7 %)
 SIMILAR = 0.7

@@ -1,11 +1,10 @@
-"""What a mining feature costs: one mining task through start.py with the feature on and off (the
-baseline), alternately on one workspace after an uncounted run that fills the export cache.
+"""What ``mining_diversity`` costs and how well its embedding tells bursts apart: one mining task
+through start.py with it on and off (the baseline), alternately on one workspace after an uncounted
+run that fills the export cache.
 
-    .venv/bin/python bench/mining_cost.py --feature contact-sheet [--candidates 1000] [--repeats 3]
-    .venv/bin/python bench/mining_cost.py --feature diversity [--cost] [--memory] [--separation --weights W]
+    .venv/bin/python bench/mining_diversity.py [--cost] [--memory] [--separation --weights W]
 
-``contact-sheet``: 192x160 to 320x256 shapes, input 320: wall seconds, medians, the sheet's seconds.
-``diversity --cost``: 10k 96x72 JPEGs, input 128, ``random_detector`` weights: extra wall, batch-loop and
+``--cost``: 10k 96x72 JPEGs, input 128, ``random_detector`` weights: extra wall, batch-loop and
 re-ranking seconds (best of the repeats), the embedding step alone; ``--memory``: ``CandidateResults`` of
 ``--large`` candidates ranked in a fresh process per case (peak RSS, seconds); ``--separation --weights
 W`` (a round-0 model of ``bench/active_learning.py``): cosine similarities within and between scenes of
@@ -18,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,9 +29,7 @@ if str(REPO) not in sys.path:
 
 from bench import _common as c  # noqa: E402
 
-SHEET_LOG = re.compile(r"mining contact sheet: .* \((\d+) \+ (\d+) candidates, ([\d.]+) s\)")
 RERANK_LOG = re.compile(r"mining diversity: (\d+) candidates re-ranked in ([\d.]+) s")
-DEFAULTS = {"contact-sheet": (1000, 320, 3), "diversity": (10_000, 128, 2)}  # candidates, input size, repeats
 
 
 def mining_run(in_dir: Path, out: Path, key: str, on: bool, env: dict | None = None) -> dict:
@@ -42,47 +38,6 @@ def mining_run(in_dir: Path, out: Path, key: str, on: bool, env: dict | None = N
     config = yaml.safe_load((in_dir / "config.yaml").read_text())
     (in_dir / "config.yaml").write_text(yaml.safe_dump(config | {key: on}, sort_keys=False))
     return c.run_start_py(in_dir, out, env)
-
-
-def measure_contact_sheet(args: argparse.Namespace) -> dict:
-    from executor.workspace import make_predict_workspace
-
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
-    runs: dict[str, list[dict]] = {"with_sheet": [], "without_sheet": []}
-    with tempfile.TemporaryDirectory(prefix="bench-sheet-") as tmp:
-        root = Path(tmp)
-        models = c.models_folder(root / "models", args.input_size, candidate_rate=None)
-        loader = {"size": ((192, 160), (320, 256)), "batch_size_per_gpu": 16, "workers_per_gpu": 1}
-        in_dir = make_predict_workspace(root / "in", models, args.candidates, mining=True, infer=False, **loader)
-        mining_run(in_dir, root / "warm-up", "mining_contact_sheet", False, env)  # fills the export cache
-        for r in range(args.repeats):
-            for name, sheet in (("with_sheet", True), ("without_sheet", False)):
-                out = root / f"out-{name}-{r}"
-                run = mining_run(in_dir, out, "mining_contact_sheet", sheet, env)
-                found = SHEET_LOG.search(run["log"])
-                written = (out / "mining-contact-sheet.png").is_file()
-                if written != sheet:
-                    raise SystemExit(f"sheet {'missing' if sheet else 'written when off'} in {out}")
-                size = (out / "mining-contact-sheet.png").stat().st_size if written else 0
-                row = {"wall_s": run["wall_s"], "loop_s": run["batch_loop_s"]}
-                runs[name].append(row | {"sheet_s": float(found.group(3)) if found else 0.0, "sheet_bytes": size})
-                c.log(f"{name} run {r + 1}: {runs[name][-1]}")
-    median = {name: statistics.median(r["wall_s"] for r in v) for name, v in runs.items()}
-    sheet_s = statistics.median(r["sheet_s"] for r in runs["with_sheet"])
-    report = {"what": "mining task (aldd, start.py end to end) with and without the contact sheet, interleaved"}
-    report |= {"candidates": args.candidates, "image_sizes": "192x160 to 320x256 (generated shapes)"}
-    return report | {
-        "input_size": args.input_size,
-        "repeats": args.repeats,
-        "runs": runs,
-        "median_wall_s": {k: round(v, 2) for k, v in median.items()},
-        "overhead_wall": round(median["with_sheet"] / median["without_sheet"] - 1.0, 4),
-        "sheet_s_median (from the task log)": sheet_s,
-        "sheet_share_of_with_sheet_wall": round(sheet_s / median["with_sheet"], 4),
-        "host": c.host_info(),
-        "note": "wall_s: the whole start.py process (start-up, model load, files read); the sheet "
-        "re-runs the detector on the 18 pictured candidates only",
-    }
 
 
 def diversity_workspace(in_dir: Path, candidates: int, input_size: int, batch: int) -> Path:
@@ -223,7 +178,7 @@ def memory_case(count: int, on: bool) -> dict:
 def measure_memory(count: int) -> dict:
     cases = {}
     for on in (False, True):
-        command = [sys.executable, __file__, "--feature", "diversity", "--memory-case", str(count)]
+        command = [sys.executable, __file__, "--memory-case", str(count)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(command + (["--on"] if on else []), capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -305,16 +260,15 @@ def measure_diversity(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--feature", choices=list(DEFAULTS), required=True)
-    parser.add_argument("--candidates", type=int, help="default: 1000 contact-sheet, 10000 diversity")
-    parser.add_argument("--input-size", type=int, help="default: 320 contact-sheet, 128 diversity")
-    parser.add_argument("--repeats", type=int, help="runs of each kind, interleaved (default: 3 / 2)")
-    parser.add_argument("--out", type=Path, help="default: bench/results/contact_sheet.json / mining_diversity.json")
-    parser.add_argument("--cost", action="store_true", help="diversity: the mining task off and on")
-    parser.add_argument("--memory", action="store_true", help="diversity: --large candidates ranked, peak RSS")
-    parser.add_argument("--separation", action="store_true", help="diversity: needs --weights")
+    parser.add_argument("--candidates", type=int, default=10_000, help="of --cost")
+    parser.add_argument("--input-size", type=int, default=128, help="of --cost")
+    parser.add_argument("--repeats", type=int, default=2, help="--cost runs of each kind, interleaved")
+    parser.add_argument("--out", type=Path, default=c.RESULTS / "mining_diversity.json")
+    parser.add_argument("--cost", action="store_true", help="the mining task off and on")
+    parser.add_argument("--memory", action="store_true", help="--large candidates ranked, peak RSS")
+    parser.add_argument("--separation", action="store_true", help="needs --weights")
     parser.add_argument("--weights", type=Path)
-    parser.add_argument("--large", type=int, default=100_000, help="diversity: candidates of --memory")
+    parser.add_argument("--large", type=int, default=100_000, help="candidates of --memory")
     parser.add_argument("--memory-case", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--on", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -323,13 +277,7 @@ def main() -> None:
         return
     if args.separation and not args.weights:
         parser.error("--separation needs --weights (a round-0 model of bench/active_learning.py --work-dir)")
-    defaults = DEFAULTS[args.feature]
-    given = (args.candidates, args.input_size, args.repeats)
-    args.candidates, args.input_size, args.repeats = (g if g is not None else d for g, d in zip(given, defaults))
-    name = "contact_sheet" if args.feature == "contact-sheet" else "mining_diversity"
-    args.out = args.out or c.RESULTS / f"{name}.json"
-    report = measure_contact_sheet(args) if args.feature == "contact-sheet" else measure_diversity(args)
-    c.print_report(report, args.out, indent=1)
+    c.print_report(measure_diversity(args), args.out, indent=1)
 
 
 if __name__ == "__main__":
