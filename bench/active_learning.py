@@ -148,7 +148,8 @@ def mine_round(proto: Protocol, data: dict, weights: str, labelled: list[int], a
     scorer = "entropy" if algorithm.startswith("entropy") else "aldd"  # random: ALDD scores kept for the record
     cfg = round_config(proto, data, data["pool"]["ann_path"], Path(data["root"]), None, proto.epochs)
     predictor = Predictor(cfg, weights)
-    paths = [image_path(data, i) for i in candidates]
+    diverse = algorithm.endswith("_diversity")
+    paths = [image_path(data, i) for i in candidates + (labelled if diverse else [])]  # labelled: seed the groups
     dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
     scores, embeddings, diversity_s = [], [], None
     for batch in inference_batches(dataset, 32, workers=0):
@@ -158,12 +159,13 @@ def mine_round(proto: Protocol, data: dict, weights: str, labelled: list[int], a
         hw = (batch.images.shape[2], batch.images.shape[3])
         scores += uncertainty_scores(scorer, levels, predictor.num_classes, hw).tolist()
         embeddings.append(image_embeddings(levels, predictor.num_classes))
+    scores, embeddings = scores[: len(candidates)], np.concatenate(embeddings)
     if algorithm == "random":
         rng = np.random.default_rng([seed, r, 77])
         picks = sorted(int(i) for i in rng.choice(candidates, size=proto.step, replace=False))
-    elif algorithm.endswith("_diversity"):
+    elif diverse:  # as the mining task ranks with the labelled_embeddings file its model's training wrote
         ranking_start = time.perf_counter()
-        order, _ = diverse_order(np.array(scores), np.concatenate(embeddings))
+        order, _ = diverse_order(np.array(scores), embeddings[: len(candidates)], embeddings[len(candidates) :])
         diversity_s = round(time.perf_counter() - ranking_start, 4)
         picks = [candidates[k] for k in order[: proto.step].tolist()]
     else:  # top scores, ties: lower id first

@@ -111,6 +111,38 @@ def test_only_the_first_max_groups_groups_are_formed():
     assert diverse_scores(scores, embeddings).tolist() == pytest.approx([0.9, 0.4, 0.7, 0.3, 0.5, 0.2])
 
 
+def test_labelled_images_start_their_groups():
+    """Candidates: two frames of scene A (labelled twice already), one of scene B (labelled
+    once), scene C (new). A's frames start at 2 copies (x 1/4, 1/8), B's at 1 (x 1/2), C keeps
+    its score and ranks first although A scored highest. Without the labelled set A leads."""
+    rng = np.random.default_rng(7)
+    a, b, c, d = rng.normal(size=(4, EMBED_DIMS))
+    candidates = np.array([a, a, b, c], dtype=np.float16)
+    labelled = np.array([a, b, a, d], dtype=np.float16)
+    scores = np.array([0.9, 0.8, 0.7, 0.5])
+    assert diverse_scores(scores, candidates).tolist() == pytest.approx([0.9, 0.4, 0.7, 0.5])
+    order, ranked = diverse_order(scores, candidates, labelled)
+    assert ranked.tolist() == pytest.approx([0.5, 0.35, 0.225, 0.1])
+    assert order.tolist() == [3, 2, 0, 1]
+    with pytest.raises(ValueError, match="known embeddings of shape"):
+        diverse_scores(scores, candidates, np.zeros((2, EMBED_DIMS + 1), np.float16))
+
+
+def test_labelled_groups_are_capped_too():
+    """At most ``max_groups`` groups of labelled images (the first ones, in their order); the
+    candidates get their own ``max_groups``."""
+    rng = np.random.default_rng(8)
+    a, b, c = rng.normal(size=(3, EMBED_DIMS))
+    labelled = np.array([a, b], dtype=np.float16)
+    candidates = np.array([b, a, c, c], dtype=np.float16)
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    got = diverse_scores(scores, candidates, labelled, max_groups=1)
+    # a took the one labelled group (b's candidate frame is not discounted), b the one of candidates
+    # (c finds no group: both of its frames keep their scores)
+    assert got.tolist() == pytest.approx([0.9, 0.4, 0.7, 0.6])
+    assert diverse_scores(scores, candidates, labelled).tolist() == pytest.approx([0.45, 0.4, 0.7, 0.3])
+
+
 def test_embeddings_are_per_image_whatever_the_batch():
     images = [scene_levels(seed) for seed in range(5)]
     together = image_embeddings(batch_of(images), 3)

@@ -85,50 +85,76 @@ def _unit(rows: np.ndarray, centre: np.ndarray) -> np.ndarray:
 def group_copies(
     scores: np.ndarray,
     embeddings: np.ndarray,
+    known: np.ndarray | None = None,
     similar: float = SIMILAR,
     max_groups: int = MAX_GROUPS,
     block: int = BLOCK,
 ) -> np.ndarray:
     """For each candidate (``scores`` ``[N]``, ``embeddings`` ``[N, D]``), how many members of its
     group rank before it by score (ties by position): 0 for a group's leader and for a candidate
-    in no group. See the module docstring for the rule."""
+    in no group. See the module docstring for the rule.
+
+    ``known`` (``[M, D]``, optional): embeddings of images labelled already (the training set of
+    the model that scored the candidates). They are grouped first, by the same rule, in their
+    order (at most ``max_groups`` groups of their own), and their groups count their members: a
+    candidate like ``k`` labelled images starts at ``k`` copies, so a scene labelled in an earlier
+    round does not lead the ranking again."""
     scores = np.asarray(scores, dtype=np.float64)
     if embeddings.shape[0] != len(scores):
         raise ValueError(f"{len(scores)} scores but {embeddings.shape[0]} embeddings")
+    known = np.zeros((0, embeddings.shape[1]), embeddings.dtype) if known is None else known
+    if known.ndim != 2 or known.shape[1] != embeddings.shape[1]:
+        raise ValueError(f"known embeddings of shape {known.shape}, candidates' {embeddings.shape}")
+    centre = _centre(embeddings)
+    known_groups, candidate_groups = min(max_groups, len(known)), min(max_groups, len(scores))
+    leaders = np.empty((known_groups + candidate_groups, embeddings.shape[1]), dtype=np.float32)
+    members = np.zeros(len(leaders), dtype=np.int64)
+    walk = _GroupWalk(leaders, members, similar)
+    for start in range(0, len(known), block):
+        walk.add(_unit(known[start : start + block], centre), limit=known_groups)
     copies = np.zeros(len(scores), dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
-    centre = _centre(embeddings)
-    capacity = min(max_groups, len(scores))
-    leaders = np.empty((capacity, embeddings.shape[1]), dtype=np.float32)
-    members = np.zeros(capacity, dtype=np.int64)
-    count = 0
     for start in range(0, len(order), block):
         rows = order[start : start + block]
-        vectors = _unit(embeddings[rows], centre)
-        before = count
+        copies[rows] = walk.add(_unit(embeddings[rows], centre), limit=len(leaders))
+    return copies
+
+
+class _GroupWalk:
+    """The greedy grouping, a block of unit vectors at a time: each joins the group of its most
+    similar leader when that similarity reaches ``similar``, else leads a new group while fewer
+    than ``limit`` exist. ``leaders`` and ``members`` are filled in place."""
+
+    def __init__(self, leaders: np.ndarray, members: np.ndarray, similar: float) -> None:
+        self.leaders, self.members, self.similar, self.count = leaders, members, similar, 0
+
+    def add(self, vectors: np.ndarray, limit: int) -> np.ndarray:
+        """The members each vector's group had before it joined (0: it leads one, or none)."""
+        copies = np.zeros(len(vectors), dtype=np.int64)
+        before = self.count
         if before:
-            sims = vectors @ leaders[:before].T
+            sims = vectors @ self.leaders[:before].T
             best_before, group_before = sims.max(axis=1), sims.argmax(axis=1)
         within = vectors @ vectors.T
         new_rows: list[int] = []  # positions in this block that lead a group, and their groups
         new_groups: list[int] = []
-        for k, row in enumerate(rows):
+        for k in range(len(vectors)):
             best, group = (float(best_before[k]), int(group_before[k])) if before else (-np.inf, -1)
             if new_rows:
                 near = within[k, new_rows]
                 j = int(near.argmax())
                 if near[j] > best:
                     best, group = float(near[j]), new_groups[j]
-            if best >= similar:
-                copies[row] = members[group]
-                members[group] += 1
-            elif count < capacity:
-                leaders[count] = vectors[k]
-                members[count] = 1
+            if best >= self.similar:
+                copies[k] = self.members[group]
+                self.members[group] += 1
+            elif self.count < limit:
+                self.leaders[self.count] = vectors[k]
+                self.members[self.count] = 1
                 new_rows.append(k)
-                new_groups.append(count)
-                count += 1
-    return copies
+                new_groups.append(self.count)
+                self.count += 1
+        return copies
 
 
 def discounted(scores: np.ndarray, copies: np.ndarray, discount: float = DISCOUNT) -> np.ndarray:
@@ -139,17 +165,19 @@ def discounted(scores: np.ndarray, copies: np.ndarray, discount: float = DISCOUN
     return np.where(scores >= 0, scores * factor, scores / factor)
 
 
-def diverse_scores(scores: np.ndarray, embeddings: np.ndarray, discount: float = DISCOUNT, **grouping) -> np.ndarray:
+def diverse_scores(
+    scores: np.ndarray, embeddings: np.ndarray, known: np.ndarray | None = None, discount: float = DISCOUNT, **grouping
+) -> np.ndarray:
     """The discounted scores (float64, ``[N]``): :func:`group_copies` then :func:`discounted`."""
-    return discounted(scores, group_copies(scores, embeddings, **grouping), discount)
+    return discounted(scores, group_copies(scores, embeddings, known, **grouping), discount)
 
 
 def diverse_order(
-    scores: np.ndarray, embeddings: np.ndarray, discount: float = DISCOUNT, **grouping
+    scores: np.ndarray, embeddings: np.ndarray, known: np.ndarray | None = None, discount: float = DISCOUNT, **grouping
 ) -> tuple[np.ndarray, np.ndarray]:
     """(positions from first to last, their discounted scores): by discounted score, high to
     low; among equal ones (scores of 0, say) the fewer copies before it, then the position."""
-    copies = group_copies(scores, embeddings, **grouping)
+    copies = group_copies(scores, embeddings, known, **grouping)
     adjusted = discounted(scores, copies, discount)
     order = np.lexsort((np.arange(len(adjusted)), copies, -adjusted))
     return order, adjusted[order]
