@@ -8,7 +8,8 @@ when both run (each batch's single forward gives its uncertainty scores and its 
   detection entropy, or random as a baseline; ``nanodet/mining/uncertainty.py``), highest first. With
   ``mining_diversity`` (ALDD and entropy), near-duplicates of a higher-ranked candidate have
   their score discounted (``nanodet/mining/diversity.py``; embeddings from the same forward),
-  once, on rank 0, over every process's candidates: the file lists the discounted scores.
+  once, on rank 0, over every process's candidates, the groups seeded by the images the model
+  was trained on (``labelled_embeddings.py``): the file lists the discounted scores.
 
 An image that is missing or cannot be read gets an empty box list (infer) or the lowest
 score (mining) and a warning; the task still succeeds, unless no candidate file exists at
@@ -45,6 +46,8 @@ from .contact_sheet import SHEET_NAME, write_contact_sheet
 from .dataset import MISSING_WARNINGS, is_missing, read_index, warn_capped, warn_missing
 from .devices import select_devices, share_cpus
 from .errors import ConfigError, DatasetError, ImageFormatError
+from .labelled_embeddings import FILE_NAME as LABELLED
+from .labelled_embeddings import find_labelled_embeddings, read_labelled_embeddings
 from .launch import is_worker, run_workers
 from .monitor import Monitor
 from .paths import APP_ROOT, PathMapper, model_config_path
@@ -119,6 +122,18 @@ def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, devic
         predictor.backend,
     )
     return predictor
+
+
+def labelled_seeds(env: EnvConfig, hp: PredictConfig, mapper: PathMapper) -> np.ndarray | None:
+    """The embeddings of the images the model was trained on, which the training task wrote beside
+    its weights (``executor/labelled_embeddings.py``), or None (a model trained elsewhere)."""
+    models_dir = mapper(env.input.models_dir)
+    weights = choose_inference_weights(hp.model_params_path, models_dir, mapper).path
+    path = find_labelled_embeddings(weights, models_dir) if weights is not None else None
+    if path is None:
+        log.info("mining diversity: no %s beside %s: the labelled images do not seed the groups", LABELLED, weights)
+        return None
+    return read_labelled_embeddings(path)
 
 
 def _model_name(cfg: NanoDetConfig) -> str:
@@ -235,13 +250,15 @@ class CandidateResults:
                 self.embeddings[read] = embeddings
             self.boxes.update(boxes)
 
-    def diversify(self) -> None:
+    def diversify(self, labelled: np.ndarray | None = None) -> None:
         """Rank the decoded candidates with :func:`nanodet.mining.diversity.diverse_order` (all of
-        them at once) and replace their scores by the discounted ones; unreadable candidates
-        follow, in index order, with the lowest score."""
+        them at once; groups seeded by the ``labelled`` images' embeddings, if any) and replace
+        their scores by the discounted ones; unreadable candidates follow, in index order, with
+        the lowest score."""
         read = np.flatnonzero(self.read)
         every = len(read) == len(self.read)  # the usual case: no copy of the embeddings
-        order, ranked = diverse_order(self.scores[read], self.embeddings if every else self.embeddings[read])
+        embeddings = self.embeddings if every else self.embeddings[read]
+        order, ranked = diverse_order(self.scores[read], embeddings, labelled)
         self.scores[read[order]] = ranked
         self.order = np.concatenate([read[order], np.flatnonzero(~self.read)])
 
@@ -321,8 +338,11 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
     check_some_readable(len(paths) - results.decoded, len(paths), env, mapper, missing)
     if diversity:
         start = time.perf_counter()
-        results.diversify()
-        log.info("mining diversity: %d candidates re-ranked in %.2f s", results.decoded, time.perf_counter() - start)
+        labelled = labelled_seeds(env, hp, mapper)
+        results.diversify(labelled)
+        seeded = f", groups seeded by {len(labelled)} labelled images" if labelled is not None else ""
+        elapsed = time.perf_counter() - start
+        log.info("mining diversity: %d candidates re-ranked in %.2f s%s", results.decoded, elapsed, seeded)
     if algorithm:
         write_mining_result(env, mapper, algorithm, written, results, missing)
         if hp.mining_contact_sheet:

@@ -128,6 +128,17 @@ class ResultWriter:
         for f in gone:
             (self.models_dir / name / f).unlink(missing_ok=True)
 
+    def add_to_best(self, name: str) -> None:
+        """A file written into the best stage's folder after its evaluation (the labelled set's
+        embeddings, at the end of training): listed, copied to the top level, result.yaml rewritten."""
+        if self.best is None:
+            return
+        stage = self.stages[self.best]
+        if name not in stage.files:
+            stage.files.append(name)
+        self.publish_best_to_top_level()
+        self.write()
+
     def _prune(self) -> list[str]:
         latest = sorted(self.stages.values(), key=lambda s: s.epoch)[-MAX_LATEST_STAGES:]
         keep = {s.name for s in latest} | {self.best}

@@ -13,6 +13,8 @@
    rewritten; a stage's ``mAP`` and ``mAR`` are the AP and the recall at
    ``evaluate_config.iou_thr`` (the platform's scale: its tp/fp/fn are counted there too),
    the COCO metric set is in the stage's ``metrics.json``; monitor.txt follows every batch.
+5. At the end, the best stage also gets the labelled images' mining embeddings
+   (``labelled_embeddings.py``), so that the next mining round can tell what is labelled already.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +44,8 @@ from nanodet.weights.checkpoint import save_pth
 from .dataset import annotation_format_of, convert_split
 from .devices import select_devices, share_cpus
 from .errors import ConfigError
+from .labelled_embeddings import FILE_NAME as LABELLED_EMBEDDINGS
+from .labelled_embeddings import write_labelled_embeddings
 from .launch import process_rank, run_workers
 from .monitor import Monitor
 from .paths import PathMapper, bundled_configs, model_config_path
@@ -441,6 +446,24 @@ def train_with_plan(plan: TrainingPlan) -> None:
         writer.publish_best_to_top_level()
         if not plan.model_stages:
             writer.write()
+        attach_labelled_embeddings(cfg, plan, writer)
+
+
+def attach_labelled_embeddings(cfg: NanoDetConfig, plan: TrainingPlan, writer: ResultWriter) -> None:
+    """The labelled set's embeddings through the best stage's weights, for the next mining task
+    (``executor/labelled_embeddings.py``). A failure costs the file (a warning), never the stage."""
+    if writer.best is None or not keep_file(LABELLED_EMBEDDINGS, plan.saved_file_patterns):
+        return
+    folder = Path(plan.models_dir) / writer.best
+    start = time.perf_counter()
+    try:
+        rows = write_labelled_embeddings(cfg, folder / STAGE_WEIGHTS, folder / LABELLED_EMBEDDINGS, plan.device)
+    except Exception as err:  # the weights are what matters: the task still succeeds
+        log.warning("%s: no %s (%s: %s)", writer.best, LABELLED_EMBEDDINGS, type(err).__name__, err)
+        return
+    writer.add_to_best(LABELLED_EMBEDDINGS)
+    elapsed = time.perf_counter() - start
+    log.info("%s: %d labelled images embedded for mining in %.1f s", LABELLED_EMBEDDINGS, rows, elapsed)
 
 
 def run_training_task(env: EnvConfig, hp: TrainingConfig, mapper: PathMapper, monitor: Monitor) -> None:

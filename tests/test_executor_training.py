@@ -82,6 +82,38 @@ def test_every_stage_carries_an_onnx_model_that_detects_like_its_weights(trained
     assert (out_dir / "models" / "nanodet_model.onnx").is_file()  # the best stage's, at the top level
 
 
+def test_the_best_stage_carries_the_labelled_images_embeddings(trained):
+    """For the next mining round's diversity ranking: one float16 row per training and validation
+    image (24 + 8), in the best stage's folder, listed with its files and copied to the top level,
+    equal to the embeddings of those images through the best stage's weights."""
+    from nanodet.config import load_config
+    from nanodet.data.inference_dataset import ImageFileDataset, inference_batches
+    from nanodet.inference.predictor import Predictor
+    from nanodet.mining.diversity import image_embeddings
+
+    out_dir, proc = trained
+    models = out_dir / "models"
+    result = yaml.safe_load((models / "result.yaml").read_text())
+    best = result["best_stage_name"]
+    assert "labelled_embeddings.npy" in result["model_stages"][best]["files"]
+    assert all("labelled_embeddings.npy" not in s["files"] for n, s in result["model_stages"].items() if n != best)
+    written = np.load(models / best / "labelled_embeddings.npy", allow_pickle=False)
+    assert written.shape == (32, 64) and written.dtype == np.float16
+    assert np.array_equal(np.load(models / "labelled_embeddings.npy"), written)
+    assert "labelled_embeddings.npy: 32 labelled images embedded for mining" in proc.stdout
+
+    in_dir = out_dir.parent / "in"
+    cfg = load_config(models / "train_cfg.yml")
+    listed = [line.split()[0] for name in ("train-index.tsv", "val-index.tsv") for line in (in_dir / name).open()]
+    paths = [in_dir / p.removeprefix("/in/") for p in listed]
+    predictor = Predictor(cfg, models / best / "nanodet_model.pth", backend="torch")
+    dataset = ImageFileDataset(paths, predictor.input_wh, predictor.keep_ratio, predictor.mean, predictor.std)
+    ours = np.concatenate(
+        [image_embeddings(predictor.forward_levels(b.images), 3) for b in inference_batches(dataset, 8, 0)]
+    )
+    np.testing.assert_allclose(written.astype(np.float32), ours.astype(np.float32), atol=2e-3, rtol=1e-2)
+
+
 def test_protocol_0_result_is_flat(tmp_path):
     in_dir = make_training_workspace(
         tmp_path / "in",
@@ -98,6 +130,7 @@ def test_protocol_0_result_is_flat(tmp_path):
     assert_success(run_start(in_dir, tmp_path / "out"), tmp_path / "out")
     result = check_training_outputs(tmp_path / "out", protocol_stages=False)
     assert "nanodet_model.pth" in result["model"] and "train_cfg.yml" in result["model"]
+    assert "labelled_embeddings.npy" in result["model"]  # flat: the later tasks get it all the same
 
 
 def test_sample_data_small_dataset(tmp_path):

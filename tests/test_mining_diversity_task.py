@@ -3,6 +3,7 @@ result.tsv, scores that never increase down the file, and one ranking for 1 and 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -108,3 +109,44 @@ def test_two_processes_rank_as_one_with_the_switch_on(models, tmp_path):
     assert [s for _, s in two] == pytest.approx([s for _, s in one], rel=1e-5)
     assert_never_increasing(one)
     assert len(one) == 12 and sum(s < one[0][1] / 1.5 for _, s in one) >= 3  # copies were discounted
+
+
+def test_a_candidate_like_a_labelled_image_starts_discounted(models, tmp_path):
+    """The training task leaves the embeddings of its images beside its weights: a candidate that
+    is one of them starts as its group's second member (half its score) and yields the top. No
+    file: the groups start empty (and the log says so); a damaged file: a warning naming it and
+    the same ranking as without one."""
+    from executor.labelled_embeddings import write_labelled_embeddings
+    from nanodet.config import load_config
+
+    in_dir = make_predict_workspace(
+        tmp_path / "in", models, candidates=7, infer=False, batch_size_per_gpu=4, workers_per_gpu=0
+    )
+    edit_yaml(in_dir / "config.yaml", mining_diversity=True)
+    proc = run_start(in_dir, tmp_path / "unseeded")
+    assert_success(proc, tmp_path / "unseeded")
+    assert "the labelled images do not seed the groups" in proc.stdout
+    unseeded = ranking(tmp_path / "unseeded")
+    (top, s), s2 = unseeded[0], unseeded[1][1]
+    assert s / 4 < s2 < s  # so the seeded ranking has another candidate first
+
+    labelled = tmp_path / "labelled.json"  # a training set of one image: the top candidate
+    labelled.write_text(json.dumps({"images": [{"id": 1, "file_name": top.removeprefix("/in/")}]}))
+    split = {"img_path": str(in_dir), "ann_path": str(labelled)}
+    cfg = load_config(in_dir / "models" / "train_cfg.yml").merged({"data": {"train": split, "val": split}})
+    weights = in_dir / "models" / "nanodet_model_best.pth"
+    assert write_labelled_embeddings(cfg, weights, in_dir / "models" / "labelled_embeddings.npy") == 2
+    proc = run_start(in_dir, tmp_path / "seeded")
+    assert_success(proc, tmp_path / "seeded")
+    assert "groups seeded by 2 labelled images" in proc.stdout
+    seeded = dict(ranking(tmp_path / "seeded"))
+    assert_never_increasing(ranking(tmp_path / "seeded"))
+    assert seeded[top] == pytest.approx(s / 4, rel=1e-5)  # labelled twice (training and validation)
+    assert ranking(tmp_path / "seeded")[0][0] != top
+    assert all(seeded[p] <= score + 1e-9 for p, score in unseeded)
+
+    (in_dir / "models" / "labelled_embeddings.npy").write_bytes(b"\x93NUMPY garbage")
+    proc = run_start(in_dir, tmp_path / "damaged")
+    assert_success(proc, tmp_path / "damaged")
+    assert "labelled_embeddings.npy: not read" in proc.stdout
+    assert ranking(tmp_path / "damaged") == unseeded
