@@ -19,11 +19,15 @@ content, for every K.
    Sorting by the discounted score (equal ones: fewer copies before it first, so that bursts
    scored 0 spread too) gives the ranking, and the discounted score is what ``result.tsv``
    lists, so it never increases down the file.
+3. **What is labelled already** (optional ``known`` embeddings: the model's training images,
+   through the same model) is grouped first by the same rule; a candidate joining such a group
+   counts its labelled members as copies ranked before it. Without it the frames of a scene
+   labelled last round lead their groups again.
 
 Cost: leaders are compared in blocks of ``BLOCK`` candidates (a ``BLOCK x leaders`` matrix, never
-``N x N``), at most ``MAX_GROUPS`` leaders: O(N x MAX_GROUPS x 64) time, O(N x 64) memory. After
-``MAX_GROUPS`` distinct groups (far below the top the platform labels) a candidate like none of
-them keeps its score.
+``N x N``), at most ``MAX_GROUPS`` leaders of candidates and as many of labelled images:
+O((N + M) x MAX_GROUPS x 64) time, O((N + M) x 64) memory. After ``MAX_GROUPS`` distinct groups
+(far below the top the platform labels) a candidate like none of them keeps its score.
 """
 
 from __future__ import annotations
