@@ -75,7 +75,9 @@ def test_a_burst_of_copies_reaches_the_top_once_with_the_switch_on(models, tmp_p
     assert [score for _, score in off[:5]] == pytest.approx([s] * 5, rel=1e-5)
 
     edit_yaml(in_dir / "config.yaml", mining_diversity="true")
-    assert_success(run_start(in_dir, tmp_path / "on"), tmp_path / "on")
+    proc = run_start(in_dir, tmp_path / "on")
+    assert_success(proc, tmp_path / "on")
+    assert "no labelled_embeddings.npy beside" in proc.stdout  # a model trained elsewhere: no labelled groups
     on = ranking(tmp_path / "on")
     assert_never_increasing(on)
     assert sorted(p for p, _ in on) == sorted(candidates_of(in_dir))
@@ -113,9 +115,8 @@ def test_two_processes_rank_as_one_with_the_switch_on(models, tmp_path):
 
 def test_a_candidate_like_a_labelled_image_starts_discounted(models, tmp_path):
     """The training task leaves the embeddings of its images beside its weights: a candidate that
-    is one of them starts as its group's second member (half its score) and yields the top. No
-    file: the groups start empty (and the log says so); a damaged file: a warning naming it and
-    the same ranking as without one."""
+    is one of them starts as its group's second member (half its score) and yields the top. A
+    damaged file: a warning naming it, and the ranking of no file at all."""
     from executor.labelled_embeddings import write_labelled_embeddings
     from nanodet.config import load_config
 
@@ -123,10 +124,11 @@ def test_a_candidate_like_a_labelled_image_starts_discounted(models, tmp_path):
         tmp_path / "in", models, candidates=7, infer=False, batch_size_per_gpu=4, workers_per_gpu=0
     )
     edit_yaml(in_dir / "config.yaml", mining_diversity=True)
-    proc = run_start(in_dir, tmp_path / "unseeded")
-    assert_success(proc, tmp_path / "unseeded")
-    assert "the labelled images do not seed the groups" in proc.stdout
-    unseeded = ranking(tmp_path / "unseeded")
+    (in_dir / "models" / "labelled_embeddings.npy").write_bytes(b"\x93NUMPY garbage")
+    proc = run_start(in_dir, tmp_path / "damaged")
+    assert_success(proc, tmp_path / "damaged")
+    assert "labelled_embeddings.npy: not read" in proc.stdout
+    unseeded = ranking(tmp_path / "damaged")
     (top, s), s2 = unseeded[0], unseeded[1][1]
     assert s / 4 < s2 < s  # so the seeded ranking has another candidate first
 
@@ -139,14 +141,8 @@ def test_a_candidate_like_a_labelled_image_starts_discounted(models, tmp_path):
     proc = run_start(in_dir, tmp_path / "seeded")
     assert_success(proc, tmp_path / "seeded")
     assert "groups seeded by 2 labelled images" in proc.stdout
-    seeded = dict(ranking(tmp_path / "seeded"))
-    assert_never_increasing(ranking(tmp_path / "seeded"))
-    assert seeded[top] == pytest.approx(s / 4, rel=1e-5)  # labelled twice (training and validation)
-    assert ranking(tmp_path / "seeded")[0][0] != top
-    assert all(seeded[p] <= score + 1e-9 for p, score in unseeded)
-
-    (in_dir / "models" / "labelled_embeddings.npy").write_bytes(b"\x93NUMPY garbage")
-    proc = run_start(in_dir, tmp_path / "damaged")
-    assert_success(proc, tmp_path / "damaged")
-    assert "labelled_embeddings.npy: not read" in proc.stdout
-    assert ranking(tmp_path / "damaged") == unseeded
+    seeded = ranking(tmp_path / "seeded")
+    assert_never_increasing(seeded)
+    assert seeded[0][0] != top
+    assert dict(seeded)[top] == pytest.approx(s / 4, rel=1e-5)  # labelled twice (training and validation)
+    assert all(dict(seeded)[p] <= score + 1e-9 for p, score in unseeded)
