@@ -167,7 +167,9 @@ def memory_case(count: int, on: bool) -> dict:
             rows = np.arange(start, min(start + 8192, bursts * 8))
             results.embeddings[rows] = centres[rows // 8] + rng.normal(0, 0.1, size=(len(rows), EMBED_DIMS))
         results.embeddings[bursts * 8 :] = rng.normal(size=(count - bursts * 8, EMBED_DIMS))
-    labelled = rng.normal(size=(MAX_ROWS, EMBED_DIMS)).astype(np.float16) if on else None  # the most kept
+    labelled = np.zeros((MAX_ROWS if on else 0, EMBED_DIMS), np.float16)  # the most a training task keeps
+    for start in range(0, len(labelled), 8192):  # in chunks: no float64 copy of the whole set in the peak
+        labelled[start : start + 8192] = rng.normal(size=(len(labelled[start : start + 8192]), EMBED_DIMS))
     filled = c.peak_rss_mib()
     start = time.perf_counter()
     if on:

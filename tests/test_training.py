@@ -51,8 +51,9 @@ def test_checkpoint_files_and_layout(data_root, tmp_path):
 
 
 def test_resume_equals_straight_run(data_root, tmp_path):
-    """Epoch 1, stop, resume for epoch 2 == 2 epochs straight (CPU, same threads, no workers)."""
-    cfg = synthetic_training_config(data_root, epochs=2)
+    """Epoch 1, stop, resume for epoch 2 == 2 epochs straight (CPU, same threads, no workers; a
+    64 px input: what resume restores does not depend on it)."""
+    cfg = synthetic_training_config(data_root, epochs=2, input_size=(64, 64))
     train(cfg, work_dir=tmp_path / "straight", progress=False, device="cpu")
     one = cfg.merged({"schedule": {"total_epochs": 1}})
     train(one, work_dir=tmp_path / "split", progress=False, device="cpu")
@@ -66,7 +67,7 @@ def test_resume_equals_straight_run(data_root, tmp_path):
 
 def test_resume_after_kill_mid_epoch(data_root, tmp_path):
     """A crash inside epoch 2 leaves epoch 1's checkpoint; resume restarts epoch 2 from it."""
-    cfg = synthetic_training_config(data_root, epochs=2)
+    cfg = synthetic_training_config(data_root, epochs=2, input_size=(64, 64))
 
     class Crash(Exception):
         pass
