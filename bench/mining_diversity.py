@@ -45,9 +45,10 @@ def diversity_workspace(in_dir: Path, candidates: int, input_size: int, batch: i
     import yaml
 
     from executor.workspace import write_env
+    from nanodet.mining.diversity import EMBED_DIMS
 
     c.models_folder(in_dir / "models", input_size)
-    labelled = np.random.default_rng(12).normal(size=(candidates, 64)).astype(np.float16)  # as many as candidates
+    labelled = np.random.default_rng(12).normal(size=(candidates, EMBED_DIMS)).astype(np.float16)  # one per candidate
     np.save(in_dir / "models" / "labelled_embeddings.npy", labelled)  # distinct: each seeds a group (the worst)
     rows = c.small_candidates(in_dir, candidates, seed=11)
     (in_dir / "candidate-index.tsv").write_text("".join(f"{r}\n" for r in rows))

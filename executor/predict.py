@@ -52,7 +52,7 @@ from .launch import is_worker, run_workers
 from .monitor import Monitor
 from .paths import APP_ROOT, PathMapper, model_config_path
 from .protocol import EnvConfig, PredictConfig
-from .weights import choose_inference_weights
+from .weights import WeightsChoice, choose_inference_weights
 
 log = logging.getLogger("executor.predict")
 
@@ -93,9 +93,7 @@ def write_no_candidates(task: str, output: Path, text: str, monitor: Monitor, ct
     monitor.progress(1.0, force=True)
 
 
-def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, device) -> Predictor:
-    models_dir = mapper(env.input.models_dir)
-    choice = choose_inference_weights(hp.model_params_path, models_dir, mapper)
+def build_predictor(hp: PredictConfig, choice: WeightsChoice, device) -> Predictor:
     try:
         if choice.saved_config is not None:
             cfg = load_config(choice.saved_config)
@@ -124,11 +122,9 @@ def build_predictor(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, devic
     return predictor
 
 
-def labelled_seeds(env: EnvConfig, hp: PredictConfig, mapper: PathMapper) -> np.ndarray | None:
+def labelled_seeds(weights: Path | None, models_dir: Path) -> np.ndarray | None:
     """The embeddings of the images the model was trained on, which the training task wrote beside
-    its weights (``executor/labelled_embeddings.py``), or None (a model trained elsewhere)."""
-    models_dir = mapper(env.input.models_dir)
-    weights = choose_inference_weights(hp.model_params_path, models_dir, mapper).path
+    its ``weights`` (``executor/labelled_embeddings.py``), or None (a model trained elsewhere)."""
     path = find_labelled_embeddings(weights, models_dir) if weights is not None else None
     if path is None:
         log.info("mining diversity: no %s beside %s: the labelled images do not seed the groups", LABELLED, weights)
@@ -302,7 +298,9 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
     both its uncertainty scores and its detections; then mining's result, then infer's."""
     algorithm = hp.mining_algorithm if env.run_mining else None
     written, paths = candidates(env, mapper)
-    predictor = build_predictor(env, hp, mapper, ctx.device)
+    models_dir = mapper(env.input.models_dir)
+    choice = choose_inference_weights(hp.model_params_path, models_dir, mapper)
+    predictor = build_predictor(hp, choice, ctx.device)
     if not paths:
         if algorithm:
             write_no_candidates("mining", mapper(env.output.mining_result_file), "", monitor, ctx)
@@ -338,7 +336,7 @@ def run_candidates(env: EnvConfig, hp: PredictConfig, mapper: PathMapper, monito
     check_some_readable(len(paths) - results.decoded, len(paths), env, mapper, missing)
     if diversity:
         start = time.perf_counter()
-        labelled = labelled_seeds(env, hp, mapper)
+        labelled = labelled_seeds(choice.path, models_dir)
         results.diversify(labelled)
         seeded = f", groups seeded by {len(labelled)} labelled images" if labelled is not None else ""
         elapsed = time.perf_counter() - start

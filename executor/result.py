@@ -130,13 +130,14 @@ class ResultWriter:
 
     def add_to_best(self, name: str) -> None:
         """A file written into the best stage's folder after its evaluation (the labelled set's
-        embeddings, at the end of training): listed, copied to the top level, result.yaml rewritten."""
+        embeddings, at the end of training): listed, copied to the top level (that file only: the
+        others are there already), result.yaml rewritten."""
         if self.best is None:
             return
         stage = self.stages[self.best]
         if name not in stage.files:
             stage.files.append(name)
-        self.publish_best_to_top_level()
+        atomic_copy(self.models_dir / self.best / name, self.models_dir / name)
         self.write()
 
     def _prune(self) -> list[str]:
