@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/active_learning.py [--quick] [--diversity] [--seeds 3] [--rounds 3] [--epochs 6]
         [--round0-epochs 36] [--pool 400] [--test 160] [--bursty-scenes 200] [--workers 2] [--out DIR] [--work-dir DIR]
+        [--pretrain-images N --pretrain-epochs 24] [--pools plain,bursty] [--algorithms aldd,random]
 
 Round 0 labels a random 20 % of a generated pool (``bench._common.PoolRecipe``); each round labels 10 % more as
-each algorithm picks, fine-tunes and tests; ``--diversity`` adds the diversity arms and a bursty pool. Writes
-``active_learning[_diversity][_quick].json``, its plot and the picks (``*_picks*.png``) to ``--out``.
+each algorithm picks, fine-tunes and tests; ``--diversity`` adds the diversity arms and a bursty pool. Round 0
+trains from random init, or with ``--pretrain-images N`` fine-tunes a model trained first on N images of a
+disjoint pool (a start that already knows the shapes, as a pretrained checkpoint does). Writes
+``active_learning[_diversity][_pretrained][_quick].json``, its plot and the picks (``*_picks*.png``) to ``--out``.
 """
 
 import argparse
@@ -18,7 +21,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from bench._common import PoolRecipe, host_info, log, make_pool, synthetic_confi
 
 KINDS = ("empty", "dup_copy", "redundant", "rare", "small", "low_contrast")
 BURSTY_SEED_OFFSET = 104729
+PRETRAIN_SEED_OFFSET = 15485863
 # without and with --diversity: algorithms, pools, the arms pictured, the plot's metrics, x axis and title
 MODES = [
     (("aldd", "entropy", "random"), ("plain",), ("aldd", "random"))
@@ -60,6 +64,9 @@ class Protocol:
     pools: tuple[str, ...] = ("plain",)
     bursty_scenes: int = 200
     burst_frames: tuple[int, int] = (6, 10)
+    pretrain_images: int = 0  # 0: round 0 from random init
+    pretrain_epochs: int = 24
+    pretrained: str | None = None  # the weights round 0 starts from (set once the pretraining ran)
     recipe: PoolRecipe = field(default_factory=PoolRecipe)
 
     @property
@@ -82,6 +89,20 @@ def prepare_data(root: Path, proto: Protocol, kind: str) -> dict:
     test = make_pool(root, name, proto.recipe, proto.test, proto.pool_seed + 7919, with_dups=False)
     meta = [{int(k): v for k, v in json.loads(Path(p["meta_path"]).read_text()).items()} for p in (pool, test)]
     return {"pool": pool, "test": test, "root": str(root), "kind": kind, "meta": meta[0], "test_meta": meta[1]}
+
+
+def pretrain(proto: Protocol, root: Path, test: dict) -> str:
+    """Train once on ``proto.pretrain_images`` images of a pool disjoint from the others (no near-duplicates),
+    from random init, with this process's threads; the best weights (reused when ``root`` holds the same run)."""
+    seed = proto.pool_seed + PRETRAIN_SEED_OFFSET
+    pool = make_pool(root / "data", f"pretrain-{proto.pretrain_images}-s{seed}", proto.recipe, proto.pretrain_images,
+                     seed, with_dups=False)  # fmt: skip
+    data = {"pool": pool, "test": test, "kind": "pretrain"}
+    ids = [im["id"] for im in json.loads(Path(pool["ann_path"]).read_text())["images"]]
+    result = train_round(proto, data, ids, root / "pretrain", 0, None, proto.pretrain_epochs)
+    log(f"pretrained on {len(ids)} images, {proto.pretrain_epochs} epochs: AP50 {result['AP_50']:.3f} "
+        f"mAP {result['mAP']:.3f} ({result['train_s']:.0f} s)")  # fmt: skip
+    return result["weights"]
 
 
 def pool_partners(meta: dict[int, dict]) -> dict[int, set[int]]:
@@ -111,7 +132,8 @@ def train_round(proto: Protocol, data: dict, labelled: list[int], work_dir: Path
     """Train one round on the labelled images (reused when ``work_dir`` holds the same round); test metrics."""
     from nanodet.engine.run import train
 
-    protocol = {k: v for k, v in asdict(proto).items() if k not in ("seeds", "algorithms", "workers", "pools")}
+    skip = ("seeds", "algorithms", "workers", "pools", "pretrained")  # what does not change a round's training
+    protocol = {k: v for k, v in asdict(proto).items() if k not in skip}
     key = {"labelled": labelled, "seed": seed, "load_model": load_model, "epochs": epochs, "protocol": protocol}
     key, record = json.loads(json.dumps(key | {"pool": data["kind"]})), work_dir / "round.json"
     if record.is_file() and (work_dir / "nanodet_model_best.pth").is_file():
@@ -187,12 +209,14 @@ def init_worker() -> None:
 
 
 def chain_job(proto: Protocol, data: dict, seed: int, algorithm: str | None, round0: dict | None, work: str):
-    """Round 0 of a seed (``algorithm`` None: a seeded random draw, trained from random init), or rounds 1..R of
+    """Round 0 of a seed (``algorithm`` None: a seeded random draw, trained from ``proto.pretrained`` or random
+    init), or rounds 1..R of
     one (seed, algorithm): mine with the last model, label, fine-tune from it."""
     if algorithm is None:
         rng = np.random.default_rng([seed, 1000])
         labelled = sorted(int(i) for i in rng.choice(np.arange(1, len(data["meta"]) + 1), proto.initial, replace=False))
-        result = train_round(proto, data, labelled, Path(work) / f"seed{seed}/round0", seed, None, proto.round0_epochs)
+        work_dir, start = Path(work) / f"seed{seed}/round0", proto.pretrained
+        result = train_round(proto, data, labelled, work_dir, seed, start, proto.round0_epochs)
         log(f"{data['kind']} seed {seed} round 0: AP50 {result['AP_50']:.3f} mAP {result['mAP']:.3f}")
         return result | {"labelled_ids": labelled}
     labelled, weights, rounds = list(round0["labelled_ids"]), round0["weights"], []
@@ -310,12 +334,13 @@ def build_report(proto: Protocol, data: dict, round0: dict, chains: dict, wall: 
     if data["kind"] == "bursty":
         recipe |= {"bursts_of_frames": list(proto.burst_frames), "scenes": proto.bursty_scenes}
         recipe["scene_seed_offset"] = BURSTY_SEED_OFFSET
-    protocol = {k: v for k, v in asdict(proto).items() if k != "recipe"}
+    protocol = {k: v for k, v in asdict(proto).items() if k not in ("recipe", "pretrained")}
     protocol |= {"initial_labelled": proto.initial, "added_per_round": proto.step, "detach_epoch": "epochs // 2"}
     protocol |= {"eta_min": proto.lr / 20, "evaluation": "EMA model at the end of each round on the whole test set"}
     verdict, diversity_verdict = verdicts(rows, proto.seeds)
     report = {"benchmark": "active_learning_synthetic_pool", "pool": data["kind"]}
-    report["model"] = "nanodet-plus-m (config/nanodet-plus-m_320.yml re-classed), random init at round 0"
+    start = "random init" if proto.pretrained is None else f"pretrained on {proto.pretrain_images} disjoint images"
+    report["model"] = f"nanodet-plus-m (config/nanodet-plus-m_320.yml re-classed), {start} at round 0"
     report |= {
         "pool_recipe": recipe,
         "pool_stats": pool_stats(data["meta"]),
@@ -385,6 +410,13 @@ def picks_sheet(proto: Protocol, chains: dict, data: dict, arms: tuple[str, str]
     cv2.imwrite(str(path), side_by_side(*sheets, titles=titles))
 
 
+def subset(chosen: str | None, offered: tuple[str, ...]) -> list[str]:
+    names = offered if chosen is None else [name.strip() for name in chosen.split(",") if name.strip()]
+    if unknown := sorted(set(names) - set(offered)):
+        raise SystemExit(f"unknown {unknown}: choose from {', '.join(offered)}")
+    return [name for name in offered if name in names]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small run (2 seeds, smaller pool, fewer epochs)")
@@ -393,15 +425,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="mining rounds after round 0")
     for name, (full, quick) in SIZES.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {full}; quick {quick}")
+    parser.add_argument("--pretrain-images", type=int, default=0, help="round 0 starts from a model trained on "
+                        "this many images of a disjoint pool (default 0: from random init)")  # fmt: skip
+    parser.add_argument("--pretrain-epochs", type=int, default=24, help="epochs of that pretraining")
+    parser.add_argument("--pools", help="comma-separated subset of the mode's pools")
+    parser.add_argument("--algorithms", help="comma-separated subset of the mode's algorithms")
     parser.add_argument("--workers", type=int, default=2, help="training processes in parallel (1 thread each)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--work-dir", type=Path, help="keep data and models here; rounds trained there are reused")
     args = parser.parse_args()
     algorithms, pools, arms, *how = MODES[args.diversity]
+    algorithms, pools = (tuple(subset(args.algorithms, algorithms)), tuple(subset(args.pools, pools)))
+    arms = tuple(a for a in arms if a in algorithms)
     seeds = tuple(range(args.seeds or (2 if args.quick else 3)))
     sizes = {name: getattr(args, name) or pair[args.quick] for name, pair in SIZES.items()}
-    proto = Protocol(seeds, algorithms, args.rounds, workers=args.workers, pools=pools, **sizes)
-    started, suffix = time.perf_counter(), "_quick" if args.quick else ""
+    pretraining = {"pretrain_images": args.pretrain_images, "pretrain_epochs": args.pretrain_epochs}
+    proto = Protocol(seeds, algorithms, args.rounds, workers=args.workers, pools=pools, **sizes, **pretraining)
+    started = time.perf_counter()
+    suffix = ("_pretrained" if args.pretrain_images else "") + ("_quick" if args.quick else "")
     host = host_info() | {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
     args.out.mkdir(parents=True, exist_ok=True)
     name = "active_learning_diversity" if args.diversity else "active_learning"
@@ -409,8 +450,11 @@ def main() -> None:
         root = args.work_dir or Path(tmp)
         datas = {kind: prepare_data(root / "data", proto, kind) for kind in proto.pools}
         wall = {"data": round(time.perf_counter() - started, 1)}
+        if proto.pretrain_images:
+            proto = replace(proto, pretrained=pretrain(proto, root, next(iter(datas.values()))["test"]))
+            wall["pretrain"] = round(time.perf_counter() - started - wall["data"], 1)
         round0, chains, loads = run_jobs(proto, datas, str(root / "runs"))
-        wall["jobs"] = round(time.perf_counter() - started - wall["data"], 1)
+        wall["jobs"] = round(time.perf_counter() - started - sum(wall.values()), 1)
         reports = {kind: build_report(proto, datas[kind], round0[kind], chains[kind], wall) for kind in proto.pools}
         for kind, data in datas.items():
             picks_name = f"{name}_picks{'_' + kind if args.diversity else ''}{suffix}.png"
@@ -418,7 +462,7 @@ def main() -> None:
     host |= {"loadavg_s_1_5_15": loads, "note": "2-core machine shared with other work; timings are contended"}
     wall["total"] = round(time.perf_counter() - started, 1)
     report = {"benchmark": "active_learning_diversity", "pools": reports, "wall_s": wall} if args.diversity else {}
-    report = (report or reports["plain"]) | {"host": host}
+    report = (report or next(iter(reports.values()))) | {"host": host}
     text = json.dumps(report, indent=1)
     (args.out / f"{name}{suffix}.json").write_text(text + "\n")
     plot(reports, *how, args.out / f"{name}{suffix}.png")
