@@ -456,7 +456,7 @@ def main() -> None:
         round0, chains, loads = run_jobs(proto, datas, str(root / "runs"))
         wall["jobs"] = round(time.perf_counter() - started - sum(wall.values()), 1)
         reports = {kind: build_report(proto, datas[kind], round0[kind], chains[kind], wall) for kind in proto.pools}
-        for kind, data in datas.items():
+        for kind, data in datas.items() if arms else ():  # arms: the pictured algorithms that ran
             picks_name = f"{name}_picks{'_' + kind if args.diversity else ''}{suffix}.png"
             picks_sheet(proto, chains[kind], data, arms, args.out / picks_name)
     host |= {"loadavg_s_1_5_15": loads, "note": "2-core machine shared with other work; timings are contended"}
