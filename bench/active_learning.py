@@ -210,8 +210,7 @@ def init_worker() -> None:
 
 def chain_job(proto: Protocol, data: dict, seed: int, algorithm: str | None, round0: dict | None, work: str):
     """Round 0 of a seed (``algorithm`` None: a seeded random draw, trained from ``proto.pretrained`` or random
-    init), or rounds 1..R of
-    one (seed, algorithm): mine with the last model, label, fine-tune from it."""
+    init), or rounds 1..R of one (seed, algorithm): mine with the last model, label, fine-tune from it."""
     if algorithm is None:
         rng = np.random.default_rng([seed, 1000])
         labelled = sorted(int(i) for i in rng.choice(np.arange(1, len(data["meta"]) + 1), proto.initial, replace=False))
@@ -410,11 +409,12 @@ def picks_sheet(proto: Protocol, chains: dict, data: dict, arms: tuple[str, str]
     cv2.imwrite(str(path), side_by_side(*sheets, titles=titles))
 
 
-def subset(chosen: str | None, offered: tuple[str, ...]) -> list[str]:
+def subset(chosen: str | None, offered: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of a comma-separated ``--pools`` / ``--algorithms`` value, in ``offered``'s order (None: all)."""
     names = offered if chosen is None else [name.strip() for name in chosen.split(",") if name.strip()]
     if unknown := sorted(set(names) - set(offered)):
         raise SystemExit(f"unknown {unknown}: choose from {', '.join(offered)}")
-    return [name for name in offered if name in names]
+    return tuple(name for name in offered if name in names)
 
 
 def main() -> None:
@@ -435,7 +435,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="keep data and models here; rounds trained there are reused")
     args = parser.parse_args()
     algorithms, pools, arms, *how = MODES[args.diversity]
-    algorithms, pools = (tuple(subset(args.algorithms, algorithms)), tuple(subset(args.pools, pools)))
+    algorithms, pools = subset(args.algorithms, algorithms), subset(args.pools, pools)
     arms = tuple(a for a in arms if a in algorithms)
     seeds = tuple(range(args.seeds or (2 if args.quick else 3)))
     sizes = {name: getattr(args, name) or pair[args.quick] for name, pair in SIZES.items()}

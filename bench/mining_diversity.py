@@ -170,7 +170,8 @@ def memory_case(count: int, on: bool) -> dict:
         results.embeddings[bursts * 8 :] = rng.normal(size=(count - bursts * 8, EMBED_DIMS))
     labelled = np.zeros((MAX_ROWS if on else 0, EMBED_DIMS), np.float16)  # the most a training task keeps
     for start in range(0, len(labelled), 8192):  # in chunks: no float64 copy of the whole set in the peak
-        labelled[start : start + 8192] = rng.normal(size=(len(labelled[start : start + 8192]), EMBED_DIMS))
+        block = labelled[start : start + 8192]
+        block[:] = rng.normal(size=block.shape)
     filled = c.peak_rss_mib()
     start = time.perf_counter()
     if on:
